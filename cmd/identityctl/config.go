@@ -1,0 +1,131 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// config is the global flags. Each starts from its IDENTITY_* variable (or
+// the default) and a flag given on the command line wins.
+type config struct {
+	redisURL   string
+	redisAddrs string
+
+	server       string
+	token        string
+	user         string
+	passwordFile string
+
+	signingAlg     string
+	accessTTL      time.Duration
+	leeway         time.Duration
+	keysDir        string
+	refreshIdleTTL time.Duration
+
+	json    bool
+	timeout time.Duration
+}
+
+func (c *config) fromEnv(getenv func(string) string) error {
+	c.redisURL = getenv("IDENTITY_REDIS_URL")
+	c.redisAddrs = getenv("IDENTITY_REDIS_ADDRS")
+	c.server = or(getenv("IDENTITY_SERVER"), "127.0.0.1:9090")
+	c.token = getenv("IDENTITY_TOKEN")
+	c.user = getenv("IDENTITY_USER")
+	c.passwordFile = getenv("IDENTITY_PASSWORD_FILE")
+	c.signingAlg = or(getenv("IDENTITY_SIGNING_ALG"), "EdDSA")
+	c.keysDir = getenv("IDENTITY_KEYS_DIR")
+	var errs []error
+	var err error
+	c.accessTTL, err = durationEnv(getenv, "IDENTITY_ACCESS_TTL", 15*time.Minute)
+	errs = append(errs, err)
+	c.leeway, err = durationEnv(getenv, "IDENTITY_LEEWAY", 30*time.Second)
+	errs = append(errs, err)
+	c.refreshIdleTTL, err = durationEnv(getenv, "IDENTITY_REFRESH_IDLE_TTL", 720*time.Hour)
+	errs = append(errs, err)
+	c.timeout, err = durationEnv(getenv, "IDENTITY_TIMEOUT", 30*time.Second)
+	errs = append(errs, err)
+	return errors.Join(errs...)
+}
+
+// register adds the global flags to fs with the current values as
+// defaults, so a command's FlagSet accepts them too (`user list --json`)
+// without undoing what was parsed before the command. The defaults are
+// never printed: usage is our own text, so IDENTITY_TOKEN cannot leak.
+func (c *config) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.redisURL, "redis-url", c.redisURL, "")
+	fs.StringVar(&c.redisAddrs, "redis-addrs", c.redisAddrs, "")
+	fs.StringVar(&c.server, "server", c.server, "")
+	fs.StringVar(&c.token, "token", c.token, "")
+	fs.StringVar(&c.user, "user", c.user, "")
+	fs.StringVar(&c.passwordFile, "password-file", c.passwordFile, "")
+	fs.StringVar(&c.signingAlg, "signing-alg", c.signingAlg, "")
+	fs.DurationVar(&c.accessTTL, "access-ttl", c.accessTTL, "")
+	fs.DurationVar(&c.leeway, "leeway", c.leeway, "")
+	fs.StringVar(&c.keysDir, "keys-dir", c.keysDir, "")
+	fs.DurationVar(&c.refreshIdleTTL, "refresh-idle-ttl", c.refreshIdleTTL, "")
+	fs.BoolVar(&c.json, "json", c.json, "")
+	fs.DurationVar(&c.timeout, "timeout", c.timeout, "")
+}
+
+// direct reports whether identityctl talks to the store itself.
+func (c *config) direct() bool { return c.redisURL != "" || c.redisAddrs != "" }
+
+// check validates the combination once every flag is parsed.
+func (c *config) check() error {
+	if c.redisURL != "" && c.redisAddrs != "" {
+		return errors.New("--redis-url and --redis-addrs are exclusive: give one")
+	}
+	if c.timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, got %s", c.timeout)
+	}
+	if c.direct() {
+		return nil
+	}
+	if c.server == "" {
+		return errors.New("no store and no server: give --redis-url, --redis-addrs or --server")
+	}
+	switch {
+	case c.token != "" && c.user != "":
+		return errors.New("--token and --user are exclusive: give one")
+	case c.token == "" && c.user == "":
+		return errors.New("identityd needs an admin's credentials: give --token (IDENTITY_TOKEN) or --user with --password-file, or reach the store with --redis-url/--redis-addrs")
+	case c.user != "" && c.passwordFile == "":
+		return errors.New("--user needs --password-file (IDENTITY_PASSWORD_FILE)")
+	}
+	return nil
+}
+
+// addrs splits --redis-addrs, ignoring blanks around commas.
+func (c *config) addrs() []string {
+	var out []string
+	for a := range strings.SplitSeq(c.redisAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func or(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+// durationEnv reads a duration from the environment, keeping def when unset.
+func durationEnv(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v", name, err)
+	}
+	return d, nil
+}

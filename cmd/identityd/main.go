@@ -1,0 +1,185 @@
+// Command identityd runs the identity service: gRPC on --grpc-addr, REST
+// (grpc-gateway), JWKS, health and metrics on --http-addr. With no Redis
+// configured it runs on an embedded in-memory store.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/ratelimit"
+	"github.com/identityd/identity/server"
+	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/users"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "identityd:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(c config, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// redisClient builds the go-redis universal client: one node for
+// --redis-url, a cluster for --redis-addrs. Calls are bounded by their
+// context and never retried by go-redis, so a Lua rotation cannot run twice.
+func redisClient(c config) (redis.UniversalClient, error) {
+	opts := &redis.UniversalOptions{Addrs: c.RedisAddrs}
+	if c.RedisURL != "" {
+		u, err := redis.ParseURL(c.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		opts = &redis.UniversalOptions{
+			Addrs:     []string{u.Addr},
+			Username:  u.Username,
+			Password:  u.Password,
+			DB:        u.DB,
+			TLSConfig: u.TLSConfig,
+		}
+	}
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = -1
+	opts.DialTimeout = time.Second
+	opts.ReadTimeout = c.RedisTimeout
+	opts.WriteTimeout = c.RedisTimeout
+	return redis.NewUniversalClient(opts), nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	c, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		return err
+	}
+
+	var store tokenstore.Store
+	var limiter ratelimit.Limiter
+	storeOpts := []tokenstore.Option{
+		tokenstore.WithIdleTTL(c.Server.RefreshIdleTTL),
+		// Revocations must outlive every access token they revoke.
+		tokenstore.WithRevocationRetention(c.Server.AccessTTL + c.Server.Leeway + time.Minute),
+	}
+	if c.RedisURL == "" && len(c.RedisAddrs) == 0 {
+		log.Warn("using the embedded in-memory store: single instance, not durable; set --redis-url for production")
+		store = tokenstore.NewMemory(storeOpts...)
+		limiter = ratelimit.NewMemory()
+	} else {
+		rdb, err := redisClient(c)
+		if err != nil {
+			return err
+		}
+		log.Info("using the Redis store", slog.Int("seeds", max(1, len(c.RedisAddrs))))
+		store = tokenstore.NewRedis(rdb, storeOpts...)
+		limiter = ratelimit.NewRedis(rdb)
+	}
+	defer store.Close()
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	keys, err := loadKeys(startCtx, c, store, log)
+	if err != nil {
+		return err
+	}
+	var hopts []password.Option
+	if c.HashWorkers > 0 {
+		hopts = append(hopts, password.WithWorkers(c.HashWorkers))
+	}
+	hasher, err := password.New(hopts...)
+	if err != nil {
+		return err
+	}
+	if err := bootstrap(startCtx, c, store, hasher, log); err != nil {
+		return err
+	}
+	srv, err := server.New(startCtx, c.Server, server.Deps{
+		Store:       store,
+		Keys:        keys,
+		Hasher:      hasher,
+		Limiter:     limiter,
+		Logger:      log,
+		KeysFromDir: c.KeysDir != "",
+	})
+	if err != nil {
+		return err
+	}
+	grpcLis, err := net.Listen("tcp", c.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	httpLis, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return err
+	}
+	log.Info("identityd listening",
+		slog.String("grpc", grpcLis.Addr().String()),
+		slog.String("http", httpLis.Addr().String()),
+		slog.String("signing_alg", c.SigningAlg))
+	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
+	log.Info("identityd stopped")
+	return err
+}
+
+// loadKeys reads the signing keys from --keys-dir, or from the store,
+// making them on first start (every instance then signs with the same keys).
+func loadKeys(ctx context.Context, c config, store tokenstore.Store, log *slog.Logger) (*token.Manager, error) {
+	opts := c.Server.TokenOptions(nil, nil)
+	if c.KeysDir != "" {
+		log.Info("loading signing keys from directory", slog.String("dir", c.KeysDir))
+		return token.LoadDir(c.KeysDir, opts...)
+	}
+	return token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+}
+
+// bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet.
+func bootstrap(ctx context.Context, c config, store tokenstore.Store, hasher *password.Hasher, log *slog.Logger) error {
+	if c.BootstrapUser == "" {
+		return nil
+	}
+	svc := users.New(store, hasher, time.Now, rand.Reader)
+	_, err := svc.Create(ctx, c.BootstrapUser, c.BootstrapPassword, c.BootstrapRoles)
+	switch {
+	case errors.Is(err, tokenstore.ErrAlreadyExists):
+		log.Info("bootstrap user already exists", slog.String("username", c.BootstrapUser))
+		return nil
+	case err != nil:
+		return fmt.Errorf("bootstrap user: %w", err)
+	}
+	log.Info("bootstrap user created", slog.String("username", c.BootstrapUser), slog.Any("roles", c.BootstrapRoles))
+	return nil
+}

@@ -1,0 +1,341 @@
+// Package testredis gives tests a real Redis.
+//
+// Start returns a client for the Redis named by REDIS_URL when it is set, and
+// otherwise for a private redis-server that this package starts on a free
+// loopback port and shares between the tests of one test binary. NewServer
+// starts a private server for one test that the test may Stop, Kill and
+// Restart (fail-closed tests). Without a redis-server binary tests skip with
+// a clear message, except under CI=true, where they fail.
+//
+// A Redis given by REDIS_URL is never flushed. Tests isolate themselves by
+// key: KeyPrefix returns a random prefix and deletes the keys under it when
+// the test ends, and tests use fresh random ids. It is for tests only: it
+// is not a Redis supervisor and not a fixture loader.
+package testredis
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EnvURL names the environment variable of an existing Redis to test against.
+const EnvURL = "REDIS_URL"
+
+// shared is the private server handed out by Start while REDIS_URL is unset.
+// It lives while at least one test uses it: the last test to finish stops
+// it, so no redis-server outlives the test binary (and on Linux the child
+// also dies with its parent, see procAttr).
+var shared struct {
+	mu    sync.Mutex
+	users int
+	srv   *Server
+}
+
+// Start returns a client of the test Redis, closed when t ends. Keys the
+// test writes stay unless it uses KeyPrefix; the Redis is never flushed.
+func Start(t testing.TB) *redis.Client {
+	t.Helper()
+	return newClient(t, URL(t))
+}
+
+// URL returns the redis:// URL of the test Redis (REDIS_URL or the shared
+// private server), valid until t ends.
+func URL(t testing.TB) string {
+	t.Helper()
+	if u := os.Getenv(EnvURL); u != "" {
+		return u
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv == nil {
+		srv, err := startServer()
+		if err != nil {
+			unavailable(t, err)
+		}
+		shared.srv = srv
+	}
+	shared.users++
+	t.Cleanup(func() {
+		shared.mu.Lock()
+		defer shared.mu.Unlock()
+		shared.users--
+		if shared.users == 0 {
+			shared.srv.kill(syscall.SIGTERM)
+			os.RemoveAll(shared.srv.dir)
+			shared.srv = nil
+		}
+	})
+	return shared.srv.URL()
+}
+
+// KeyPrefix returns a random key prefix ("test:<hex>:") and, when t ends,
+// deletes every key of client under it. This is how tests share a Redis
+// without flushing it.
+func KeyPrefix(t testing.TB, client redis.UniversalClient) string {
+	t.Helper()
+	b := make([]byte, 8)
+	rand.Read(b)
+	prefix := "test:" + hex.EncodeToString(b) + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Logf("testredis: cleaning %s*: %v", prefix, err)
+			return
+		}
+		for _, k := range keys {
+			// One key at a time: keys of different hash slots cannot
+			// share a DEL on Redis Cluster.
+			client.Del(ctx, k)
+		}
+	})
+	return prefix
+}
+
+// Server is a private redis-server on a loopback port, with AOF on so data
+// survives Stop and Restart. Its data directory is a t.TempDir.
+type Server struct {
+	t    testing.TB
+	dir  string
+	port int
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+}
+
+// NewServer starts a private redis-server for t and kills it when t ends.
+// It ignores REDIS_URL: a test that stops its Redis needs one of its own.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil && os.Getenv(EnvURL) != "" {
+		// CI that provides Redis only by URL cannot run a private one.
+		t.Skipf("testredis: no redis-server binary for a private server (%s is set): %v", EnvURL, err)
+	}
+	s := &Server{t: t, dir: t.TempDir()}
+	if err := s.start(0); err != nil {
+		unavailable(t, err)
+	}
+	t.Cleanup(func() { s.kill(syscall.SIGKILL) })
+	return s
+}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// URL is redis://host:port/0.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Client returns a new client of s, closed when t ends.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	return newClient(t, s.URL())
+}
+
+// Stop shuts the server down cleanly (SIGTERM: the AOF is flushed) and
+// waits for it to exit. Clients then get connection errors.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.kill(syscall.SIGTERM)
+}
+
+// Kill ends the server abruptly (SIGKILL), as a crash would: writes of the
+// last second may be lost (appendfsync everysec).
+func (s *Server) Kill() {
+	s.t.Helper()
+	s.kill(syscall.SIGKILL)
+}
+
+// Restart starts the server again on the same port and data directory, so
+// existing clients reconnect by themselves and the AOF is replayed.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.kill(syscall.SIGTERM)
+	var err error
+	// The port was free a moment ago; another process may grab it in
+	// between, so try a few times before giving up.
+	for range 20 {
+		if err = s.start(s.port); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("testredis: restart on port %d: %v", s.port, err)
+}
+
+func startServer() (*Server, error) {
+	dir, err := os.MkdirTemp("", "testredis-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{dir: dir}
+	if err := s.start(0); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs redis-server on port, or on a free port when port is 0.
+func (s *Server) start(port int) error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return fmt.Errorf("no redis-server binary on PATH: %w", err)
+	}
+	var lastErr error
+	for range 5 {
+		p := port
+		if p == 0 {
+			if p, err = freePort(); err != nil {
+				return err
+			}
+		}
+		logPath := filepath.Join(s.dir, "redis.log")
+		cmd := exec.Command(bin,
+			"--port", strconv.Itoa(p),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "yes",
+			"--dir", s.dir,
+			"--logfile", logPath,
+			"--daemonize", "no",
+		)
+		cmd.SysProcAttr = procAttr()
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start redis-server: %w", err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		if err := waitPing(p, exited); err != nil {
+			cmd.Process.Kill()
+			<-exited
+			lastErr = fmt.Errorf("redis-server on port %d: %w\n%s", p, err, tail(logPath))
+			if port != 0 {
+				return lastErr
+			}
+			continue // probably lost a race for the port: pick another
+		}
+		s.mu.Lock()
+		s.cmd, s.exited, s.port = cmd, exited, p
+		s.mu.Unlock()
+		return nil
+	}
+	return lastErr
+}
+
+func (s *Server) kill(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func waitPing(port int, exited <-chan struct{}) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("exited during start")
+		default:
+		}
+		if ping(addr) == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("no answer to PING within 10s")
+}
+
+// ping speaks RESP directly so starting a server needs no client options.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(buf[:n], []byte("+PONG")) {
+		// -LOADING while the AOF is replayed: not ready yet.
+		return fmt.Errorf("PING answered %q", bytes.TrimSpace(buf[:n]))
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// newClient builds the client the way production should: every call bounded
+// by its context, no blind retries.
+func newClient(t testing.TB, url string) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("testredis: %s: %v", EnvURL, err)
+	}
+	opt.ContextTimeoutEnabled = true
+	opt.MaxRetries = -1
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// unavailable skips t, or fails it under CI=true, where Redis tests must run.
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("testredis: no Redis for this test (CI=true, %s unset): %v", EnvURL, err)
+	}
+	t.Skipf("testredis: skipping, no Redis: set %s or install redis-server: %v", EnvURL, err)
+}

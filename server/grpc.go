@@ -1,0 +1,142 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/identityd/identity/authn"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
+)
+
+// The REST gateway reaches the gRPC server through an in-process listener
+// (bufconn), so every interceptor runs for REST as for gRPC, and metadata
+// that only the gateway may set (the client's address) is trusted only on
+// calls that arrive through that listener: nothing outside the process can
+// connect to it.
+const mdClientAddr = "x-identity-client-addr"
+
+// Methods that need no access token. Everything else on IdentityService
+// (WhoAmI) and all of AdminService is checked by authn.
+var publicMethods = []string{
+	identityv1.IdentityService_Login_FullMethodName,
+	identityv1.IdentityService_Refresh_FullMethodName,
+	identityv1.IdentityService_Logout_FullMethodName,
+	identityv1.IdentityService_Verify_FullMethodName,
+	identityv1.IdentityService_GetPublicKeys_FullMethodName,
+	identityv1.IdentityService_WatchRevocations_FullMethodName,
+}
+
+func (s *Server) buildGRPC() error {
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}),
+	))
+	if err := s.registry.Register(metrics); err != nil {
+		return fmt.Errorf("register grpc metrics: %w", err)
+	}
+	if err := s.registry.Register(prometheus.NewGoCollector()); err != nil {
+		return fmt.Errorf("register go metrics: %w", err)
+	}
+
+	panics := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		s.log.ErrorContext(ctx, "panic in handler", slog.Any("panic", p))
+		return authn.Error(codes.Internal, authn.ReasonInternal, "internal error")
+	})
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(func(c codes.Code) logging.Level {
+			switch c {
+			case codes.Internal, codes.Unknown, codes.DataLoss:
+				return logging.LevelError
+			case codes.Unavailable, codes.DeadlineExceeded:
+				return logging.LevelWarn
+			}
+			// One line per request at debug: Verify runs at tens of
+			// thousands per second and must not flood the log.
+			return logging.LevelDebug
+		}),
+	}
+	verifier := authn.VerifierFunc(s.verify)
+	adminOnly := func(ctx context.Context, method string) error {
+		if strings.HasPrefix(method, "/identity.v1.AdminService/") {
+			return authn.RequireRole(ctx, "admin")
+		}
+		return nil
+	}
+
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(
+			recovery.UnaryServerInterceptor(panics),
+			metrics.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(logger, logOpts...),
+			errorUnaryInterceptor(s.log),
+			authn.UnaryServerInterceptor(verifier, authn.WithSkip(publicMethods...)),
+			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if err := adminOnly(ctx, info.FullMethod); err != nil {
+					return nil, err
+				}
+				return h(ctx, req)
+			},
+		),
+		grpc.ChainStreamInterceptor(
+			recovery.StreamServerInterceptor(panics),
+			metrics.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(logger, logOpts...),
+			errorStreamInterceptor(s.log),
+			authn.StreamServerInterceptor(verifier, authn.WithSkip(publicMethods...)),
+		),
+	)
+	identityv1.RegisterIdentityServiceServer(s.grpc, &identityServer{s: s})
+	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.health.SetServingStatus("identity.v1.IdentityService", healthpb.HealthCheckResponse_SERVING)
+	reflection.Register(s.grpc)
+	metrics.InitializeMetrics(s.grpc)
+	s.inproc = bufconn.Listen(1 << 20)
+	return nil
+}
+
+// clientAddr is the address rate limits are keyed by: the TCP peer, or
+// for calls through the gateway, the address the gateway saw.
+func clientAddr(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	if p.Addr.Network() == "bufconn" {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			if v := md.Get(mdClientAddr); len(v) == 1 && v[0] != "" {
+				return v[0]
+			}
+		}
+		return "gateway"
+	}
+	if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
+}

@@ -1,0 +1,317 @@
+// Package server speaks identity's API: the gRPC IdentityService and
+// AdminService, the REST gateway in front of them, and the HTTP endpoints
+// beside it (JWKS, health, readiness, metrics). It wires the domain packages
+// together; the rules themselves live in tokenstore (sessions), token
+// (JWTs and refresh tokens), users (accounts) and authn (verification).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/ratelimit"
+	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/users"
+)
+
+// Config holds the service's tunables (DESIGN.md, "Configuration").
+type Config struct {
+	Issuer             string
+	Audience           string
+	AccessTTL          time.Duration
+	RefreshIdleTTL     time.Duration
+	RefreshAbsoluteTTL time.Duration
+	RefreshGrace       time.Duration
+	Leeway             time.Duration
+	// LoginRatePerIP is login attempts per minute per client address.
+	LoginRatePerIP int
+	// LoginFailuresPerUser is failed logins per minute per username.
+	LoginFailuresPerUser int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// RevocationPoll is how often the revocation stream is read;
+	// RevocationStaleAfter is how long Verify trusts it without a read.
+	RevocationPoll       time.Duration
+	RevocationStaleAfter time.Duration
+	// KeyReload is how often keys are re-read from the store (rotations
+	// made by another instance or by identityctl).
+	KeyReload time.Duration
+	// KeyRotation rotates the signing key on this schedule (0: never).
+	KeyRotation time.Duration
+	// MaxBodyBytes caps REST request bodies.
+	MaxBodyBytes int64
+	// WebDemo serves the browser demo page at /demo/.
+	WebDemo bool
+}
+
+// DefaultConfig returns DESIGN.md's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Issuer:               "identity",
+		Audience:             "identity",
+		AccessTTL:            15 * time.Minute,
+		RefreshIdleTTL:       720 * time.Hour,
+		RefreshAbsoluteTTL:   2160 * time.Hour,
+		RefreshGrace:         10 * time.Second,
+		Leeway:               30 * time.Second,
+		LoginRatePerIP:       300,
+		LoginFailuresPerUser: 10,
+		RevocationPoll:       20 * time.Millisecond,
+		RevocationStaleAfter: 2 * time.Second,
+		KeyReload:            30 * time.Second,
+		KeyRotation:          0,
+		MaxBodyBytes:         1 << 20,
+	}
+}
+
+// TokenOptions are the token package options matching c, shared by the
+// Issuer, Verifier and key Manager so their TTLs and leeway agree.
+func (c Config) TokenOptions(now func() time.Time, random io.Reader) []token.Option {
+	opts := []token.Option{
+		token.WithIssuer(c.Issuer),
+		token.WithAudience(c.Audience),
+		token.WithAccessTTL(c.AccessTTL),
+		token.WithLeeway(c.Leeway),
+	}
+	if now != nil {
+		opts = append(opts, token.WithClock(now))
+	}
+	if random != nil {
+		opts = append(opts, token.WithRandom(random))
+	}
+	return opts
+}
+
+// Deps are the parts the server is built from.
+type Deps struct {
+	Store tokenstore.Store
+	Keys  *token.Manager
+	// KeysFromDir: Keys came from --keys-dir (rotation is done on disk).
+	KeysFromDir bool
+	Hasher      *password.Hasher
+	Limiter     ratelimit.Limiter
+	Logger      *slog.Logger
+	// Registry receives the server's metrics; nil makes a new one.
+	Registry *prometheus.Registry
+	// Now and Rand default to time.Now and crypto/rand.Reader.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Server is one identity instance: gRPC server, gateway and HTTP handler.
+type Server struct {
+	cfg      Config
+	store    tokenstore.Store
+	keys     *token.Manager
+	issuer   *token.Issuer
+	verifier *token.Verifier
+	refresh  *token.Refresh
+	users    *users.Service
+	admin    *admin.Local
+	limiter  ratelimit.Limiter
+	log      *slog.Logger
+	now      func() time.Time
+	rand     io.Reader
+
+	cache   *tokenCache
+	revoked *revocations
+	feed    *feed
+
+	registry *prometheus.Registry
+	grpc     *grpc.Server
+	health   *health.Server
+	inproc   *bufconn.Listener
+	gwConn   *grpc.ClientConn
+	http     http.Handler
+}
+
+// New builds a server. It does not listen; see Serve.
+func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Rand == nil {
+		d.Rand = rand.Reader
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg:      cfg,
+		store:    d.Store,
+		keys:     d.Keys,
+		limiter:  d.Limiter,
+		log:      d.Logger,
+		now:      d.Now,
+		rand:     d.Rand,
+		cache:    newTokenCache(100_000),
+		revoked:  newRevocations(),
+		registry: d.Registry,
+	}
+	var err error
+	topts := cfg.TokenOptions(d.Now, d.Rand)
+	if s.issuer, err = token.NewIssuer(d.Keys, topts...); err != nil {
+		return nil, err
+	}
+	if s.verifier, err = token.NewVerifier(d.Keys, topts...); err != nil {
+		return nil, err
+	}
+	s.refresh = d.Keys.Refresh()
+	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand)
+	var keys admin.Keys = admin.NewDirKeys(d.Keys)
+	if !d.KeysFromDir {
+		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
+	}
+	s.admin = admin.NewLocal(d.Store, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
+	s.feed = &feed{
+		store:      d.Store,
+		rev:        s.revoked,
+		cache:      s.cache,
+		now:        d.Now,
+		staleAfter: cfg.RevocationStaleAfter,
+		horizon:    cfg.AccessTTL + cfg.Leeway,
+	}
+	if err := s.feed.start(ctx); err != nil {
+		// Not fatal: Verify asks the store until the feed catches up.
+		s.log.Warn("revocation feed not started", slog.String("error", err.Error()))
+	}
+	if err := s.buildGRPC(); err != nil {
+		return nil, err
+	}
+	if err := s.buildHTTP(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// GRPCServer exposes the gRPC server (for tests that serve it themselves).
+func (s *Server) GRPCServer() *grpc.Server { return s.grpc }
+
+// HTTPHandler is the REST gateway plus JWKS, health and metrics.
+func (s *Server) HTTPHandler() http.Handler { return s.http }
+
+// Serve serves gRPC on grpcLis and HTTP on httpLis until ctx is done, then
+// drains both within shutdownTimeout.
+func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutdownTimeout time.Duration) error {
+	httpSrv := &http.Server{
+		Handler:           s.http,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.grpc.Serve(grpcLis) })
+	g.Go(func() error { return s.grpc.Serve(s.inproc) })
+	g.Go(func() error {
+		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { s.background(gctx); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.health.Shutdown()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		herr := httpSrv.Shutdown(sctx)
+		stopped := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			s.grpc.Stop()
+		}
+		_ = s.gwConn.Close()
+		if herr != nil {
+			return fmt.Errorf("http shutdown: %w", herr)
+		}
+		return nil
+	})
+	err := g.Wait()
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+// background runs the periodic jobs: revocation feed, cache purges, health
+// status, key reload and scheduled rotation.
+func (s *Server) background(ctx context.Context) {
+	poll := time.NewTicker(s.cfg.RevocationPoll)
+	defer poll.Stop()
+	slow := time.NewTicker(time.Second)
+	defer slow.Stop()
+	lastReload, lastRotateCheck := s.now(), s.now()
+	serving := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = s.feed.poll(pctx)
+			cancel()
+		case <-slow.C:
+			now := s.now()
+			s.cache.purgeExpired(now.Add(-s.cfg.Leeway))
+			s.revoked.purge(now)
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			ok := s.store.Ping(pctx) == nil
+			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
+				if err := s.keys.Reload(pctx); err == nil {
+					lastReload = now
+				}
+			}
+			if ok && s.cfg.KeyRotation > 0 && now.Sub(lastRotateCheck) >= time.Minute {
+				lastRotateCheck = now
+				rotated, err := s.keys.RotateIfOlder(pctx, now, s.cfg.KeyRotation)
+				switch {
+				case err != nil:
+					s.log.Warn("scheduled key rotation failed", slog.String("error", err.Error()))
+				case rotated:
+					s.log.Info("signing key rotated on schedule")
+				}
+			}
+			cancel()
+			if ok != serving {
+				serving = ok
+				st := healthpb.HealthCheckResponse_SERVING
+				if !ok {
+					st = healthpb.HealthCheckResponse_NOT_SERVING
+					s.log.Warn("store unreachable: not serving")
+				} else {
+					s.log.Info("store reachable again: serving")
+				}
+				s.health.SetServingStatus("", st)
+				s.health.SetServingStatus("identity.v1.IdentityService", st)
+			}
+		}
+	}
+}

@@ -1,0 +1,193 @@
+package token
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// KeySource finds the verification key a token's kid names. key is an
+// ed25519.PublicKey (EdDSA), *ecdsa.PublicKey on P-256 (ES256),
+// *rsa.PublicKey (RS256) or []byte (HS256); alg is the one algorithm that key
+// may verify. ok is false for an unknown or retired kid.
+//
+// The Manager (server side) and KeySet (a parsed JWKS, authn side) implement
+// it. A caching verifier can wrap one to notice misses and refetch the JWKS.
+type KeySource interface {
+	Key(kid string) (key any, alg string, ok bool)
+}
+
+// Verifier checks access tokens. It is safe for concurrent use and is meant
+// to be built once: the golang-jwt parser inside is configured at
+// construction and reused for every token.
+type Verifier struct {
+	keys    KeySource
+	parser  *jwt.Parser
+	keyfunc jwt.Keyfunc
+}
+
+// NewVerifier returns a Verifier for tokens whose keys keys knows. It uses
+// WithIssuer, WithAudience, WithLeeway and WithClock; iss and aud are always
+// checked (defaults "identity"), exp is required.
+func NewVerifier(keys KeySource, opts ...Option) (*Verifier, error) {
+	if keys == nil {
+		return nil, errors.New("token: nil KeySource")
+	}
+	c, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{keys: keys}
+	v.keyfunc = v.lookup // bound once: a method value per call would allocate
+	v.parser = jwt.NewParser(
+		// The parser-wide list only keeps out what we never accept (none,
+		// PS*, HS384...); the keyfunc then pins each token to the alg of
+		// the key its kid names.
+		jwt.WithValidMethods([]string{EdDSA, ES256, RS256, HS256}),
+		jwt.WithIssuer(c.issuer),
+		jwt.WithAudience(c.audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(c.leeway),
+		jwt.WithTimeFunc(c.now),
+	)
+	return v, nil
+}
+
+// Verify checks tok and returns its claims: ErrExpired if only its expiry
+// failed, ErrInvalid (wrapped with the reason) for anything else. It does not
+// check whether the session was revoked; that needs the store.
+func (v *Verifier) Verify(tok string) (Claims, error) {
+	// Refuse before any decoding: bounded work for any input. A JWT starts
+	// with a base64url JSON object, "eyJ"; a refresh token starts with "rt1."
+	// and is turned away here, without reaching the parser.
+	if len(tok) > MaxTokenSize || !strings.HasPrefix(tok, "eyJ") {
+		return Claims{}, ErrInvalid
+	}
+	var ac accessClaims
+	if _, err := v.parser.ParseWithClaims(tok, &ac, v.keyfunc); err != nil {
+		if onlyExpired(err) {
+			return Claims{}, ErrExpired
+		}
+		return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return Claims{
+		Subject:   ac.Subject,
+		Username:  ac.Username,
+		Roles:     ac.Roles,
+		SessionID: ac.SessionID,
+		ID:        ac.ID,
+		IssuedAt:  ac.IssuedAt.Time,
+		ExpiresAt: ac.ExpiresAt.Time,
+	}, nil
+}
+
+var (
+	errType     = errors.New("typ is not at+jwt")
+	errCrit     = errors.New("crit header not supported")
+	errNoKID    = errors.New("no kid")
+	errKID      = errors.New("unknown kid")
+	errAlg      = errors.New("alg does not match the key's")
+	errKeyType  = errors.New("key does not suit its alg")
+	errNoClaims = fmt.Errorf("%w: sub, sid, jti and iat are required", jwt.ErrTokenRequiredClaimMissing)
+)
+
+// lookup is the keyfunc: it runs after the header is decoded and before the
+// signature is checked, so everything decided from the header is cheap.
+func (v *Verifier) lookup(t *jwt.Token) (any, error) {
+	typ, _ := t.Header["typ"].(string)
+	if !isAccessTokenType(typ) {
+		return nil, errType
+	}
+	// RFC 7515 §4.1.11: an extension we do not understand must be refused.
+	if _, ok := t.Header["crit"]; ok {
+		return nil, errCrit
+	}
+	kid, _ := t.Header["kid"].(string)
+	if kid == "" {
+		return nil, errNoKID
+	}
+	key, alg, ok := v.keys.Key(kid)
+	if !ok {
+		return nil, errKID
+	}
+	// The pin: a kid names one key and one alg. Comparing here is what stops
+	// algorithm confusion (an HS256 token "signed" with a public key).
+	if t.Method.Alg() != alg {
+		return nil, errAlg
+	}
+	if !keySuitsAlg(key, alg) {
+		return nil, errKeyType
+	}
+	return key, nil
+}
+
+// isAccessTokenType accepts "at+jwt" and "application/at+jwt" in any case,
+// as RFC 9068 §2.1 and RFC 7515 §4.1.9 allow.
+func isAccessTokenType(typ string) bool {
+	typ, _ = strings.CutPrefix(strings.ToLower(typ), "application/")
+	return typ == "at+jwt"
+}
+
+// keySuitsAlg guards against a KeySource that hands out a key of the wrong
+// kind; golang-jwt checks the Go type, this also checks curve and size.
+func keySuitsAlg(key any, alg string) bool {
+	switch k := key.(type) {
+	case ed25519.PublicKey:
+		return alg == EdDSA && len(k) == ed25519.PublicKeySize
+	case *ecdsa.PublicKey:
+		return alg == ES256 && k.Curve == elliptic.P256()
+	case *rsa.PublicKey:
+		return alg == RS256 && k.N.BitLen() >= 2048
+	case []byte:
+		return alg == HS256 && len(k) >= 32
+	}
+	return false
+}
+
+// onlyExpired reports whether the claims failed only on exp. golang-jwt
+// validates claims after the signature, so such a token is authentic; any
+// other claim failure alongside makes it invalid, not merely expired.
+func onlyExpired(err error) bool {
+	if !errors.Is(err, jwt.ErrTokenInvalidClaims) || !errors.Is(err, jwt.ErrTokenExpired) {
+		return false
+	}
+	for _, other := range []error{
+		jwt.ErrTokenInvalidAudience,
+		jwt.ErrTokenInvalidIssuer,
+		jwt.ErrTokenNotValidYet,
+		jwt.ErrTokenUsedBeforeIssued,
+		jwt.ErrTokenRequiredClaimMissing,
+		jwt.ErrInvalidType,
+		jwt.ErrTokenInvalidSubject,
+		jwt.ErrTokenInvalidId,
+	} {
+		if errors.Is(err, other) {
+			return false
+		}
+	}
+	return true
+}
+
+// accessClaims is the JSON shape of an access token's claims.
+type accessClaims struct {
+	jwt.RegisteredClaims
+	SessionID string   `json:"sid,omitempty"`
+	Roles     []string `json:"roles,omitempty"`
+	Username  string   `json:"preferred_username,omitempty"`
+}
+
+// Validate adds the claims RFC 9068 and our revocation check need to the
+// ones golang-jwt checks (exp, iss, aud).
+func (c *accessClaims) Validate() error {
+	if c.Subject == "" || c.SessionID == "" || c.ID == "" || c.IssuedAt == nil {
+		return errNoClaims
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+-- rotate: apply the refresh rules of Store.Rotate in one round trip.
+-- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user's session zset "{uid}:ss"
+-- ARGV[1] <rand> (zset member), ARGV[2] presented generation, ARGV[3] nonce,
+-- ARGV[4] now, ARGV[5] grace (ms), ARGV[6] now + idle TTL,
+-- ARGV[7] zset TTL slack; times in unix ms.
+-- Returns {status, g, n, c, r, l, e} where status is
+--   "ok"       advanced one generation (fields after the change),
+--   "grace"    previous generation within grace (fields unchanged),
+--   "reused"   older generation: the caller records a revocation and then
+--              deletes the session (the event stream lives in another slot),
+--   "notfound" unknown/expired session, wrong nonce or future generation.
+-- Nothing is written unless the status is "ok".
+--
+-- Retry safety: if the reply to an "ok" is lost and the client sends the
+-- same request again, the session is one generation ahead and the retry
+-- lands in the "grace" branch, returning the same session: a retried
+-- rotation never looks like theft (as long as it comes within grace).
+local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'r', 'l', 'e')
+if not s[1] or s[2] ~= ARGV[3] then
+  return {'notfound'}
+end
+local now = tonumber(ARGV[4])
+if now >= tonumber(s[6]) then
+  return {'notfound'}
+end
+local g = tonumber(s[1])
+local want = tonumber(ARGV[2])
+if want == g then
+  local at = ARGV[6]
+  if tonumber(s[6]) < tonumber(at) then
+    at = s[6]
+  end
+  local ng = redis.call('HINCRBY', KEYS[1], 'g', 1)
+  redis.call('HSET', KEYS[1], 'r', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'l') -- last used = rotated (see create_session.lua)
+  redis.call('PEXPIREAT', KEYS[1], at)
+  redis.call('ZADD', KEYS[2], at, ARGV[1])
+  local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[2], string.format('%d', tonumber(top[2]) + tonumber(ARGV[7])))
+  return {'ok', tostring(ng), s[2], s[3], ARGV[4], ARGV[4], s[6]}
+end
+if want == g - 1 and now - tonumber(s[4]) <= tonumber(ARGV[5]) then
+  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6]}
+end
+if want < g then
+  return {'reused'}
+end
+return {'notfound'}

@@ -1,0 +1,760 @@
+package tokenstore
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the production Store, on one Redis, Sentinel or Redis Cluster
+// through a go-redis UniversalClient.
+//
+// # Keys
+//
+// With the default prefix "identity:" (WithPrefix changes it):
+//
+//	identity:{<uid>}:u          hash    user: n username, p password hash, r roles (JSON),
+//	                                    d disabled, c created, v version (no TTL)
+//	identity:{<uid>}:s:<rand>   hash    session <uid>.<rand>: g generation, n nonce,
+//	                                    c created, r rotated, e absolute expiry, l last used
+//	                                    (only when it differs from r: never after a rotation)
+//	                                    TTL: min(last used + idle TTL, e)
+//	identity:{<uid>}:ss         zset    the user's session <rand>s, scored by their expire-at;
+//	                                    TTL: its longest session + 1 min
+//	identity:n:{<username>}     string  username -> uid (no TTL)
+//	identity:users              zset    every username, for ListUsers (no TTL)
+//	identity:{revocations}      stream  revocation events, trimmed to the retention window
+//	identity:{revocations}:meta hash    l newest event id, t newest trimmed id (no TTL)
+//	identity:keyring            string  the signing keyring blob (no TTL)
+//
+// Times are unix milliseconds. All keys of one user share the hash tag
+// {<uid>}, so each multi-key change is one Lua script (lua/*.lua) that also
+// runs on Redis Cluster. Sessions and their zset expire by TTL; users, the
+// username index and the keyring are account and key material, not session
+// data, and live until deleted; the revocation stream is bounded by trimming
+// instead of a TTL, because an expired stream would be indistinguishable
+// from a lost one and make every verifier distrust its cache.
+//
+// # Client settings
+//
+// Build the client with RedisOptions (or set the same two fields): every
+// call is then bounded by its context (ContextTimeoutEnabled) and go-redis
+// does not resend a command whose reply was lost (MaxRetries -1). The
+// scripts are written to survive such a resend anyway: a rotation retried
+// after it advanced lands in the grace window and returns the same session,
+// user and session creation recognise their own earlier write, an update
+// recognises its own result and the keyring swap accepts a keyring that
+// already holds the new value. A retried RevokeSession may report
+// ErrNotFound for a session it did revoke.
+//
+// Every error from Redis or the network other than redis.Nil is returned
+// wrapping ErrUnavailable (and the original error), so callers fail closed.
+type Redis struct {
+	c redis.UniversalClient
+	o options
+}
+
+var _ Store = (*Redis)(nil)
+
+//go:embed lua/*.lua
+var luaFiles embed.FS
+
+func loadScript(name string) *redis.Script {
+	src, err := luaFiles.ReadFile("lua/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(string(src))
+}
+
+// Script.Run sends EVALSHA and falls back to EVAL once when the server does
+// not have the script (first use, restart, failover).
+var (
+	scriptCreateUser        = loadScript("create_user")
+	scriptUpdateUser        = loadScript("update_user")
+	scriptCreateSession     = loadScript("create_session")
+	scriptRotate            = loadScript("rotate")
+	scriptRevokeSession     = loadScript("revoke_session")
+	scriptRevokeUser        = loadScript("revoke_user")
+	scriptListSessions      = loadScript("list_sessions")
+	scriptAppendRevocations = loadScript("append_revocations")
+	scriptRevocations       = loadScript("revocations")
+	scriptSwapKeyring       = loadScript("swap_keyring")
+)
+
+const (
+	// zsetSlack keeps a user's session zset a little longer than its
+	// longest session, so a caller clock behind the Redis clock never lets
+	// the index expire while a session hash still lives.
+	zsetSlack = time.Minute
+	// maxGeneration is the largest generation Lua's doubles hold exactly.
+	maxGeneration = 1 << 53
+	// batch bounds the keys and arguments of one script or pipeline.
+	batch = 500
+	// updateAttempts bounds UpdateUser's compare-and-set loop.
+	updateAttempts = 50
+)
+
+// NewRedis returns a Store on client. It honours WithPrefix, WithIdleTTL,
+// WithRevocationRetention and WithClock. The client stays the caller's:
+// Close does not close it.
+func NewRedis(client redis.UniversalClient, opts ...Option) *Redis {
+	if problem := clientProblem(client); problem != "" {
+		slog.Warn("tokenstore: redis client " + problem + "; build it with tokenstore.RedisOptions")
+	}
+	return &Redis{c: client, o: newOptions(opts)}
+}
+
+// clientProblem names a setting of client that works against the Store's
+// guarantees, for the clients whose options can be read.
+func clientProblem(client redis.UniversalClient) string {
+	var ctxTimeouts bool
+	var retries int
+	switch c := client.(type) {
+	case *redis.Client:
+		ctxTimeouts, retries = c.Options().ContextTimeoutEnabled, c.Options().MaxRetries
+	case *redis.ClusterClient:
+		ctxTimeouts, retries = c.Options().ContextTimeoutEnabled, c.Options().MaxRetries
+	default:
+		return ""
+	}
+	switch {
+	case !ctxTimeouts:
+		return "ignores context deadlines (ContextTimeoutEnabled is false)"
+	case retries > 0: // normalised: -1 became 0
+		return "resends commands whose reply was lost (MaxRetries is not -1)"
+	}
+	return ""
+}
+
+// RedisOptions returns a copy of o set up for a Store client: calls bounded
+// by their context and no automatic resend of commands (see Redis).
+func RedisOptions(o redis.UniversalOptions) *redis.UniversalOptions {
+	o.ContextTimeoutEnabled = true
+	o.MaxRetries = -1
+	return &o
+}
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("tokenstore: redis %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// Keys. The braces of a hash tag wrap just the id.
+
+func (r *Redis) userKey(uid string) string       { return r.o.prefix + "{" + uid + "}:u" }
+func (r *Redis) sessionPrefix(uid string) string { return r.o.prefix + "{" + uid + "}:s:" }
+func (r *Redis) sessionSetKey(uid string) string { return r.o.prefix + "{" + uid + "}:ss" }
+func (r *Redis) nameKey(username string) string  { return r.o.prefix + "n:{" + username + "}" }
+func (r *Redis) usersKey() string                { return r.o.prefix + "users" }
+func (r *Redis) keyringKey() string              { return r.o.prefix + "keyring" }
+func (r *Redis) revocationKeys() []string {
+	return []string{r.o.prefix + "{revocations}", r.o.prefix + "{revocations}:meta"}
+}
+func (r *Redis) sessionKey(uid, rnd string) string { return r.sessionPrefix(uid) + rnd }
+
+// sessionRef splits a session id "<uid>.<rand>" into the user id and the
+// member of the user's session zset.
+func sessionRef(id string) (uid, rnd string, ok bool) {
+	uid, ok = SessionUserID(id)
+	if !ok {
+		return "", "", false
+	}
+	return uid, id[len(uid)+1:], true
+}
+
+// Users.
+
+func (r *Redis) CreateUser(ctx context.Context, u User) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if err := checkNewUser(u); err != nil {
+		return err
+	}
+	res, err := scriptCreateUser.Run(ctx, r.c, []string{r.userKey(u.ID)},
+		u.Username, u.PasswordHash, encodeRoles(u.Roles), flag(u.Disabled), ms(u.CreatedAt)).Text()
+	if err != nil {
+		return unavailable("create user", err)
+	}
+	if res == "exists" {
+		return fmt.Errorf("tokenstore: create user: id %w", ErrAlreadyExists)
+	}
+	// List the name before claiming it: a crash in between leaves a name
+	// that ListUsers skips, never a user it cannot list.
+	if err := r.c.ZAdd(ctx, r.usersKey(), redis.Z{Member: u.Username}).Err(); err != nil {
+		return unavailable("create user", err)
+	}
+	claimed, err := r.c.SetNX(ctx, r.nameKey(u.Username), u.ID, 0).Result()
+	if err != nil {
+		return unavailable("create user", err)
+	}
+	if !claimed {
+		owner, err := r.c.Get(ctx, r.nameKey(u.Username)).Result()
+		if err == nil && owner == u.ID {
+			return nil // our own claim, retried
+		}
+		// The hash is unreachable without the name; remove it (best effort).
+		r.c.Del(ctx, r.userKey(u.ID))
+		return fmt.Errorf("tokenstore: create user: %w", ErrAlreadyExists)
+	}
+	return nil
+}
+
+func (r *Redis) UserByName(ctx context.Context, username string) (User, error) {
+	if err := ctxErr(ctx); err != nil {
+		return User{}, err
+	}
+	uid, err := r.c.Get(ctx, r.nameKey(username)).Result()
+	if errors.Is(err, redis.Nil) {
+		return User{}, fmt.Errorf("tokenstore: user: %w", ErrNotFound)
+	}
+	if err != nil {
+		return User{}, unavailable("user", err)
+	}
+	return r.UserByID(ctx, uid)
+}
+
+func (r *Redis) UserByID(ctx context.Context, id string) (User, error) {
+	u, _, err := r.user(ctx, id)
+	return u, err
+}
+
+func (r *Redis) user(ctx context.Context, id string) (User, string, error) {
+	if err := ctxErr(ctx); err != nil {
+		return User{}, "", err
+	}
+	if !ValidUserID(id) {
+		return User{}, "", fmt.Errorf("tokenstore: user: %w", ErrNotFound)
+	}
+	h, err := r.c.HGetAll(ctx, r.userKey(id)).Result()
+	if err != nil {
+		return User{}, "", unavailable("user", err)
+	}
+	if len(h) == 0 {
+		return User{}, "", fmt.Errorf("tokenstore: user: %w", ErrNotFound)
+	}
+	u, err := decodeUser(id, h)
+	return u, h["v"], err
+}
+
+func (r *Redis) ListUsers(ctx context.Context) ([]User, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	names, err := r.c.ZRange(ctx, r.usersKey(), 0, -1).Result()
+	if err != nil {
+		return nil, unavailable("list users", err)
+	}
+	users := make([]User, 0, len(names))
+	for chunk := range slices.Chunk(names, batch) {
+		ids := make([]*redis.StringCmd, len(chunk))
+		// Pipelined reports only the first failed command, and a missing
+		// name (redis.Nil) is no failure: check every command instead.
+		r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, name := range chunk {
+				ids[i] = p.Get(ctx, r.nameKey(name))
+			}
+			return nil
+		})
+		var uids []string
+		for _, cmd := range ids {
+			uid, err := cmd.Result()
+			switch {
+			case errors.Is(err, redis.Nil):
+				// listed but never claimed (see CreateUser)
+			case err != nil:
+				return nil, unavailable("list users", err)
+			case ValidUserID(uid):
+				uids = append(uids, uid)
+			}
+		}
+		hashes := make([]*redis.MapStringStringCmd, len(uids))
+		if _, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, uid := range uids {
+				hashes[i] = p.HGetAll(ctx, r.userKey(uid))
+			}
+			return nil
+		}); err != nil {
+			return nil, unavailable("list users", err)
+		}
+		for i, cmd := range hashes {
+			h := cmd.Val()
+			if len(h) == 0 {
+				continue
+			}
+			u, err := decodeUser(uids[i], h)
+			if err != nil {
+				return nil, err
+			}
+			users = append(users, u)
+		}
+	}
+	return users, nil // ZRANGE of equal scores is username order
+}
+
+// UpdateUser reads the user with its version, applies fn and stores the
+// result with update_user.lua only if the version is unchanged; otherwise it
+// reads again and reapplies fn.
+func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(User) (User, error)) (User, error) {
+	for range updateAttempts {
+		cur, version, err := r.user(ctx, id)
+		if err != nil {
+			return User{}, err
+		}
+		next, err := fn(cloneUser(cur))
+		if err != nil {
+			return User{}, err
+		}
+		if err := checkUpdate(cur, next); err != nil {
+			return User{}, err
+		}
+		res, err := scriptUpdateUser.Run(ctx, r.c, []string{r.userKey(id)},
+			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled)).Text()
+		if err != nil {
+			return User{}, unavailable("update user", err)
+		}
+		switch res {
+		case "ok":
+			next.CreatedAt = cur.CreatedAt
+			return cloneUser(next), nil
+		case "notfound":
+			return User{}, fmt.Errorf("tokenstore: update user: %w", ErrNotFound)
+		}
+	}
+	return User{}, fmt.Errorf("tokenstore: update user: %w", ErrConflict)
+}
+
+// Sessions.
+
+func (r *Redis) CreateSession(ctx context.Context, s Session) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if err := checkNewSession(s); err != nil {
+		return err
+	}
+	s = normSession(s)
+	uid, rnd, _ := sessionRef(s.ID)
+	res, err := scriptCreateSession.Run(ctx, r.c,
+		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)},
+		rnd, s.Generation, s.Nonce, ms(s.CreatedAt), ms(s.RotatedAt), ms(s.LastUsedAt),
+		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds()).Text()
+	if err != nil {
+		return unavailable("create session", err)
+	}
+	if res == "exists" {
+		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
+	}
+	return nil
+}
+
+// Session is the session check of Verify: one HGETALL.
+func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
+	if err := ctxErr(ctx); err != nil {
+		return Session{}, err
+	}
+	uid, rnd, ok := sessionRef(id)
+	if !ok {
+		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
+	}
+	h, err := r.c.HGetAll(ctx, r.sessionKey(uid, rnd)).Result()
+	if err != nil {
+		return Session{}, unavailable("session", err)
+	}
+	if len(h) == 0 {
+		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
+	}
+	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"])
+	if err != nil {
+		return Session{}, err
+	}
+	if !r.o.now().Before(s.ExpiresAt) {
+		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
+	}
+	return s, nil
+}
+
+// Rotate is one EVALSHA of rotate.lua on the happy and the grace path. A
+// reused generation costs two more round trips: the revocation event is
+// appended before the session is deleted, never after.
+func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, error) {
+	if err := ctxErr(ctx); err != nil {
+		return Session{}, err
+	}
+	uid, rnd, ok := sessionRef(req.SessionID)
+	if !ok || req.Generation > maxGeneration {
+		return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+	}
+	idle := req.IdleTTL
+	if idle <= 0 {
+		idle = r.o.idleTTL
+	}
+	now := ms(req.Now)
+	res, err := scriptRotate.Run(ctx, r.c,
+		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)},
+		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
+		now+idle.Milliseconds(), zsetSlack.Milliseconds()).StringSlice()
+	if err != nil {
+		return Session{}, unavailable("rotate", err)
+	}
+	if len(res) == 0 {
+		return Session{}, errors.New("tokenstore: rotate: malformed script reply")
+	}
+	switch res[0] {
+	case "ok", "grace":
+		if len(res) != 7 {
+			return Session{}, errors.New("tokenstore: rotate: malformed script reply")
+		}
+		return decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6])
+	case "reused":
+		if _, err := r.revokeSession(ctx, "rotate", truncMS(req.Now), uid, rnd); err != nil {
+			return Session{}, err
+		}
+		return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
+	}
+	return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+}
+
+func (r *Redis) ListSessions(ctx context.Context, userID string) ([]Session, error) {
+	ss, err := r.listSessions(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	now := r.o.now()
+	live := ss[:0]
+	for _, s := range ss {
+		if now.Before(s.ExpiresAt) {
+			live = append(live, s)
+		}
+	}
+	sortSessions(live)
+	return live, nil
+}
+
+// listSessions returns every session whose hash exists, expired by its
+// absolute lifetime or not.
+func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	if !ValidUserID(uid) {
+		return nil, nil
+	}
+	res, err := scriptListSessions.Run(ctx, r.c, []string{r.sessionSetKey(uid)}, r.sessionPrefix(uid)).Slice()
+	if err != nil {
+		return nil, unavailable("list sessions", err)
+	}
+	out := make([]Session, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		rnd, _ := res[i].(string)
+		kv, _ := res[i+1].([]any)
+		h := make(map[string]string, len(kv)/2)
+		for j := 0; j+1 < len(kv); j += 2 {
+			k, _ := kv[j].(string)
+			v, _ := kv[j+1].(string)
+			h[k] = v
+		}
+		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (r *Redis) RevokeSession(ctx context.Context, id string, now time.Time) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	uid, rnd, ok := sessionRef(id)
+	if !ok {
+		return fmt.Errorf("tokenstore: revoke session: %w", ErrNotFound)
+	}
+	// Check first so an unknown id adds no event. A session that ends
+	// between this check and the delete gets an event it did not need:
+	// harmless, verifiers ignore events of dead sessions.
+	n, err := r.c.Exists(ctx, r.sessionKey(uid, rnd)).Result()
+	if err != nil {
+		return unavailable("revoke session", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("tokenstore: revoke session: %w", ErrNotFound)
+	}
+	existed, err := r.revokeSession(ctx, "revoke session", truncMS(now), uid, rnd)
+	if err != nil {
+		return err
+	}
+	if !existed {
+		return fmt.Errorf("tokenstore: revoke session: %w", ErrNotFound)
+	}
+	return nil
+}
+
+func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time) (int, error) {
+	if err := ctxErr(ctx); err != nil {
+		return 0, err
+	}
+	ss, err := r.listSessions(ctx, userID)
+	if err != nil || len(ss) == 0 {
+		return 0, err
+	}
+	rnds := make([]string, len(ss))
+	for i, s := range ss {
+		_, rnds[i], _ = sessionRef(s.ID)
+	}
+	return r.revokeUser(ctx, truncMS(now), userID, rnds)
+}
+
+// Revocation order: the revocation event is appended first and the session
+// deleted after, never the other way round. The stream is in another hash
+// slot, so the two cannot be one script; a crash between them must leave an
+// event without a revocation (harmless: verifiers ignore events of sessions
+// they do not know) rather than a revocation no verifier hears of.
+
+// revokeSession revokes one session and reports whether it still existed.
+func (r *Redis) revokeSession(ctx context.Context, op string, now time.Time, uid, rnd string) (bool, error) {
+	if err := r.appendRevocations(ctx, now, []string{uid + "." + rnd}); err != nil {
+		return false, unavailable(op, err)
+	}
+	n, err := scriptRevokeSession.Run(ctx, r.c, []string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)}, rnd).Int()
+	if err != nil {
+		return false, unavailable(op, err)
+	}
+	return n == 1, nil
+}
+
+// revokeUser revokes the given sessions of a user, batch by batch, and
+// returns how many still existed.
+func (r *Redis) revokeUser(ctx context.Context, now time.Time, uid string, rnds []string) (int, error) {
+	const op = "revoke user sessions"
+	total := 0
+	for chunk := range slices.Chunk(rnds, batch) {
+		sids := make([]string, len(chunk))
+		keys := make([]string, 0, len(chunk)+1)
+		args := make([]any, len(chunk))
+		keys = append(keys, r.sessionSetKey(uid))
+		for i, rnd := range chunk {
+			sids[i] = uid + "." + rnd
+			keys = append(keys, r.sessionKey(uid, rnd))
+			args[i] = rnd
+		}
+		if err := r.appendRevocations(ctx, now, sids); err != nil {
+			return total, unavailable(op, err)
+		}
+		n, err := scriptRevokeUser.Run(ctx, r.c, keys, args...).Int()
+		if err != nil {
+			return total, unavailable(op, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (r *Redis) appendRevocations(ctx context.Context, now time.Time, sids []string) error {
+	at := ms(now)
+	args := make([]any, 0, len(sids)+3)
+	args = append(args, at, at+r.o.retention.Milliseconds(), max(0, at-r.o.retention.Milliseconds()))
+	for _, sid := range sids {
+		args = append(args, sid)
+	}
+	return scriptAppendRevocations.Run(ctx, r.c, r.revocationKeys(), args...).Err()
+}
+
+// Revocations reads the stream with revocations.lua (see cursor.go for the
+// cursor rules).
+func (r *Redis) Revocations(ctx context.Context, cursor string, limit int) ([]Revocation, string, bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, "", false, err
+	}
+	arg := cursor
+	if cursor != "" && cursor != CursorOrigin {
+		c, ok := parseStreamID(cursor)
+		if !ok {
+			_, latest, _, err := r.Revocations(ctx, "", 0)
+			return nil, latest, false, err
+		}
+		arg = c.String()
+	}
+	res, err := scriptRevocations.Run(ctx, r.c, r.revocationKeys(), arg, clampLimit(limit)).Slice()
+	if err != nil {
+		return nil, "", false, unavailable("revocations", err)
+	}
+	if len(res) != 3 {
+		return nil, "", false, errors.New("tokenstore: revocations: malformed script reply")
+	}
+	ok, _ := res[0].(int64)
+	next, _ := res[1].(string)
+	entries, _ := res[2].([]any)
+	var events []Revocation
+	for _, e := range entries {
+		ev, err := decodeRevocation(e)
+		if err != nil {
+			return nil, "", false, err
+		}
+		events = append(events, ev)
+	}
+	return events, next, ok == 1, nil
+}
+
+func decodeRevocation(e any) (Revocation, error) {
+	bad := errors.New("tokenstore: revocations: malformed stream entry")
+	pair, _ := e.([]any)
+	if len(pair) != 2 {
+		return Revocation{}, bad
+	}
+	id, _ := pair[0].(string)
+	kv, _ := pair[1].([]any)
+	var ev Revocation
+	ev.Cursor = id
+	for j := 0; j+1 < len(kv); j += 2 {
+		k, _ := kv[j].(string)
+		v, _ := kv[j+1].(string)
+		switch k {
+		case "s":
+			ev.SessionID = v
+			ev.UserID, _ = SessionUserID(v)
+		case "t", "f":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return Revocation{}, bad
+			}
+			if k == "t" {
+				ev.RevokedAt = fromMS(n)
+			} else {
+				ev.ForgetAfter = fromMS(n)
+			}
+		}
+	}
+	if ev.SessionID == "" || ev.UserID == "" {
+		return Revocation{}, bad
+	}
+	return ev, nil
+}
+
+// Keyring.
+
+func (r *Redis) Keyring(ctx context.Context) ([]byte, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	b, err := r.c.Get(ctx, r.keyringKey()).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("keyring", err)
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	return b, nil
+}
+
+func (r *Redis) SwapKeyring(ctx context.Context, old, new []byte) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	res, err := scriptSwapKeyring.Run(ctx, r.c, []string{r.keyringKey()},
+		flag(old != nil), bytesArg(old), flag(new != nil), bytesArg(new)).Text()
+	if err != nil {
+		return unavailable("swap keyring", err)
+	}
+	if res != "ok" {
+		return fmt.Errorf("tokenstore: swap keyring: %w", ErrConflict)
+	}
+	return nil
+}
+
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close does nothing: the client belongs to the caller, who closes it.
+func (r *Redis) Close() error { return nil }
+
+// Encoding.
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func bytesArg(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func encodeRoles(roles []string) string {
+	if len(roles) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(roles)
+	return string(b)
+}
+
+var errCorruptUser = errors.New("tokenstore: corrupt user record")
+
+func decodeUser(id string, h map[string]string) (User, error) {
+	c, err := strconv.ParseInt(h["c"], 10, 64)
+	if err != nil {
+		return User{}, errCorruptUser
+	}
+	u := User{
+		ID:           id,
+		Username:     h["n"],
+		PasswordHash: h["p"],
+		Disabled:     h["d"] == "1",
+		CreatedAt:    fromMS(c),
+	}
+	if r := h["r"]; r != "" {
+		if err := json.Unmarshal([]byte(r), &u.Roles); err != nil {
+			return User{}, errCorruptUser
+		}
+	}
+	return u, nil
+}
+
+// decodeSession builds a Session from the hash fields; l is "" when it
+// equals r.
+func decodeSession(id, uid, g, n, c, r, l, e string) (Session, error) {
+	if l == "" {
+		l = r
+	}
+	var nums [5]int64
+	for i, v := range []string{g, c, r, l, e} {
+		x, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || x < 0 && i == 0 {
+			return Session{}, errors.New("tokenstore: corrupt session record")
+		}
+		nums[i] = x
+	}
+	return Session{
+		ID:         id,
+		UserID:     uid,
+		Generation: uint64(nums[0]),
+		Nonce:      n,
+		CreatedAt:  fromMS(nums[1]),
+		RotatedAt:  fromMS(nums[2]),
+		LastUsedAt: fromMS(nums[3]),
+		ExpiresAt:  fromMS(nums[4]),
+	}, nil
+}

@@ -1,0 +1,551 @@
+package tokenstore_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/tokenstore/storetest"
+)
+
+// newRedisStore returns a Redis store with keys under a random prefix, so
+// tests share one Redis without flushing it and each gets its own keyring
+// and revocation stream.
+func newRedisStore(t testing.TB, client redis.UniversalClient, opts ...tokenstore.Option) *tokenstore.Redis {
+	t.Helper()
+	opts = append([]tokenstore.Option{tokenstore.WithPrefix(testredis.KeyPrefix(t, client))}, opts...)
+	return tokenstore.NewRedis(client, opts...)
+}
+
+func TestRedisConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) tokenstore.Store {
+		return newRedisStore(t, testredis.Start(t))
+	})
+}
+
+func randomNonce() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func newTestSession(t testing.TB, uid string, at time.Time, lifetime time.Duration) tokenstore.Session {
+	t.Helper()
+	sid, err := tokenstore.NewSessionID(uid, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at = at.Truncate(time.Millisecond)
+	return tokenstore.Session{
+		ID: sid, UserID: uid, Nonce: randomNonce(),
+		CreatedAt: at, RotatedAt: at, LastUsedAt: at, ExpiresAt: at.Add(lifetime),
+	}
+}
+
+func newUID(t testing.TB) string {
+	t.Helper()
+	uid, err := tokenstore.NewUserID(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
+// TestRedisKeyLayout pins the documented key names, hash tags and TTLs.
+func TestRedisKeyLayout(t *testing.T) {
+	t.Parallel()
+	client := testredis.Start(t)
+	prefix := testredis.KeyPrefix(t, client)
+	store := tokenstore.NewRedis(client, tokenstore.WithPrefix(prefix), tokenstore.WithIdleTTL(time.Hour))
+	ctx := t.Context()
+
+	u := tokenstore.User{ID: newUID(t), Username: "layout-" + randomNonce(), CreatedAt: time.Now()}
+	if err := store.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession(t, u.ID, time.Now(), 24*time.Hour)
+	if err := store.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	rnd := s.ID[len(u.ID)+1:]
+	ttl := func(key string) time.Duration {
+		t.Helper()
+		d, err := client.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	sessKey := prefix + "{" + u.ID + "}:s:" + rnd
+	setKey := prefix + "{" + u.ID + "}:ss"
+	if d := ttl(sessKey); d <= 59*time.Minute || d > time.Hour {
+		t.Errorf("session TTL %v, want the 1h idle lifetime", d)
+	}
+	if d := ttl(setKey); d < ttl(sessKey) {
+		t.Errorf("session zset TTL %v shorter than its session's", d)
+	}
+	for _, key := range []string{prefix + "{" + u.ID + "}:u", prefix + "n:{" + u.Username + "}", prefix + "users"} {
+		if d := ttl(key); d != -1 {
+			t.Errorf("%s: TTL %v, want none (-1)", key, d)
+		}
+	}
+	fields, err := client.HKeys(ctx, sessKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(fields, ","); got != "g,n,c,r,e" {
+		t.Errorf("session hash fields %s, want g,n,c,r,e", got)
+	}
+
+	// A rotation refreshes the TTL to min(now+idle, absolute expiry).
+	req := tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: time.Second, IdleTTL: 2 * time.Hour}
+	if _, err := store.Rotate(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if d := ttl(sessKey); d <= 119*time.Minute || d > 2*time.Hour {
+		t.Errorf("session TTL after rotation %v, want the 2h idle lifetime", d)
+	}
+	req.Generation, req.IdleTTL = 1, 48*time.Hour
+	if _, err := store.Rotate(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if d, left := ttl(sessKey), time.Until(s.ExpiresAt); d > left+5*time.Millisecond || d < left-time.Minute {
+		t.Errorf("session TTL after rotation %v, want capped by the absolute expiry (%v)", d, left)
+	}
+
+	// Revocation stream and its metadata share one hash tag.
+	if err := store.RevokeSession(ctx, s.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := client.XLen(ctx, prefix+"{revocations}").Result(); err != nil || n != 1 {
+		t.Errorf("revocation stream length %d, %v; want 1", n, err)
+	}
+	if n, _ := client.Exists(ctx, sessKey, setKey).Result(); n != 0 {
+		t.Errorf("%d session keys left after revocation", n)
+	}
+}
+
+// TestRedisFailsClosed stops the server under a live store: every call must
+// fail with ErrUnavailable within its deadline, and the store must recover
+// by itself once the server is back, with acknowledged writes intact.
+func TestRedisFailsClosed(t *testing.T) {
+	t.Parallel()
+	srv := testredis.NewServer(t)
+	store := tokenstore.NewRedis(srv.Client(t))
+	ctx := t.Context()
+
+	uid := newUID(t)
+	if err := store.CreateUser(ctx, tokenstore.User{ID: uid, Username: "fc-" + uid, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	live := newTestSession(t, uid, time.Now(), time.Hour)
+	loggedOut := newTestSession(t, uid, time.Now(), time.Hour)
+	for _, s := range []tokenstore.Session{live, loggedOut} {
+		if err := store.CreateSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.RevokeSession(ctx, loggedOut.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, cursor, _, err := store.Revocations(ctx, "0-0", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	const deadline = 300 * time.Millisecond
+	calls := map[string]func(context.Context) error{
+		"Ping":    store.Ping,
+		"Session": func(c context.Context) error { _, err := store.Session(c, live.ID); return err },
+		"Rotate": func(c context.Context) error {
+			_, err := store.Rotate(c, tokenstore.RotateRequest{SessionID: live.ID, Nonce: live.Nonce, Now: time.Now(), Grace: time.Second, IdleTTL: time.Hour})
+			return err
+		},
+		"UserByName":    func(c context.Context) error { _, err := store.UserByName(c, "fc-"+uid); return err },
+		"RevokeSession": func(c context.Context) error { return store.RevokeSession(c, live.ID, time.Now()) },
+		"Revocations":   func(c context.Context) error { _, _, _, err := store.Revocations(c, cursor, 10); return err },
+		"Keyring":       func(c context.Context) error { _, err := store.Keyring(c); return err },
+	}
+	for name, call := range calls {
+		c, cancel := context.WithTimeout(ctx, deadline)
+		start := time.Now()
+		err := call(c)
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, tokenstore.ErrUnavailable) {
+			t.Errorf("%s with Redis down: %v, want ErrUnavailable", name, err)
+		}
+		// Bounded by the deadline, with slack for a loaded test machine.
+		if took > deadline+time.Second {
+			t.Errorf("%s with Redis down took %v, deadline %v", name, took, deadline)
+		}
+		t.Logf("%s with Redis down: %v after %v", name, err, took.Round(time.Millisecond))
+	}
+
+	srv.Restart()
+	var got tokenstore.Session
+	waitFor(t, 5*time.Second, func() error {
+		c, cancel := context.WithTimeout(ctx, deadline)
+		defer cancel()
+		got, err = store.Session(c, live.ID)
+		return err
+	})
+	if got.Generation != 0 || got.Nonce != live.Nonce {
+		t.Fatalf("session after restart: %+v", got)
+	}
+	if _, err := store.Session(ctx, loggedOut.ID); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Fatalf("logged-out session after restart: %v, want ErrNotFound", err)
+	}
+	events, _, ok, err := store.Revocations(ctx, "0-0", 10)
+	if err != nil || !ok || len(events) != 1 || events[0].SessionID != loggedOut.ID {
+		t.Fatalf("revocations after restart: %v, ok %v, %v; want the logout", events, ok, err)
+	}
+}
+
+func waitFor(t *testing.T, limit time.Duration, f func() error) {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("not working again %v after restart: %v", limit, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisRotateRetriedAfterLostReply uses a client that resends commands
+// (go-redis's default MaxRetries) through a proxy that drops the reply to
+// the first rotation after Redis has applied it. The resent rotation must
+// land in the grace window: same session, one advance, no reuse alarm.
+func TestRedisRotateRetriedAfterLostReply(t *testing.T) {
+	t.Parallel()
+	proxy := newDropProxy(t, testredis.Start(t).Options().Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true, MaxRetries: 3})
+	t.Cleanup(func() { client.Close() })
+	store := newRedisStore(t, client)
+	ctx := t.Context()
+
+	s := newTestSession(t, newUID(t), time.Now(), time.Hour)
+	if err := store.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	proxy.dropNextScriptReply()
+	got, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour})
+	if err != nil {
+		t.Fatalf("Rotate retried after a lost reply: %v", err)
+	}
+	if proxy.dropped.Load() != 1 {
+		t.Fatalf("proxy dropped %d replies, want 1 (test did not exercise a retry)", proxy.dropped.Load())
+	}
+	if got.Generation != 1 {
+		t.Fatalf("Rotate: generation %d, want 1", got.Generation)
+	}
+	stored, err := store.Session(ctx, s.ID)
+	if err != nil || stored.Generation != 1 || !stored.RotatedAt.Equal(got.RotatedAt) {
+		t.Fatalf("stored session %+v, %v; want generation 1 as returned", stored, err)
+	}
+}
+
+// dropProxy forwards TCP to Redis and, when armed, swallows the reply to
+// the next EVALSHA and closes that connection, as a network failure after
+// the server executed the command would.
+type dropProxy struct {
+	ln      net.Listener
+	target  string
+	armed   atomic.Bool
+	dropped atomic.Int32
+}
+
+func newDropProxy(t *testing.T, target string) *dropProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &dropProxy{ln: ln, target: target}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { p.serve(c) })
+		}
+	})
+	return p
+}
+
+func (p *dropProxy) Addr() string         { return p.ln.Addr().String() }
+func (p *dropProxy) dropNextScriptReply() { p.armed.Store(true) }
+
+func (p *dropProxy) serve(client net.Conn) {
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	var drop atomic.Bool
+	closeBoth := func() { client.Close(); server.Close() }
+	go func() {
+		defer closeBoth()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if err != nil {
+				return
+			}
+			if bytes.Contains(bytes.ToUpper(buf[:n]), []byte("EVALSHA")) && p.armed.CompareAndSwap(true, false) {
+				drop.Store(true)
+			}
+			if _, err := server.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	defer closeBoth()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(buf)
+		if err != nil {
+			return
+		}
+		if drop.Load() {
+			p.dropped.Add(1)
+			return
+		}
+		if _, err := client.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// TestRedisMemoryPerSession measures what a session costs in Redis: its
+// hash (key, value, expiry) plus its share of its user's session zset,
+// whose key is a per-user overhead shared by the user's sessions. It logs
+// MEMORY USAGE (what Redis attributes to the keys) and the used_memory
+// delta (which adds the keyspace and expiry dict entries and buckets) for
+// 1, 3 and 10 sessions per user. It asserts the design target of 300 bytes
+// on the cost that grows with sessions (the hash plus one zset member) and
+// guards the one-session-per-user total against regressions. It uses a
+// private server so other tests do not disturb used_memory.
+func TestRedisMemoryPerSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("memory measurement skipped in -short mode")
+	}
+	t.Parallel()
+	srv := testredis.NewServer(t)
+	client := srv.Client(t)
+	store := tokenstore.NewRedis(client)
+	ctx := t.Context()
+
+	const sessions = 12000
+	var hashBytes int64
+	setBytes := map[int]int64{}
+	for _, perUser := range []int{1, 3, 10} {
+		before := usedMemory(t, client)
+		var first tokenstore.Session
+		var wg sync.WaitGroup
+		work := make(chan tokenstore.Session)
+		for range 16 {
+			wg.Go(func() {
+				for s := range work {
+					if err := store.CreateSession(ctx, s); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		var uid string
+		for i := range sessions {
+			if i%perUser == 0 {
+				uid = newUID(t)
+			}
+			// A 22-character nonce: 16 random bytes, base64url.
+			s := newTestSession(t, uid, time.Now(), 90*24*time.Hour)
+			if i == 0 {
+				first = s
+			}
+			work <- s
+		}
+		close(work)
+		wg.Wait()
+		used := (usedMemory(t, client) - before) / sessions
+
+		uid = first.UserID
+		hashBytes = memoryUsage(t, client, "identity:{"+uid+"}:s:"+first.ID[len(uid)+1:])
+		setBytes[perUser] = memoryUsage(t, client, "identity:{"+uid+"}:ss")
+		t.Logf("%2d session(s) per user: MEMORY USAGE %d B/session (hash %d + zset %d/%d); used_memory delta %d B/session",
+			perUser, hashBytes+setBytes[perUser]/int64(perUser), hashBytes, setBytes[perUser], perUser, used)
+	}
+	member := (setBytes[3] - setBytes[1]) / 2
+	t.Logf("per session %d B (hash %d + zset member %d) + per user %d B (zset key)",
+		hashBytes+member, hashBytes, member, setBytes[1]-member)
+	if hashBytes+member > 300 {
+		t.Errorf("a session costs %d bytes (MEMORY USAGE), target 300", hashBytes+member)
+	}
+	if total := hashBytes + setBytes[1]; total > 330 {
+		t.Errorf("a user's only session costs %d bytes (MEMORY USAGE), was 320", total)
+	}
+}
+
+func usedMemory(t *testing.T, c *redis.Client) int64 {
+	t.Helper()
+	info, err := c.Info(t.Context(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no used_memory in INFO memory")
+	return 0
+}
+
+func memoryUsage(t *testing.T, c *redis.Client, key string) int64 {
+	t.Helper()
+	n, err := c.MemoryUsage(t.Context(), key, 0).Result()
+	if err != nil {
+		t.Fatalf("MEMORY USAGE %s: %v", key, err)
+	}
+	return n
+}
+
+// Benchmarks of the two hot paths: one round trip each.
+
+func BenchmarkRedisSession(b *testing.B) {
+	store := newRedisStore(b, testredis.Start(b))
+	s := newTestSession(b, newUID(b), time.Now(), time.Hour)
+	if err := store.CreateSession(b.Context(), s); err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := store.Session(context.Background(), s.ID); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkRedisRotate(b *testing.B) {
+	store := newRedisStore(b, testredis.Start(b))
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		s := newTestSession(b, newUID(b), time.Now(), time.Hour)
+		if err := store.CreateSession(ctx, s); err != nil {
+			b.Error(err)
+			return
+		}
+		for gen := uint64(0); pb.Next(); gen++ {
+			got, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Generation: gen, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour})
+			if err != nil || got.Generation != gen+1 {
+				b.Error(fmt.Sprint("rotate: ", got.Generation, err))
+				return
+			}
+		}
+	})
+}
+
+// cmdLog records the commands a client sends.
+type cmdLog struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (l *cmdLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (l *cmdLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		l.mu.Lock()
+		l.cmds = append(l.cmds, cmd.Name())
+		l.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+func (l *cmdLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		l.mu.Lock()
+		l.cmds = append(l.cmds, "pipeline")
+		l.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (l *cmdLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cmds := l.cmds
+	l.cmds = nil
+	return cmds
+}
+
+// TestRedisHotPathsAreOneRoundTrip pins the cost of Verify's session check
+// and of Refresh: one command each once the scripts are loaded.
+func TestRedisHotPathsAreOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	client := redis.NewClient(&redis.Options{Addr: testredis.Start(t).Options().Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { client.Close() })
+	var log cmdLog
+	client.AddHook(&log)
+	store := newRedisStore(t, client)
+	ctx := t.Context()
+
+	s := newTestSession(t, newUID(t), time.Now(), time.Hour)
+	if err := store.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	req := tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour}
+	if _, err := store.Rotate(ctx, req); err != nil { // loads rotate.lua
+		t.Fatal(err)
+	}
+	log.take()
+
+	if _, err := store.Session(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.take(); !slices.Equal(got, []string{"hgetall"}) {
+		t.Errorf("Session sent %v, want one HGETALL", got)
+	}
+	req.Generation = 1
+	if _, err := store.Rotate(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.take(); !slices.Equal(got, []string{"evalsha"}) {
+		t.Errorf("Rotate sent %v, want one EVALSHA", got)
+	}
+	req.Generation = 1 // now the previous generation: the grace path
+	if _, err := store.Rotate(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.take(); !slices.Equal(got, []string{"evalsha"}) {
+		t.Errorf("Rotate in grace sent %v, want one EVALSHA", got)
+	}
+}

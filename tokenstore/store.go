@@ -1,0 +1,148 @@
+// Package tokenstore keeps what identity must remember between requests:
+// users, refresh-token sessions, signing keys and revocation events.
+//
+// Store is the one seam with two implementations, Redis (production, also
+// Redis Cluster) and Memory (the embedded single-instance default). Both pass
+// the conformance suite in tokenstore/storetest. The package knows nothing of
+// JWTs, HMACs or gRPC: it stores sessions by id and generation and decides
+// rotation, grace and reuse atomically, so callers never read-modify-write.
+package tokenstore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Domain errors. Implementations wrap them with %w; callers test with errors.Is.
+var (
+	// ErrNotFound: no such user or session (never created, expired or revoked).
+	ErrNotFound = errors.New("tokenstore: not found")
+	// ErrAlreadyExists: a user with that username exists.
+	ErrAlreadyExists = errors.New("tokenstore: already exists")
+	// ErrReused: a refresh generation older than the grace window allows was
+	// presented; the session has been revoked as a result.
+	ErrReused = errors.New("tokenstore: refresh token reused")
+	// ErrConflict: a compare-and-swap lost the race (SwapKeyring).
+	ErrConflict = errors.New("tokenstore: conflict")
+	// ErrUnavailable: the backing store could not be reached or timed out.
+	// Every method wraps transport failures with it so callers fail closed.
+	ErrUnavailable = errors.New("tokenstore: store unavailable")
+)
+
+// User is an account. Username is immutable and already NFC-normalised by
+// the caller; PasswordHash is a PHC string the store never interprets.
+type User struct {
+	ID           string
+	Username     string
+	PasswordHash string
+	Roles        []string
+	Disabled     bool
+	CreatedAt    time.Time
+}
+
+// Session is one login on one device. Generation counts refresh-token
+// rotations; Nonce is per-session random input to the refresh-token HMAC
+// (the store keeps it, never a token).
+type Session struct {
+	ID         string
+	UserID     string
+	Generation uint64
+	Nonce      string
+	CreatedAt  time.Time
+	// RotatedAt is when Generation last advanced (CreatedAt before the first
+	// rotation): the start of the grace window for the previous generation.
+	RotatedAt time.Time
+	// LastUsedAt is when the session was created or last refreshed.
+	LastUsedAt time.Time
+	// ExpiresAt is the absolute end of the session, whatever its use.
+	ExpiresAt time.Time
+}
+
+// IdleExpiresAt is when the session ends unless refreshed before.
+func (s Session) IdleExpiresAt(idle time.Duration) time.Time {
+	t := s.LastUsedAt.Add(idle)
+	if t.After(s.ExpiresAt) {
+		return s.ExpiresAt
+	}
+	return t
+}
+
+// RotateRequest is a presented refresh token, already authenticated by its
+// HMAC, and the rules to apply to it.
+type RotateRequest struct {
+	SessionID  string
+	Generation uint64
+	Nonce      string
+	Now        time.Time
+	// Grace is how long after a rotation the previous generation is still
+	// answered with the current one (idempotent concurrent refresh).
+	Grace time.Duration
+	// IdleTTL is the idle lifetime; a successful rotation restarts it.
+	IdleTTL time.Duration
+}
+
+// Revocation is one session revocation event, as streamed to verifiers.
+type Revocation struct {
+	// Cursor orders events; opaque to callers, increasing within one store.
+	Cursor    string
+	SessionID string
+	UserID    string
+	RevokedAt time.Time
+	// ForgetAfter is when no access token of the session can still be valid.
+	ForgetAfter time.Time
+}
+
+// Store is the persistence seam. Every method honours ctx's deadline and
+// returns an error wrapping ErrUnavailable when the backend fails.
+type Store interface {
+	// CreateUser stores a new user; ErrAlreadyExists if the username is taken.
+	CreateUser(ctx context.Context, u User) error
+	// UserByName and UserByID return ErrNotFound for unknown users.
+	UserByName(ctx context.Context, username string) (User, error)
+	UserByID(ctx context.Context, id string) (User, error)
+	// ListUsers returns every user, ordered by username.
+	ListUsers(ctx context.Context) ([]User, error)
+	// UpdateUser applies fn to the stored user atomically and stores the
+	// result (ID, Username and CreatedAt cannot change). fn may be called
+	// more than once; an error from fn aborts the update and is returned.
+	UpdateUser(ctx context.Context, id string, fn func(User) (User, error)) (User, error)
+
+	// CreateSession stores a new session (Generation usually 0).
+	CreateSession(ctx context.Context, s Session) error
+	// Session returns a live session; ErrNotFound once it has expired or
+	// been revoked. It is the session check of Verify: one round trip.
+	Session(ctx context.Context, id string) (Session, error)
+	// Rotate applies the refresh rules atomically and returns the session
+	// after them:
+	//   - Generation == current: advance to current+1, RotatedAt = LastUsedAt = Now;
+	//   - Generation == current-1 and Now-RotatedAt <= Grace: no change, the
+	//     caller gets the current generation (same new token for everyone);
+	//   - Generation < current otherwise: revoke the session, ErrReused;
+	//   - unknown/expired session, wrong Nonce or Generation > current: ErrNotFound.
+	Rotate(ctx context.Context, r RotateRequest) (Session, error)
+	// ListSessions returns the live sessions of a user, oldest first.
+	ListSessions(ctx context.Context, userID string) ([]Session, error)
+	// RevokeSession ends a session at once and records a Revocation;
+	// ErrNotFound if it was not live.
+	RevokeSession(ctx context.Context, id string, now time.Time) error
+	// RevokeUserSessions ends every session of a user and returns how many.
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time) (int, error)
+
+	// Revocations returns events after cursor ("" = none: only the latest
+	// cursor is returned), at most limit, oldest first, and the cursor to
+	// resume from. ok is false when cursor is older than the retained
+	// history (the caller must distrust what it cached).
+	Revocations(ctx context.Context, cursor string, limit int) (events []Revocation, next string, ok bool, err error)
+
+	// Keyring returns the serialized signing-key material (nil if none yet).
+	Keyring(ctx context.Context) ([]byte, error)
+	// SwapKeyring replaces the keyring if it still equals old (nil = absent);
+	// ErrConflict otherwise. Instances racing at first start all end up
+	// with the same keys.
+	SwapKeyring(ctx context.Context, old, new []byte) error
+
+	// Ping checks the backend is reachable (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}

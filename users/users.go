@@ -1,0 +1,248 @@
+// Package users manages accounts on top of a tokenstore.Store: it normalises
+// and validates usernames, hashes passwords and checks credentials. It is the
+// one place both identityd (Login, AdminService) and identityctl (direct store
+// access) go through, so the rules cannot drift apart. It does not issue
+// tokens or manage sessions.
+package users
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/tokenstore"
+)
+
+var (
+	// ErrInvalidUsername: empty, too long, not UTF-8, or holding control or
+	// format characters.
+	ErrInvalidUsername = errors.New("users: invalid username")
+	// ErrInvalidPassword: empty or longer than password.MaxLength bytes.
+	ErrInvalidPassword = errors.New("users: invalid password")
+	// ErrInvalidRole: a role that is empty or not a simple token.
+	ErrInvalidRole = errors.New("users: invalid role")
+	// ErrBadCredentials: unknown user, disabled user or wrong password. One
+	// error for all three so callers cannot leak which one it was.
+	ErrBadCredentials = errors.New("users: invalid credentials")
+)
+
+// MaxUsernameLength is in bytes, after normalisation.
+const MaxUsernameLength = 256
+
+// Hasher is what Service needs of password.Hasher.
+type Hasher interface {
+	Hash(ctx context.Context, pw string) (string, error)
+	Check(ctx context.Context, phc, pw string) (bool, error)
+}
+
+// Service applies account rules over a store.
+type Service struct {
+	store  tokenstore.Store
+	hasher Hasher
+	now    func() time.Time
+	rand   io.Reader
+}
+
+// New returns a Service. now and rand are injected for tests; production
+// passes time.Now and crypto/rand.Reader.
+func New(store tokenstore.Store, hasher Hasher, now func() time.Time, rand io.Reader) *Service {
+	return &Service{store: store, hasher: hasher, now: now, rand: rand}
+}
+
+// NormalizeUsername returns the NFC form of name, or ErrInvalidUsername.
+// Control and format characters (including bidi overrides and zero-width
+// joiners) are refused, as are leading or trailing spaces, so two visually
+// identical names cannot be two accounts.
+func NormalizeUsername(name string) (string, error) {
+	if name == "" || !utf8.ValidString(name) {
+		return "", ErrInvalidUsername
+	}
+	n := norm.NFC.String(name)
+	if len(n) > MaxUsernameLength {
+		return "", ErrInvalidUsername
+	}
+	for _, r := range n {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			return "", ErrInvalidUsername
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(n)
+	last, _ := utf8.DecodeLastRuneInString(n)
+	if unicode.IsSpace(first) || unicode.IsSpace(last) {
+		return "", ErrInvalidUsername
+	}
+	return n, nil
+}
+
+func validPassword(pw string) error {
+	if pw == "" || len(pw) > password.MaxLength {
+		return ErrInvalidPassword
+	}
+	return nil
+}
+
+func validRoles(roles []string) ([]string, error) {
+	out := make([]string, 0, len(roles))
+	for _, r := range roles {
+		if r == "" || len(r) > 64 {
+			return nil, ErrInvalidRole
+		}
+		for _, c := range r {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+				return nil, ErrInvalidRole
+			}
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Create adds a user. The username is normalised; ErrAlreadyExists (from
+// tokenstore) if taken.
+func (s *Service) Create(ctx context.Context, username, pw string, roles []string) (tokenstore.User, error) {
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	if err := validPassword(pw); err != nil {
+		return tokenstore.User{}, err
+	}
+	roles, err = validRoles(roles)
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	hash, err := s.hasher.Hash(ctx, pw)
+	if err != nil {
+		return tokenstore.User{}, fmt.Errorf("users: hash password: %w", err)
+	}
+	id, err := tokenstore.NewUserID(s.rand)
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	u := tokenstore.User{
+		ID:           id,
+		Username:     name,
+		PasswordHash: hash,
+		Roles:        roles,
+		CreatedAt:    s.now().UTC().Truncate(time.Millisecond),
+	}
+	if err := s.store.CreateUser(ctx, u); err != nil {
+		return tokenstore.User{}, err
+	}
+	return u, nil
+}
+
+// Authenticate checks a username and password. Every failure that depends
+// on the account (unknown, disabled, wrong password, a username that could
+// never exist) is ErrBadCredentials and costs one password hash, so neither
+// the answer nor its timing tells which usernames exist. Store and hasher
+// failures are returned as they are (the caller fails closed).
+func (s *Service) Authenticate(ctx context.Context, username, pw string) (tokenstore.User, error) {
+	name, nameErr := NormalizeUsername(username)
+	var u tokenstore.User
+	var lookupErr error
+	if nameErr == nil && validPassword(pw) == nil {
+		u, lookupErr = s.store.UserByName(ctx, name)
+		if lookupErr != nil && !errors.Is(lookupErr, tokenstore.ErrNotFound) {
+			return tokenstore.User{}, lookupErr
+		}
+	} else {
+		lookupErr = tokenstore.ErrNotFound
+	}
+	phc := ""
+	if lookupErr == nil {
+		phc = u.PasswordHash
+	}
+	// An over-long password is cut for the dummy comparison only: it can
+	// never match, but it must still cost a hash.
+	check := pw
+	if len(check) > password.MaxLength {
+		check = check[:password.MaxLength]
+	}
+	ok, err := s.hasher.Check(ctx, phc, check)
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	if lookupErr != nil || !ok || u.Disabled {
+		return tokenstore.User{}, ErrBadCredentials
+	}
+	return u, nil
+}
+
+// ByName returns the user with that (normalised) username.
+func (s *Service) ByName(ctx context.Context, username string) (tokenstore.User, error) {
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	return s.store.UserByName(ctx, name)
+}
+
+// List returns every user, ordered by username.
+func (s *Service) List(ctx context.Context) ([]tokenstore.User, error) {
+	return s.store.ListUsers(ctx)
+}
+
+// Change describes an update; nil fields stay as they are.
+type Change struct {
+	Password *string
+	Disabled *bool
+	Roles    *[]string
+}
+
+// Update applies c to the user named username.
+func (s *Service) Update(ctx context.Context, username string, c Change) (tokenstore.User, error) {
+	u, err := s.ByName(ctx, username)
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	var hash string
+	if c.Password != nil {
+		if err := validPassword(*c.Password); err != nil {
+			return tokenstore.User{}, err
+		}
+		if hash, err = s.hasher.Hash(ctx, *c.Password); err != nil {
+			return tokenstore.User{}, fmt.Errorf("users: hash password: %w", err)
+		}
+	}
+	var roles []string
+	if c.Roles != nil {
+		if roles, err = validRoles(*c.Roles); err != nil {
+			return tokenstore.User{}, err
+		}
+	}
+	u, err = s.store.UpdateUser(ctx, u.ID, func(u tokenstore.User) (tokenstore.User, error) {
+		if c.Password != nil {
+			u.PasswordHash = hash
+		}
+		if c.Disabled != nil {
+			u.Disabled = *c.Disabled
+		}
+		if c.Roles != nil {
+			u.Roles = roles
+		}
+		return u, nil
+	})
+	if err != nil {
+		return tokenstore.User{}, err
+	}
+	// A disabled account or a new password ends every session: whoever
+	// held the old credentials must not keep refreshing.
+	if u.Disabled || c.Password != nil {
+		if _, err := s.store.RevokeUserSessions(ctx, u.ID, s.now()); err != nil {
+			return u, fmt.Errorf("users: revoke sessions: %w", err)
+		}
+	}
+	return u, nil
+}
