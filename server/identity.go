@@ -87,7 +87,7 @@ func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshReq
 		return nil, errRefreshTokenInvalid
 	}
 	now := s.now()
-	sess, err := s.store.Rotate(ctx, tokenstore.RotateRequest{
+	sess, u, err := s.store.Rotate(ctx, tokenstore.RotateRequest{
 		SessionID:  sid,
 		Generation: gen,
 		Nonce:      nonce,
@@ -104,12 +104,10 @@ func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshReq
 	case err != nil:
 		return nil, err
 	}
-	u, err := s.store.UserByID(ctx, sess.UserID)
-	if errors.Is(err, tokenstore.ErrNotFound) || err == nil && u.Disabled {
+	if u.Disabled {
+		// Disabling revokes every session; this only closes the race with
+		// a refresh already under way.
 		return nil, errRefreshTokenInvalid
-	}
-	if err != nil {
-		return nil, err
 	}
 	return s.tokenPair(now, sess, u)
 }

@@ -226,9 +226,9 @@ func (m *Memory) remove(s Session) {
 	}
 }
 
-func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, error) {
+func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, error) {
 	if err := ctxErr(ctx); err != nil {
-		return Session{}, err
+		return Session{}, User{}, err
 	}
 	now := truncMS(r.Now)
 	idle := r.IdleTTL
@@ -240,22 +240,26 @@ func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, error) {
 	m.maybeSweep(m.o.now())
 	ent, ok := m.live(r.SessionID, now)
 	if !ok || ent.s.Nonce != r.Nonce || r.Generation > ent.s.Generation {
-		return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 	}
 	s := ent.s
+	mu, ok := m.users[s.UserID]
+	if !ok {
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+	}
 	switch {
 	case r.Generation == s.Generation:
 		s.Generation++
 		s.RotatedAt, s.LastUsedAt = now, now
 		ent.s = s
 		ent.expireAt = s.IdleExpiresAt(idle)
-		return s, nil
+		return s, cloneUser(mu.u), nil
 	case r.Generation == s.Generation-1 && now.Sub(s.RotatedAt) <= r.Grace:
-		return s, nil
+		return s, cloneUser(mu.u), nil
 	default:
 		m.appendRevocations(now, s.ID)
 		m.remove(s)
-		return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
 	}
 }
 

@@ -32,6 +32,9 @@ func (c *clock) Add(d time.Duration) {
 func memSession(t *testing.T, m *tokenstore.Memory, at time.Time, idle, lifetime time.Duration) tokenstore.Session {
 	t.Helper()
 	uid, _ := tokenstore.NewUserID(rand.Reader)
+	if err := m.CreateUser(context.Background(), tokenstore.User{ID: uid, Username: "u-" + uid, CreatedAt: at}); err != nil {
+		t.Fatal(err)
+	}
 	sid, _ := tokenstore.NewSessionID(uid, rand.Reader)
 	s := tokenstore.Session{
 		ID: sid, UserID: uid, Nonce: "n",
@@ -54,7 +57,7 @@ func TestMemoryExpiryUsesInjectedClock(t *testing.T) {
 		t.Fatalf("Session within the idle lifetime: %v", err)
 	}
 	// A rotation restarts the idle lifetime from its Now.
-	if _, err := m.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: clk.Now(), IdleTTL: time.Hour}); err != nil {
+	if _, _, err := m.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: clk.Now(), IdleTTL: time.Hour}); err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
 	clk.Add(59 * time.Minute)

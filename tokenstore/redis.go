@@ -385,13 +385,13 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 // Rotate is one EVALSHA of rotate.lua on the happy and the grace path. A
 // reused generation costs two more round trips: the revocation event is
 // appended before the session is deleted, never after.
-func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, error) {
+func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, error) {
 	if err := ctxErr(ctx); err != nil {
-		return Session{}, err
+		return Session{}, User{}, err
 	}
 	uid, rnd, ok := sessionRef(req.SessionID)
 	if !ok || req.Generation > maxGeneration {
-		return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 	}
 	idle := req.IdleTTL
 	if idle <= 0 {
@@ -399,28 +399,40 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, error) 
 	}
 	now := ms(req.Now)
 	res, err := scriptRotate.Run(ctx, r.c,
-		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)},
+		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
 		now+idle.Milliseconds(), zsetSlack.Milliseconds()).StringSlice()
 	if err != nil {
-		return Session{}, unavailable("rotate", err)
+		return Session{}, User{}, unavailable("rotate", err)
 	}
 	if len(res) == 0 {
-		return Session{}, errors.New("tokenstore: rotate: malformed script reply")
+		return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 	}
 	switch res[0] {
 	case "ok", "grace":
-		if len(res) != 7 {
-			return Session{}, errors.New("tokenstore: rotate: malformed script reply")
+		if len(res) < 7 || len(res)%2 == 0 {
+			return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 		}
-		return decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6])
+		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6])
+		if err != nil {
+			return Session{}, User{}, err
+		}
+		h := make(map[string]string, (len(res)-7)/2)
+		for i := 7; i+1 < len(res); i += 2 {
+			h[res[i]] = res[i+1]
+		}
+		u, err := decodeUser(uid, h)
+		if err != nil {
+			return Session{}, User{}, err
+		}
+		return s, u, nil
 	case "reused":
 		if _, err := r.revokeSession(ctx, "rotate", truncMS(req.Now), uid, rnd); err != nil {
-			return Session{}, err
+			return Session{}, User{}, err
 		}
-		return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
 	}
-	return Session{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+	return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 }
 
 func (r *Redis) ListSessions(ctx context.Context, userID string) ([]Session, error) {

@@ -57,6 +57,17 @@ func newTestSession(t testing.TB, uid string, at time.Time, lifetime time.Durati
 	}
 }
 
+// storedUID creates a user in store and returns its id: Rotate needs the
+// session's user.
+func storedUID(t testing.TB, store tokenstore.Store) string {
+	t.Helper()
+	uid := newUID(t)
+	if err := store.CreateUser(context.Background(), tokenstore.User{ID: uid, Username: "u-" + uid, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
 func newUID(t testing.TB) string {
 	t.Helper()
 	uid, err := tokenstore.NewUserID(rand.Reader)
@@ -114,14 +125,14 @@ func TestRedisKeyLayout(t *testing.T) {
 
 	// A rotation refreshes the TTL to min(now+idle, absolute expiry).
 	req := tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: time.Second, IdleTTL: 2 * time.Hour}
-	if _, err := store.Rotate(ctx, req); err != nil {
+	if _, _, err := store.Rotate(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	if d := ttl(sessKey); d <= 119*time.Minute || d > 2*time.Hour {
 		t.Errorf("session TTL after rotation %v, want the 2h idle lifetime", d)
 	}
 	req.Generation, req.IdleTTL = 1, 48*time.Hour
-	if _, err := store.Rotate(ctx, req); err != nil {
+	if _, _, err := store.Rotate(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	if d, left := ttl(sessKey), time.Until(s.ExpiresAt); d > left+5*time.Millisecond || d < left-time.Minute {
@@ -174,7 +185,7 @@ func TestRedisFailsClosed(t *testing.T) {
 		"Ping":    store.Ping,
 		"Session": func(c context.Context) error { _, err := store.Session(c, live.ID); return err },
 		"Rotate": func(c context.Context) error {
-			_, err := store.Rotate(c, tokenstore.RotateRequest{SessionID: live.ID, Nonce: live.Nonce, Now: time.Now(), Grace: time.Second, IdleTTL: time.Hour})
+			_, _, err := store.Rotate(c, tokenstore.RotateRequest{SessionID: live.ID, Nonce: live.Nonce, Now: time.Now(), Grace: time.Second, IdleTTL: time.Hour})
 			return err
 		},
 		"UserByName":    func(c context.Context) error { _, err := store.UserByName(c, "fc-"+uid); return err },
@@ -245,12 +256,12 @@ func TestRedisRotateRetriedAfterLostReply(t *testing.T) {
 	store := newRedisStore(t, client)
 	ctx := t.Context()
 
-	s := newTestSession(t, newUID(t), time.Now(), time.Hour)
+	s := newTestSession(t, storedUID(t, store), time.Now(), time.Hour)
 	if err := store.CreateSession(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	proxy.dropNextScriptReply()
-	got, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour})
+	got, _, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour})
 	if err != nil {
 		t.Fatalf("Rotate retried after a lost reply: %v", err)
 	}
@@ -460,13 +471,13 @@ func BenchmarkRedisRotate(b *testing.B) {
 	store := newRedisStore(b, testredis.Start(b))
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
-		s := newTestSession(b, newUID(b), time.Now(), time.Hour)
+		s := newTestSession(b, storedUID(b, store), time.Now(), time.Hour)
 		if err := store.CreateSession(ctx, s); err != nil {
 			b.Error(err)
 			return
 		}
 		for gen := uint64(0); pb.Next(); gen++ {
-			got, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Generation: gen, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour})
+			got, _, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Generation: gen, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour})
 			if err != nil || got.Generation != gen+1 {
 				b.Error(fmt.Sprint("rotate: ", got.Generation, err))
 				return
@@ -518,12 +529,12 @@ func TestRedisHotPathsAreOneRoundTrip(t *testing.T) {
 	store := newRedisStore(t, client)
 	ctx := t.Context()
 
-	s := newTestSession(t, newUID(t), time.Now(), time.Hour)
+	s := newTestSession(t, storedUID(t, store), time.Now(), time.Hour)
 	if err := store.CreateSession(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	req := tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: time.Hour}
-	if _, err := store.Rotate(ctx, req); err != nil { // loads rotate.lua
+	if _, _, err := store.Rotate(ctx, req); err != nil { // loads rotate.lua
 		t.Fatal(err)
 	}
 	log.take()
@@ -535,14 +546,14 @@ func TestRedisHotPathsAreOneRoundTrip(t *testing.T) {
 		t.Errorf("Session sent %v, want one HGETALL", got)
 	}
 	req.Generation = 1
-	if _, err := store.Rotate(ctx, req); err != nil {
+	if _, _, err := store.Rotate(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	if got := log.take(); !slices.Equal(got, []string{"evalsha"}) {
 		t.Errorf("Rotate sent %v, want one EVALSHA", got)
 	}
 	req.Generation = 1 // now the previous generation: the grace path
-	if _, err := store.Rotate(ctx, req); err != nil {
+	if _, _, err := store.Rotate(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	if got := log.take(); !slices.Equal(got, []string{"evalsha"}) {

@@ -114,13 +114,15 @@ type Store interface {
 	// been revoked. It is the session check of Verify: one round trip.
 	Session(ctx context.Context, id string) (Session, error)
 	// Rotate applies the refresh rules atomically and returns the session
-	// after them:
+	// after them, with its user as read in the same atomic step (so a
+	// refresh costs one round trip; the caller refuses disabled users):
 	//   - Generation == current: advance to current+1, RotatedAt = LastUsedAt = Now;
 	//   - Generation == current-1 and Now-RotatedAt <= Grace: no change, the
 	//     caller gets the current generation (same new token for everyone);
 	//   - Generation < current otherwise: revoke the session, ErrReused;
 	//   - unknown/expired session, wrong Nonce or Generation > current: ErrNotFound.
-	Rotate(ctx context.Context, r RotateRequest) (Session, error)
+	//   - a session whose user no longer exists: ErrNotFound.
+	Rotate(ctx context.Context, r RotateRequest) (Session, User, error)
 	// ListSessions returns the live sessions of a user, oldest first.
 	ListSessions(ctx context.Context, userID string) ([]Session, error)
 	// RevokeSession ends a session at once and records a Revocation;

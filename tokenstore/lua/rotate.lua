@@ -1,15 +1,18 @@
 -- rotate: apply the refresh rules of Store.Rotate in one round trip.
--- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user's session zset "{uid}:ss"
+-- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user's session zset "{uid}:ss",
+-- KEYS[3] user hash "{uid}:u" (read only: returned so a refresh needs no
+-- second round trip for the user's name and roles)
 -- ARGV[1] <rand> (zset member), ARGV[2] presented generation, ARGV[3] nonce,
 -- ARGV[4] now, ARGV[5] grace (ms), ARGV[6] now + idle TTL,
 -- ARGV[7] zset TTL slack; times in unix ms.
--- Returns {status, g, n, c, r, l, e} where status is
+-- Returns {status, g, n, c, r, l, e, <user hash as field, value, ...>} where status is
 --   "ok"       advanced one generation (fields after the change),
 --   "grace"    previous generation within grace (fields unchanged),
 --   "reused"   older generation: the caller records a revocation and then
 --              deletes the session (the event stream lives in another slot),
 --   "notfound" unknown/expired session, wrong nonce or future generation.
--- Nothing is written unless the status is "ok".
+-- Nothing is written unless the status is "ok". A session whose user hash
+-- is gone is "notfound".
 --
 -- Retry safety: if the reply to an "ok" is lost and the client sends the
 -- same request again, the session is one generation ahead and the retry
@@ -21,6 +24,10 @@ if not s[1] or s[2] ~= ARGV[3] then
 end
 local now = tonumber(ARGV[4])
 if now >= tonumber(s[6]) then
+  return {'notfound'}
+end
+local user = redis.call('HGETALL', KEYS[3])
+if #user == 0 then
   return {'notfound'}
 end
 local g = tonumber(s[1])
@@ -37,10 +44,14 @@ if want == g then
   redis.call('ZADD', KEYS[2], at, ARGV[1])
   local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[2], string.format('%d', tonumber(top[2]) + tonumber(ARGV[7])))
-  return {'ok', tostring(ng), s[2], s[3], ARGV[4], ARGV[4], s[6]}
+  local out = {'ok', tostring(ng), s[2], s[3], ARGV[4], ARGV[4], s[6]}
+  for i = 1, #user do out[#out + 1] = user[i] end
+  return out
 end
 if want == g - 1 and now - tonumber(s[4]) <= tonumber(ARGV[5]) then
-  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6]}
+  local out = {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6]}
+  for i = 1, #user do out[#out + 1] = user[i] end
+  return out
 end
 if want < g then
   return {'reused'}

@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstore.Store) {
 		{"CreateAndGetSession", testCreateAndGetSession},
 		{"SessionNotFound", testSessionNotFound},
 		{"Rotate", testRotate},
+		{"RotateSeesUserChanges", testRotateSeesUserChanges},
 		{"RotateReuseWithinGrace", testRotateReuseWithinGrace},
 		{"RotateReuseAfterGrace", testRotateReuseAfterGrace},
 		{"RotateReuseOlderThanPrevious", testRotateReuseOlderThanPrevious},
@@ -476,7 +477,7 @@ func testSessionNotFound(t *testing.T, s tokenstore.Store) {
 	for _, id := range []string{sessionID(t, u.ID), sessionID(t, userID(t)), "garbage", u.ID, ""} {
 		_, err := s.Session(ctx(t), id)
 		wantErr(t, fmt.Sprintf("Session(%q)", id), err, tokenstore.ErrNotFound)
-		_, err = s.Rotate(ctx(t), tokenstore.RotateRequest{SessionID: id, Nonce: "x", Now: now(), Grace: grace, IdleTTL: time.Hour})
+		_, _, err = s.Rotate(ctx(t), tokenstore.RotateRequest{SessionID: id, Nonce: "x", Now: now(), Grace: grace, IdleTTL: time.Hour})
 		wantErr(t, fmt.Sprintf("Rotate(%q)", id), err, tokenstore.ErrNotFound)
 	}
 }
@@ -486,8 +487,9 @@ func testRotate(t *testing.T, s tokenstore.Store) {
 	sess := newSession(t, s, u.ID)
 	for gen := uint64(0); gen < 3; gen++ {
 		at := now().Add(time.Duration(gen+1) * time.Second)
-		got, err := s.Rotate(ctx(t), rotate(sess, gen, at))
+		got, gotUser, err := s.Rotate(ctx(t), rotate(sess, gen, at))
 		noErr(t, "Rotate", err)
+		equalUser(t, "Rotate's user", gotUser, u)
 		want := sess
 		want.Generation, want.RotatedAt, want.LastUsedAt = gen+1, at, at
 		equalSession(t, "Rotate result", got, want)
@@ -495,11 +497,31 @@ func testRotate(t *testing.T, s tokenstore.Store) {
 	}
 }
 
+// testRotateSeesUserChanges: the user returned by Rotate is the stored
+// one at the time of the rotation (roles, disabled), and a session whose
+// user is gone cannot be rotated.
+func testRotateSeesUserChanges(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := newSession(t, s, u.ID)
+	updated, err := s.UpdateUser(ctx(t), u.ID, func(u tokenstore.User) (tokenstore.User, error) {
+		u.Roles = []string{"admin", "reader"}
+		u.Disabled = true
+		return u, nil
+	})
+	noErr(t, "UpdateUser", err)
+	_, got, err := s.Rotate(ctx(t), rotate(sess, 0, now()))
+	noErr(t, "Rotate", err)
+	equalUser(t, "Rotate's user after UpdateUser", got, updated)
+	if !got.Disabled {
+		t.Fatal("Rotate's user: Disabled = false, want true")
+	}
+}
+
 func testRotateReuseWithinGrace(t *testing.T, s tokenstore.Store) {
 	u := newUser(t, s)
 	sess := newSession(t, s, u.ID)
 	t0 := now()
-	first, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
+	first, _, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
 	noErr(t, "Rotate", err)
 	if first.Generation != 1 {
 		t.Fatalf("Rotate: generation %d, want 1", first.Generation)
@@ -507,12 +529,12 @@ func testRotateReuseWithinGrace(t *testing.T, s tokenstore.Store) {
 	// A retry or a second tab presents generation 0 again: same answer,
 	// no advance, up to and including the end of the grace window.
 	for _, after := range []time.Duration{0, time.Millisecond, grace / 2, grace} {
-		again, err := s.Rotate(ctx(t), rotate(sess, 0, t0.Add(after)))
+		again, _, err := s.Rotate(ctx(t), rotate(sess, 0, t0.Add(after)))
 		noErr(t, fmt.Sprintf("Rotate(previous generation) %v after rotation", after), err)
 		equalSession(t, "Rotate(previous generation)", again, first)
 	}
 	equalSession(t, "Session after grace reuse", getSession(t, s, sess.ID), first)
-	next, err := s.Rotate(ctx(t), rotate(sess, 1, t0.Add(time.Second)))
+	next, _, err := s.Rotate(ctx(t), rotate(sess, 1, t0.Add(time.Second)))
 	noErr(t, "Rotate(current) after grace reuse", err)
 	if next.Generation != 2 {
 		t.Fatalf("Rotate: generation %d, want 2", next.Generation)
@@ -525,15 +547,15 @@ func testRotateReuseAfterGrace(t *testing.T, s tokenstore.Store) {
 	other := newSession(t, s, u.ID)
 	cursor := latestCursor(t, s)
 	t0 := now()
-	_, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
+	_, _, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
 	noErr(t, "Rotate", err)
 
 	late := t0.Add(grace + time.Millisecond)
-	_, err = s.Rotate(ctx(t), rotate(sess, 0, late))
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 0, late))
 	wantErr(t, "Rotate(previous generation) after grace", err, tokenstore.ErrReused)
 
 	sessionGone(t, s, sess.ID)
-	_, err = s.Rotate(ctx(t), rotate(sess, 1, late))
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 1, late))
 	wantErr(t, "Rotate(current) of a revoked session", err, tokenstore.ErrNotFound)
 	getSession(t, s, other.ID) // only the reused session is revoked
 
@@ -548,11 +570,11 @@ func testRotateReuseOlderThanPrevious(t *testing.T, s tokenstore.Store) {
 	sess := newSession(t, s, u.ID)
 	t0 := now()
 	for gen := range uint64(2) {
-		_, err := s.Rotate(ctx(t), rotate(sess, gen, t0))
+		_, _, err := s.Rotate(ctx(t), rotate(sess, gen, t0))
 		noErr(t, "Rotate", err)
 	}
 	// Generation 0 is two behind: theft even inside the grace window.
-	_, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
+	_, _, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
 	wantErr(t, "Rotate(current-2) within grace", err, tokenstore.ErrReused)
 	sessionGone(t, s, sess.ID)
 }
@@ -561,18 +583,18 @@ func testRotateWrongNonce(t *testing.T, s tokenstore.Store) {
 	u := newUser(t, s)
 	sess := newSession(t, s, u.ID)
 	t0 := now()
-	first, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
+	first, _, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
 	noErr(t, "Rotate", err)
 
 	for _, gen := range []uint64{0, 1, 2} { // previous, current, future
 		forged := rotate(sess, gen, t0.Add(grace+time.Second))
 		forged.Nonce = randomString(t)
-		_, err := s.Rotate(ctx(t), forged)
+		_, _, err := s.Rotate(ctx(t), forged)
 		wantErr(t, fmt.Sprintf("Rotate(generation %d, wrong nonce)", gen), err, tokenstore.ErrNotFound)
 	}
 	// Not revoked (a wrong nonce proves nothing about theft) and not advanced.
 	equalSession(t, "Session after wrong nonces", getSession(t, s, sess.ID), first)
-	_, err = s.Rotate(ctx(t), rotate(sess, 1, t0))
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 1, t0))
 	noErr(t, "Rotate with the right nonce", err)
 }
 
@@ -580,7 +602,7 @@ func testRotateFutureGeneration(t *testing.T, s tokenstore.Store) {
 	u := newUser(t, s)
 	sess := newSession(t, s, u.ID)
 	for _, gen := range []uint64{1, 2, 1 << 40, 1<<64 - 1} {
-		_, err := s.Rotate(ctx(t), rotate(sess, gen, now()))
+		_, _, err := s.Rotate(ctx(t), rotate(sess, gen, now()))
 		wantErr(t, fmt.Sprintf("Rotate(future generation %d)", gen), err, tokenstore.ErrNotFound)
 	}
 	equalSession(t, "Session after future generations", getSession(t, s, sess.ID), sess)
@@ -597,7 +619,7 @@ func testConcurrentRotate(t *testing.T, s tokenstore.Store) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = s.Rotate(ctx(t), rotate(sess, 0, now()))
+			results[i], _, errs[i] = s.Rotate(ctx(t), rotate(sess, 0, now()))
 		})
 	}
 	close(start)
@@ -623,7 +645,7 @@ func testRevokeSession(t *testing.T, s tokenstore.Store) {
 	noErr(t, "RevokeSession", s.RevokeSession(ctx(t), sess.ID, at))
 
 	sessionGone(t, s, sess.ID)
-	_, err := s.Rotate(ctx(t), rotate(sess, 0, now()))
+	_, _, err := s.Rotate(ctx(t), rotate(sess, 0, now()))
 	wantErr(t, "Rotate of a revoked session", err, tokenstore.ErrNotFound)
 	wantErr(t, "RevokeSession again", s.RevokeSession(ctx(t), sess.ID, now()), tokenstore.ErrNotFound)
 	wantErr(t, "RevokeSession(unknown)", s.RevokeSession(ctx(t), sessionID(t, u.ID), now()), tokenstore.ErrNotFound)
@@ -688,7 +710,7 @@ func testListSessions(t *testing.T, s tokenstore.Store) {
 	a := createSession(t, s, u.ID, t0.Add(-3*time.Second), time.Hour)
 	revoked := createSession(t, s, u.ID, t0.Add(-4*time.Second), time.Hour)
 	noErr(t, "RevokeSession", s.RevokeSession(ctx(t), revoked.ID, t0))
-	rotated, err := s.Rotate(ctx(t), rotate(c, 0, t0))
+	rotated, _, err := s.Rotate(ctx(t), rotate(c, 0, t0))
 	noErr(t, "Rotate", err)
 
 	got, err := s.ListSessions(ctx(t), u.ID)
@@ -729,7 +751,7 @@ func testIdleExpiry(t *testing.T, s tokenstore.Store) {
 	sess := createSession(t, s, u.ID, now(), time.Hour)
 	req := rotate(sess, 0, now())
 	req.IdleTTL = time.Second
-	rotated, err := s.Rotate(ctx(t), req)
+	rotated, _, err := s.Rotate(ctx(t), req)
 	noErr(t, "Rotate", err)
 	deadline := rotated.LastUsedAt.Add(time.Second)
 
@@ -743,7 +765,7 @@ func testIdleExpiry(t *testing.T, s tokenstore.Store) {
 	if len(listed) != 0 {
 		t.Fatalf("ListSessions lists an idle-expired session: %+v", listed)
 	}
-	_, err = s.Rotate(ctx(t), rotate(sess, 1, now()))
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 1, now()))
 	wantErr(t, "Rotate of an idle-expired session", err, tokenstore.ErrNotFound)
 }
 
@@ -753,13 +775,13 @@ func testAbsoluteExpiry(t *testing.T, s tokenstore.Store) {
 	sess := createSession(t, s, u.ID, t0, time.Second)
 
 	// A rotation with a long idle lifetime does not extend the absolute one.
-	rotated, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
+	rotated, _, err := s.Rotate(ctx(t), rotate(sess, 0, t0))
 	noErr(t, "Rotate", err)
 	if !rotated.ExpiresAt.Equal(sess.ExpiresAt) {
 		t.Fatalf("Rotate moved ExpiresAt from %v to %v", sess.ExpiresAt, rotated.ExpiresAt)
 	}
 	// A rotation at or after ExpiresAt fails without waiting for a TTL.
-	_, err = s.Rotate(ctx(t), rotate(sess, 1, sess.ExpiresAt))
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 1, sess.ExpiresAt))
 	wantErr(t, "Rotate at ExpiresAt", err, tokenstore.ErrNotFound)
 
 	waitGone(t, s, sess.ID, 5*time.Second)
@@ -952,7 +974,7 @@ func testCanceledContext(t *testing.T, s tokenstore.Store) {
 			return s.CreateUser(c, tokenstore.User{ID: userID(t), Username: "x-" + randomString(t), CreatedAt: now()})
 		},
 		"Session":            func() error { _, err := s.Session(c, sess.ID); return err },
-		"Rotate":             func() error { _, err := s.Rotate(c, rotate(sess, 0, now())); return err },
+		"Rotate":             func() error { _, _, err := s.Rotate(c, rotate(sess, 0, now())); return err },
 		"ListSessions":       func() error { _, err := s.ListSessions(c, u.ID); return err },
 		"RevokeSession":      func() error { return s.RevokeSession(c, sess.ID, now()) },
 		"RevokeUserSessions": func() error { _, err := s.RevokeUserSessions(c, u.ID, now()); return err },
