@@ -54,6 +54,17 @@ func TestMain(m *testing.M) {
 
 func buildBinaries(dir string) {
 	bins.dir = dir
+	if prebuilt := os.Getenv("E2E_BIN_DIR"); prebuilt != "" {
+		bins.identityd = filepath.Join(prebuilt, "identityd")
+		if _, bins.err = os.Stat(bins.identityd); bins.err != nil {
+			return
+		}
+		bins.identityctl = filepath.Join(prebuilt, "identityctl")
+		if _, bins.ctlErr = os.Stat(bins.identityctl); bins.ctlErr != nil {
+			bins.identityctl = ""
+		}
+		return
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		bins.err = err
@@ -272,7 +283,17 @@ func launchOnce(o opts, redisURL string, flags map[string]string) (*identityd, e
 	}
 	go func() { d.cmd.Wait(); close(d.exited) }()
 
-	if err := d.waitReady(20 * time.Second); err != nil {
+	err = d.waitReady(20 * time.Second)
+	if err == nil {
+		// A /readyz answer from another process that took the port would
+		// look the same; this one must still be running.
+		select {
+		case <-d.exited:
+			err = fmt.Errorf("identityd exited right after /readyz answered (%v)", d.cmd.ProcessState)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		d.stop()
 		return nil, fmt.Errorf("%v\n--- identityd %s stderr ---\n%s", err, strings.Join(args, " "), d.stderrTail())
 	}

@@ -28,6 +28,7 @@ func TestSharedServer(t *testing.T) {
 		{"JWKS", testJWKS},
 		{"ForgedAccessTokens", testForgedAccessTokens},
 		{"MalformedRequests", testMalformedRequests},
+		{"AdminRevocation", testAdminRevocation},
 		{"PythonClient", testPythonClient},
 	}
 	for _, tt := range tests {

@@ -71,7 +71,7 @@ func toStatus(err error) error {
 		return authn.Error(codes.Unauthenticated, authn.ReasonTokenRevoked, "access token revoked")
 	case errors.Is(err, tokenstore.ErrReused):
 		return authn.Error(codes.Unauthenticated, authn.ReasonRefreshTokenReused, "refresh token reused: the session has been revoked")
-	case errors.Is(err, errRefreshTokenInvalid):
+	case errors.Is(err, errRefreshTokenInvalid), errors.Is(err, token.ErrSessionEnded):
 		return authn.Error(codes.Unauthenticated, authn.ReasonRefreshTokenInvalid, "refresh token invalid, expired or revoked")
 	case errors.Is(err, password.ErrBusy):
 		return authn.RateLimited("too many logins in progress, retry shortly", time.Second)

@@ -33,6 +33,7 @@ func TestToStatusFollowsTheContract(t *testing.T) {
 		{"invalid token", wrap(token.ErrInvalid), codes.Unauthenticated, authn.ReasonTokenInvalid},
 		{"revoked token", errTokenRevoked, codes.Unauthenticated, authn.ReasonTokenRevoked},
 		{"refresh invalid", errRefreshTokenInvalid, codes.Unauthenticated, authn.ReasonRefreshTokenInvalid},
+		{"session ends this second", token.ErrSessionEnded, codes.Unauthenticated, authn.ReasonRefreshTokenInvalid},
 		{"refresh reused", wrap(tokenstore.ErrReused), codes.Unauthenticated, authn.ReasonRefreshTokenReused},
 		{"invalid request", invalidRequest("username is required"), codes.InvalidArgument, authn.ReasonInvalidRequest},
 		{"bad username", wrap(users.ErrInvalidUsername), codes.InvalidArgument, authn.ReasonInvalidRequest},

@@ -49,7 +49,7 @@ func (i *Issuer) Issue(c Claims, now, notAfter time.Time) (string, time.Time, er
 	if !notAfter.IsZero() && notAfter.Before(exp) {
 		exp = notAfter.Truncate(time.Second)
 		if !exp.After(now) {
-			return "", time.Time{}, errors.New("token: issue: the session's expiry has passed")
+			return "", time.Time{}, ErrSessionEnded
 		}
 	}
 	key, err := i.keys.SigningKey()

@@ -34,6 +34,9 @@ var (
 	// or typ, a missing claim, a refresh token given as an access token or
 	// the other way round.
 	ErrInvalid = errors.New("token: invalid")
+	// ErrSessionEnded: Issue was asked for a token of a session that ends
+	// within the current second, so no token could start before it ends.
+	ErrSessionEnded = errors.New("token: issue: the session's expiry has passed")
 	// ErrKeysOnDisk: the keys were loaded with LoadDir and are rotated by
 	// replacing files, not by Rotate.
 	ErrKeysOnDisk = errors.New("token: keys are managed on disk (keys dir): rotate by adding a key file that sorts last, then Reload")
