@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -37,53 +36,17 @@ func (c *cli) connect(ctx context.Context, withKeys bool) (admin.Admin, func(), 
 	return c.connectServer(ctx)
 }
 
-// redisOptions builds the go-redis options as a Store needs them (calls
-// bounded by their context, never resent: tokenstore.RedisOptions). The
-// URL's query options (timeouts, pool) are kept; --redis-addrs is always a
-// cluster, even with one seed.
+// redisOptions builds the go-redis options exactly as identityd does
+// (tokenstore.ClientOptions).
 func (c *config) redisOptions() (*redis.UniversalOptions, error) {
 	if c.redisAddrs != "" {
 		addrs := c.addrs()
 		if len(addrs) == 0 {
 			return nil, errors.New("--redis-addrs: no address")
 		}
-		return tokenstore.RedisOptions(redis.UniversalOptions{Addrs: addrs, IsClusterMode: true}), nil
+		return tokenstore.ClientOptions("", addrs)
 	}
-	if !strings.HasPrefix(c.redisURL, "redis://") && !strings.HasPrefix(c.redisURL, "rediss://") {
-		return nil, errors.New("--redis-url: want a redis:// or rediss:// URL")
-	}
-	o, err := redis.ParseURL(c.redisURL)
-	if err != nil {
-		// The URL may hold a password: say what is wrong, not the URL.
-		return nil, fmt.Errorf("--redis-url: %v", redactURLError(err))
-	}
-	return tokenstore.RedisOptions(redis.UniversalOptions{
-		Addrs:           []string{o.Addr},
-		ClientName:      o.ClientName,
-		DB:              o.DB,
-		Protocol:        o.Protocol,
-		Username:        o.Username,
-		Password:        o.Password,
-		TLSConfig:       o.TLSConfig,
-		DialTimeout:     o.DialTimeout,
-		ReadTimeout:     o.ReadTimeout,
-		WriteTimeout:    o.WriteTimeout,
-		PoolSize:        o.PoolSize,
-		PoolTimeout:     o.PoolTimeout,
-		MinIdleConns:    o.MinIdleConns,
-		MaxIdleConns:    o.MaxIdleConns,
-		MaxActiveConns:  o.MaxActiveConns,
-		ConnMaxIdleTime: o.ConnMaxIdleTime,
-		ConnMaxLifetime: o.ConnMaxLifetime,
-	}), nil
-}
-
-// redactURLError drops the URL net/url quotes in its errors.
-func redactURLError(err error) error {
-	if ue, ok := errors.AsType[*url.Error](err); ok {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
-	}
-	return err
+	return tokenstore.ClientOptions(c.redisURL, nil)
 }
 
 // connectStore works on Redis directly, through the same account rules

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/identityd/identity/server"
+	"github.com/identityd/identity/token"
 )
 
 // config is everything identityd reads at start: flags, each with an
@@ -24,6 +25,7 @@ type config struct {
 	RedisTimeout    time.Duration
 	SigningAlg      string
 	KeysDir         string
+	KeyPublishAhead time.Duration
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
@@ -121,6 +123,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&s.Audience, "audience", "IDENTITY_AUDIENCE", s.Audience, "aud of issued tokens")
 	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256")
 	e.str(&c.KeysDir, "keys-dir", "IDENTITY_KEYS_DIR", "", "directory of PEM signing keys; unset: keys made at start and kept in the store")
+	e.dur(&c.KeyPublishAhead, "key-publish-ahead", "IDENTITY_KEY_PUBLISH_AHEAD", token.DefaultPublishAhead, "how long a key rotated in by this instance is published before it signs; keep it above the other instances' key reload (30s) and the verifiers' JWKS refresh; shorter is for tests")
 	e.dur(&s.KeyRotation, "key-rotation", "IDENTITY_KEY_ROTATION", 0, "rotate the signing key when it is this old (0: only by identityctl key rotate)")
 	e.num(&s.LoginRatePerIP, "login-rate-per-ip", "IDENTITY_LOGIN_RATE_PER_IP", s.LoginRatePerIP, "login attempts per minute per client address (0: no limit)")
 	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per minute per username (0: no limit)")
@@ -189,6 +192,7 @@ func (c config) validate() error {
 	check(c.RedisURL == "" || len(c.RedisAddrs) == 0, "set --redis-url or --redis-addrs, not both")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
+	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:

@@ -76,6 +76,7 @@ func TestConfigRejects(t *testing.T) {
 		{"leeway over 30s", []string{"--leeway", "31s"}, nil, "--leeway"},
 		{"negative grace", []string{"--refresh-grace", "-1s"}, nil, "--refresh-grace"},
 		{"unknown alg", []string{"--signing-alg", "none"}, nil, "--signing-alg"},
+		{"negative publish-ahead", []string{"--key-publish-ahead", "-1s"}, nil, "--key-publish-ahead"},
 		{"url and cluster", []string{"--redis-url", "redis://x", "--redis-addrs", "a:1"}, nil, "not both"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},

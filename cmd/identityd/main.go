@@ -53,27 +53,21 @@ func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 
 // redisClient builds the go-redis universal client: one node for
 // --redis-url, a cluster for --redis-addrs. Calls are bounded by their
-// context and never retried by go-redis, so a Lua rotation cannot run twice.
+// context and never resent by go-redis, so a Lua rotation cannot run twice.
 func redisClient(c config) (redis.UniversalClient, error) {
-	opts := &redis.UniversalOptions{Addrs: c.RedisAddrs}
-	if c.RedisURL != "" {
-		u, err := redis.ParseURL(c.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("--redis-url: %w", err)
-		}
-		opts = &redis.UniversalOptions{
-			Addrs:     []string{u.Addr},
-			Username:  u.Username,
-			Password:  u.Password,
-			DB:        u.DB,
-			TLSConfig: u.TLSConfig,
-		}
+	opts, err := tokenstore.ClientOptions(c.RedisURL, c.RedisAddrs)
+	if err != nil {
+		return nil, err
 	}
-	opts.ContextTimeoutEnabled = true
-	opts.MaxRetries = -1
-	opts.DialTimeout = time.Second
-	opts.ReadTimeout = c.RedisTimeout
-	opts.WriteTimeout = c.RedisTimeout
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = time.Second
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = c.RedisTimeout
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = c.RedisTimeout
+	}
 	return redis.NewUniversalClient(opts), nil
 }
 
@@ -158,7 +152,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 // loadKeys reads the signing keys from --keys-dir, or from the store,
 // making them on first start (every instance then signs with the same keys).
 func loadKeys(ctx context.Context, c config, store tokenstore.Store, log *slog.Logger) (*token.Manager, error) {
-	opts := c.Server.TokenOptions(nil, nil)
+	// The publish-ahead only concerns the Manager: it dates the keys that
+	// rotations through this instance (AdminService.RotateKeys, the
+	// --key-rotation schedule) add.
+	opts := append(c.Server.TokenOptions(nil, nil), token.WithPublishAhead(c.KeyPublishAhead))
 	if c.KeysDir != "" {
 		log.Info("loading signing keys from directory", slog.String("dir", c.KeysDir))
 		return token.LoadDir(c.KeysDir, opts...)

@@ -1,0 +1,60 @@
+package tokenstore
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ClientOptions builds the go-redis options for a Store from identity's
+// configuration: a redis:// or rediss:// URL (its query options, such as
+// timeouts and pool size, are kept), or Redis Cluster seed addresses
+// (always cluster mode, even with one seed). Calls are bounded by their
+// context and never resent (RedisOptions). identityd and identityctl both
+// use it, so they reach the store the same way.
+func ClientOptions(rawURL string, clusterAddrs []string) (*redis.UniversalOptions, error) {
+	if len(clusterAddrs) > 0 {
+		if rawURL != "" {
+			return nil, errors.New("set a Redis URL or cluster addresses, not both")
+		}
+		return RedisOptions(redis.UniversalOptions{Addrs: clusterAddrs, IsClusterMode: true}), nil
+	}
+	if !strings.HasPrefix(rawURL, "redis://") && !strings.HasPrefix(rawURL, "rediss://") {
+		return nil, errors.New("--redis-url: want a redis:// or rediss:// URL")
+	}
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		// The URL may hold a password: say what is wrong, not the URL.
+		return nil, fmt.Errorf("--redis-url: %v", redactURLError(err))
+	}
+	return RedisOptions(redis.UniversalOptions{
+		Addrs:           []string{o.Addr},
+		ClientName:      o.ClientName,
+		DB:              o.DB,
+		Protocol:        o.Protocol,
+		Username:        o.Username,
+		Password:        o.Password,
+		TLSConfig:       o.TLSConfig,
+		DialTimeout:     o.DialTimeout,
+		ReadTimeout:     o.ReadTimeout,
+		WriteTimeout:    o.WriteTimeout,
+		PoolSize:        o.PoolSize,
+		PoolTimeout:     o.PoolTimeout,
+		MinIdleConns:    o.MinIdleConns,
+		MaxIdleConns:    o.MaxIdleConns,
+		MaxActiveConns:  o.MaxActiveConns,
+		ConnMaxIdleTime: o.ConnMaxIdleTime,
+		ConnMaxLifetime: o.ConnMaxLifetime,
+	}), nil
+}
+
+// redactURLError drops the URL net/url quotes in its errors.
+func redactURLError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
