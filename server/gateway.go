@@ -46,6 +46,11 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
 			return metadata.Pairs(mdClientAddr, s.httpClientAddr(r))
 		}),
+		// Cookie mode for browsers (browser.go): the refresh cookie in,
+		// Set-Cookie out, and no refresh token in the JSON body.
+		runtime.WithMetadata(browserMetadata),
+		runtime.WithForwardResponseOption(s.setRefreshCookie),
+		runtime.WithForwardResponseRewriter(stripRefreshToken),
 		runtime.WithErrorHandler(s.writeError),
 		runtime.WithRoutingErrorHandler(s.routingError),
 		runtime.WithDisableHTTPMethodOverride(),
@@ -134,6 +139,7 @@ func (s *Server) writeError(ctx context.Context, mux *runtime.ServeMux, m runtim
 	if httpStatus == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
+	clearRefreshCookieOn(ctx, w, info)
 	if httpStatus == http.StatusTooManyRequests {
 		if v := info.GetMetadata()[authn.MetadataRetryAfter]; v != "" {
 			h.Set("Retry-After", v)

@@ -90,6 +90,7 @@ func (s *Server) buildGRPC() error {
 			logging.UnaryServerInterceptor(logger, logOpts...),
 			errorUnaryInterceptor(s.log),
 			authn.UnaryServerInterceptor(verifier, authn.WithSkip(publicMethods...)),
+			browserUnaryInterceptor,
 			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				if err := adminOnly(ctx, info.FullMethod); err != nil {
 					return nil, err

@@ -29,7 +29,15 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 	})
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	mux.Handle("/", s.limitBody(gw))
+	if s.cfg.WebDemo {
+		mux.Handle("GET /demo/", demoHandler())
+		mux.Handle("GET /demo", http.RedirectHandler("/demo/", http.StatusMovedPermanently))
+	}
+	api, err := s.browserGate(s.limitBody(gw))
+	if err != nil {
+		return err
+	}
+	mux.Handle("/", api)
 	s.http = securityHeaders(mux)
 	return nil
 }
@@ -40,6 +48,8 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")
+		// JSON answers load nothing; the demo page sets its own policy.
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
 			// Token responses must never be cached (RFC 6749 §5.1).
 			h.Set("Cache-Control", "no-store")

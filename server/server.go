@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,10 @@ type Config struct {
 	MaxBodyBytes int64
 	// WebDemo serves the browser demo page at /demo/.
 	WebDemo bool
+	// AllowedOrigins are the web origins (scheme://host[:port]) that get
+	// CORS answers and may make cookie-authenticated calls (browser.go);
+	// the server's own origin is always allowed for the latter.
+	AllowedOrigins []string
 }
 
 // DefaultConfig returns DESIGN.md's defaults.
@@ -135,6 +140,12 @@ type Server struct {
 	revoked *revocations
 	feed    *feed
 
+	// stopping is closed when Serve begins to shut down: long-lived
+	// streams (WatchRevocations) end then instead of holding up
+	// GracefulStop until the shutdown timeout.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+
 	registry *prometheus.Registry
 	grpc     *grpc.Server
 	health   *health.Server
@@ -167,6 +178,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		rand:     d.Rand,
 		cache:    newTokenCache(100_000),
 		revoked:  newRevocations(),
+		stopping: make(chan struct{}),
 		registry: d.Registry,
 	}
 	var err error
@@ -234,6 +246,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 	g.Go(func() error { s.background(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
+		s.stoppingOnce.Do(func() { close(s.stopping) })
 		s.health.Shutdown()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()

@@ -108,7 +108,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	e := &envFlags{fs: fs}
 	s := &c.Server
-	var redisAddrs, trusted, bootstrapRoles string
+	var redisAddrs, trusted, bootstrapRoles, origins string
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
@@ -130,6 +130,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: number of CPUs)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
+	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
 	e.str(&c.LogFormat, "log-format", "IDENTITY_LOG_FORMAT", "text", "log format: text or json")
 	e.str(&c.LogLevel, "log-level", "IDENTITY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "IDENTITY_SHUTDOWN_TIMEOUT", 10*time.Second, "time to drain connections on SIGINT/SIGTERM")
@@ -145,6 +146,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	c.RedisAddrs = splitList(redisAddrs)
 	c.BootstrapRoles = splitList(bootstrapRoles)
+	for _, o := range splitList(origins) {
+		n, err := server.NormalizeOrigin(o)
+		if err != nil {
+			return c, fmt.Errorf("--allowed-origins: %w", err)
+		}
+		s.AllowedOrigins = append(s.AllowedOrigins, n)
+	}
 	for _, p := range splitList(trusted) {
 		pfx, err := netip.ParsePrefix(p)
 		if err != nil {

@@ -46,6 +46,8 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_ACCESS_TTL", "6s")
 	t.Setenv("IDENTITY_GRPC_ADDR", "127.0.0.1:1")
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
+	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
+	t.Setenv("IDENTITY_WEB_DEMO", "1")
 	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +64,9 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	if len(c.Server.TrustedProxies) != 2 || c.Server.TrustedProxies[0] != want[0] || c.Server.TrustedProxies[1] != want[1] {
 		t.Errorf("trusted proxies = %v, want %v", c.Server.TrustedProxies, want)
+	}
+	if got := strings.Join(c.Server.AllowedOrigins, " "); got != "https://app.example.com http://localhost:3000" || !c.Server.WebDemo {
+		t.Errorf("allowed origins = %q (normalised as browsers send Origin), web demo = %t", got, c.Server.WebDemo)
 	}
 }
 
@@ -80,6 +85,8 @@ func TestConfigRejects(t *testing.T) {
 		{"url and cluster", []string{"--redis-url", "redis://x", "--redis-addrs", "a:1"}, nil, "not both"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
+		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
+		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"missing password file", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice", "IDENTITY_BOOTSTRAP_PASSWORD_FILE": "/nonexistent/pw"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 	}

@@ -1,0 +1,174 @@
+package web
+
+// These tests run the client's own test suites from `go test ./...`, so the
+// README's one test command (and CI) covers the browser side too:
+//
+//   - TestClientUnit: node --test test/unit/ (queue, single flight, tabs),
+//   - TestClientTypes: tsc checks the JSDoc types of the client and demo,
+//   - TestBrowser: node --test test/browser/, Playwright driving Debian's
+//     Chromium against a real identityd (built here) and redis-server.
+//
+// A missing node, npm, Chromium or redis-server skips them with the reason,
+// except under CI=true, where it fails. node_modules (playwright-core and
+// typescript, pinned in package-lock.json) is installed with `npm ci` when
+// absent; .ci/run does that beforehand.
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format+" (CI=true: failing instead of skipping)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		skipOrFail(t, "web: %s not on PATH: %v", name, err)
+	}
+	return p
+}
+
+var npmCI struct {
+	once sync.Once
+	err  error
+	out  []byte
+}
+
+// requireNodeModules runs `npm ci` once if the pinned devDependencies are
+// not installed yet.
+func requireNodeModules(t *testing.T) {
+	t.Helper()
+	if installed() {
+		return
+	}
+	npm := requireTool(t, "npm")
+	npmCI.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+		npmCI.out, npmCI.err = cmd.CombinedOutput()
+	})
+	if npmCI.err != nil || !installed() {
+		t.Fatalf("web: npm ci: %v\n%s", npmCI.err, npmCI.out)
+	}
+}
+
+func installed() bool {
+	for _, p := range []string{"node_modules/playwright-core/package.json", "node_modules/typescript/package.json"} {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// run runs a command in web/ and fails t with its output if it fails.
+func run(t *testing.T, timeout time.Duration, env []string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// summary is the node test runner's closing counts, for the test log.
+func summary(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "# ") && !strings.HasPrefix(l, "# Subtest") {
+			keep = append(keep, strings.TrimPrefix(l, "# "))
+		}
+	}
+	return strings.Join(keep, ", ")
+}
+
+func TestClientUnit(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	out := run(t, time.Minute, nil, node, "--test", "test/unit/")
+	t.Log(summary(out))
+}
+
+func TestClientTypes(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	requireNodeModules(t)
+	run(t, 2*time.Minute, nil, node, "node_modules/typescript/bin/tsc", "-p", "tsconfig.json")
+}
+
+func TestBrowser(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	chromium := os.Getenv("CHROMIUM_PATH")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		skipOrFail(t, "web: no Chromium at %s (apt-get install chromium): %v", chromium, err)
+	}
+	requireTool(t, "redis-server")
+	goBin := requireTool(t, "go")
+	requireNodeModules(t)
+
+	bin := filepath.Join(t.TempDir(), "identityd")
+	build := exec.Command(goBin, "build", "-o", bin, "./cmd/identityd")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/identityd: %v\n%s", err, out)
+	}
+	out := run(t, 4*time.Minute, []string{"IDENTITY_BIN=" + bin, "CHROMIUM_PATH=" + chromium},
+		node, "--test", "--test-concurrency=1", "test/browser/")
+	t.Log(summary(out))
+	if !strings.Contains(out, "# pass ") || strings.Contains(out, "# pass 0\n") {
+		t.Fatalf("the browser tests ran no test:\n%s", out)
+	}
+	for _, shot := range []string{"demo-signed-in.png", "demo-signed-out.png"} {
+		if fi, err := os.Stat(filepath.Join("test-results", shot)); err != nil || fi.Size() == 0 {
+			t.Errorf("screenshot %s not saved: %v", shot, err)
+		}
+	}
+}
+
+// TestDemoFS checks what identityd embeds and serves at /demo/.
+func TestDemoFS(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"index.html", "demo.js", "demo.css", "identity-client.js"} {
+		if b, err := fs.ReadFile(DemoFS(), name); err != nil || len(b) == 0 {
+			t.Errorf("DemoFS %s: %v", name, err)
+		}
+	}
+	for _, bad := range []string{"../web.go", "/index.html", "demo/index.html", "web.go", "nope.js"} {
+		if _, err := DemoFS().Open(bad); err == nil {
+			t.Errorf("DemoFS opened %q", bad)
+		}
+	}
+	html, _ := fs.ReadFile(DemoFS(), "index.html")
+	for _, id := range []string{"username", "password", "login", "status", "call", "calls", "logout", "logout-all"} {
+		if !strings.Contains(string(html), `id="`+id+`"`) {
+			t.Errorf("index.html lacks #%s (the page's test contract)", id)
+		}
+	}
+	if strings.Contains(string(html), "<script>") || strings.Contains(string(html), "onclick=") {
+		t.Error("index.html has inline script: the page's CSP forbids it")
+	}
+}
