@@ -4,11 +4,21 @@
 // the context. Failures are the identity contract's UNAUTHENTICATED errors
 // with ErrorInfo reasons, so a client sees the same failure from any
 // service. It does not log users in or hand out tokens.
+//
+// Two Verifiers come with it. Remote (NewRemote) asks identity's Verify on
+// every call, optionally through a short cache. Local (NewLocal) checks the
+// signature with identity's published keys, in process, and learns of
+// logouts from identity's revocation stream within milliseconds; when that
+// stream has been silent longer than a staleness bound it fails closed
+// (UNAVAILABLE, VERIFIER_STALE) or asks identity instead: it never
+// silently accepts a token it cannot check.
 package authn
 
 import (
 	"context"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
@@ -60,7 +70,8 @@ func RequireRole(ctx context.Context, role string) error {
 }
 
 type options struct {
-	skip func(ctx context.Context, fullMethod string) bool
+	skip  func(ctx context.Context, fullMethod string) bool
+	roles map[string]string
 }
 
 // Option configures the interceptors.
@@ -85,6 +96,34 @@ func WithSkipFunc(f func(ctx context.Context, fullMethod string) bool) Option {
 	}
 }
 
+// WithRoles requires a role per method, checked right after the token:
+// keys are full method names ("/pkg.Service/Method") or service prefixes
+// ending in "/" ("/pkg.AdminService/"), values the role the caller needs
+// (PERMISSION_DENIED otherwise). An exact name wins over its service's
+// prefix (map a method to "" to exempt it from its service's rule).
+// Methods matched by neither need only a valid token; skipped
+// methods (WithSkip) are not checked at all. For rules that depend on the
+// request, call RequireRole in the handler instead.
+func WithRoles(roles map[string]string) Option {
+	return func(o *options) {
+		if o.roles == nil {
+			o.roles = make(map[string]string, len(roles))
+		}
+		maps.Copy(o.roles, roles)
+	}
+}
+
+// roleFor returns the role fullMethod needs, or "".
+func (o *options) roleFor(fullMethod string) string {
+	if r, ok := o.roles[fullMethod]; ok {
+		return r
+	}
+	if i := strings.LastIndexByte(fullMethod, '/'); i > 0 {
+		return o.roles[fullMethod[:i+1]]
+	}
+	return ""
+}
+
 func alwaysSkipped(_ context.Context, m string) bool {
 	return hasServicePrefix(m, "/grpc.health.v1.Health/") ||
 		hasServicePrefix(m, "/grpc.reflection.v1.ServerReflection/") ||
@@ -93,7 +132,7 @@ func alwaysSkipped(_ context.Context, m string) bool {
 
 func hasServicePrefix(m, p string) bool { return len(m) >= len(p) && m[:len(p)] == p }
 
-func build(v Verifier, opts []Option) (auth.AuthFunc, selector.Matcher) {
+func build(v Verifier, opts []Option) (*options, auth.AuthFunc, selector.Matcher) {
 	o := &options{skip: alwaysSkipped}
 	for _, opt := range opts {
 		opt(o)
@@ -101,7 +140,7 @@ func build(v Verifier, opts []Option) (auth.AuthFunc, selector.Matcher) {
 	authFunc := func(ctx context.Context) (context.Context, error) {
 		raw, err := auth.AuthFromMD(ctx, "bearer")
 		if err != nil || raw == "" {
-			return nil, Error(codes.Unauthenticated, ReasonTokenInvalid, "missing bearer access token")
+			return nil, errMissingToken
 		}
 		c, err := v.Verify(ctx, raw)
 		if err != nil {
@@ -112,18 +151,49 @@ func build(v Verifier, opts []Option) (auth.AuthFunc, selector.Matcher) {
 	match := selector.MatchFunc(func(ctx context.Context, cm interceptors.CallMeta) bool {
 		return !o.skip(ctx, cm.FullMethod())
 	})
-	return authFunc, match
+	return o, authFunc, match
+}
+
+// checkRole enforces WithRoles on a call the token check let through.
+func (o *options) checkRole(ctx context.Context, fullMethod string) error {
+	role := o.roleFor(fullMethod)
+	if role == "" || o.skip(ctx, fullMethod) {
+		return nil
+	}
+	return RequireRole(ctx, role)
 }
 
 // UnaryServerInterceptor verifies the bearer token of every unary call not
 // skipped by an option.
 func UnaryServerInterceptor(v Verifier, opts ...Option) grpc.UnaryServerInterceptor {
-	f, m := build(v, opts)
-	return selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(f), m)
+	o, f, m := build(v, opts)
+	check := selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(f), m)
+	if len(o.roles) == 0 {
+		return check
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return check(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			if err := o.checkRole(ctx, info.FullMethod); err != nil {
+				return nil, err
+			}
+			return handler(ctx, req)
+		})
+	}
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streams.
 func StreamServerInterceptor(v Verifier, opts ...Option) grpc.StreamServerInterceptor {
-	f, m := build(v, opts)
-	return selector.StreamServerInterceptor(auth.StreamServerInterceptor(f), m)
+	o, f, m := build(v, opts)
+	check := selector.StreamServerInterceptor(auth.StreamServerInterceptor(f), m)
+	if len(o.roles) == 0 {
+		return check
+	}
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return check(srv, ss, info, func(srv any, ss grpc.ServerStream) error {
+			if err := o.checkRole(ss.Context(), info.FullMethod); err != nil {
+				return err
+			}
+			return handler(srv, ss)
+		})
+	}
 }

@@ -3,8 +3,10 @@ package server
 import (
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
@@ -12,8 +14,19 @@ import (
 // event with no session: verifiers measure the feed's freshness by it.
 const heartbeatEvery = time.Second
 
+// watchPage is how many events one store read returns; a full page means
+// more are waiting and are read at once, without waiting for the next poll.
+const watchPage = 500
+
 // WatchRevocations streams the store's revocation events after the
 // client's cursor, then follows new ones as they are recorded.
+//
+// A message with neither session nor reset is a heartbeat, and it means
+// "every event up to this cursor has been sent": the first one ends the
+// catch-up of a resuming client, so a verifier that trusts its revocation
+// set only after a heartbeat never trusts it while events it missed are
+// still on their way. The stream ends with UNAVAILABLE when the server
+// shuts down, so a long-lived watch never holds up a graceful stop.
 func (h *identityServer) WatchRevocations(req *identityv1.WatchRevocationsRequest, stream identityv1.IdentityService_WatchRevocationsServer) error {
 	s := h.s
 	ctx := stream.Context()
@@ -28,46 +41,51 @@ func (h *identityServer) WatchRevocations(req *identityv1.WatchRevocationsReques
 		}
 		cursor = next
 	}
-	if err := stream.Send(&identityv1.WatchRevocationsResponse{Cursor: cursor}); err != nil {
-		return err
-	}
 	poll := time.NewTicker(s.cfg.RevocationPoll)
 	defer poll.Stop()
-	lastSent := s.now()
+	caughtUp := false
+	var lastSent time.Time
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-poll.C:
-		}
-		events, next, ok, err := s.store.Revocations(ctx, cursor, 500)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			if err := stream.Send(&identityv1.WatchRevocationsResponse{Cursor: next, Reset_: true}); err != nil {
+		for {
+			events, next, ok, err := s.store.Revocations(ctx, cursor, watchPage)
+			if err != nil {
 				return err
 			}
-			lastSent = s.now()
-		}
-		for _, e := range events {
-			if err := stream.Send(&identityv1.WatchRevocationsResponse{
-				Cursor:      e.Cursor,
-				SessionId:   e.SessionID,
-				Subject:     e.UserID,
-				RevokedAt:   timestamppb.New(e.RevokedAt),
-				ForgetAfter: timestamppb.New(e.ForgetAfter),
-			}); err != nil {
-				return err
+			if !ok {
+				if err := stream.Send(&identityv1.WatchRevocationsResponse{Cursor: next, Reset_: true}); err != nil {
+					return err
+				}
+				lastSent = s.now()
 			}
-			lastSent = s.now()
+			for _, e := range events {
+				if err := stream.Send(&identityv1.WatchRevocationsResponse{
+					Cursor:      e.Cursor,
+					SessionId:   e.SessionID,
+					Subject:     e.UserID,
+					RevokedAt:   timestamppb.New(e.RevokedAt),
+					ForgetAfter: timestamppb.New(e.ForgetAfter),
+				}); err != nil {
+					return err
+				}
+				lastSent = s.now()
+			}
+			cursor = next
+			if len(events) < watchPage {
+				break
+			}
 		}
-		cursor = next
-		if now := s.now(); now.Sub(lastSent) >= heartbeatEvery {
+		if now := s.now(); !caughtUp || now.Sub(lastSent) >= heartbeatEvery {
 			if err := stream.Send(&identityv1.WatchRevocationsResponse{Cursor: cursor}); err != nil {
 				return err
 			}
-			lastSent = now
+			caughtUp, lastSent = true, now
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return authn.Error(codes.Unavailable, authn.ReasonIdentityUnavailable, "identity is shutting down: watch again")
+		case <-poll.C:
 		}
 	}
 }
