@@ -666,7 +666,9 @@ func (x *GetPublicKeysResponse) GetKeys() []*PublicKey {
 
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Resume after this cursor; empty starts from now.
+	// Resume after this cursor (the last one received); "origin" replays the
+	// whole retained history (at least an access-token lifetime); empty starts
+	// from now.
 	Cursor        string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -49,7 +49,11 @@ type IdentityServiceClient interface {
 	// GetPublicKeys returns the published verification keys (the JWKS over gRPC).
 	GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error)
 	// WatchRevocations streams session revocations as they happen, starting after
-	// the given cursor, so local verifiers learn of a logout at once.
+	// the given cursor, so local verifiers learn of a logout at once. Events the
+	// client missed are replayed first; then a heartbeat (no session, no reset)
+	// means "every event up to this cursor has been sent", and one follows every
+	// second while nothing else is sent, so a verifier can tell a quiet stream
+	// from a dead one.
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
 }
 
@@ -161,7 +165,11 @@ type IdentityServiceServer interface {
 	// GetPublicKeys returns the published verification keys (the JWKS over gRPC).
 	GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error)
 	// WatchRevocations streams session revocations as they happen, starting after
-	// the given cursor, so local verifiers learn of a logout at once.
+	// the given cursor, so local verifiers learn of a logout at once. Events the
+	// client missed are replayed first; then a heartbeat (no session, no reset)
+	// means "every event up to this cursor has been sent", and one follows every
+	// second while nothing else is sent, so a verifier can tell a quiet stream
+	// from a dead one.
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
 	mustEmbedUnimplementedIdentityServiceServer()
 }
