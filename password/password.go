@@ -202,6 +202,14 @@ func (h *Hasher) NeedsRehash(stored string) bool {
 	return err != nil || p.params != h.params
 }
 
+// Busy reports whether a hash asked for now would be turned away with
+// ErrBusy: every worker taken and the queue full. A caller with costly work
+// to do before it hashes (a login reads its user from the store) can then
+// answer a flood at once; Hash and Check still decide for themselves.
+func (h *Hasher) Busy() bool {
+	return len(h.slots) == cap(h.slots) && h.waiting.Load() >= int64(h.queue)
+}
+
 func (h *Hasher) acquire(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("password: %w", err) // the caller left: do no work

@@ -226,6 +226,9 @@ func TestBusyWhenSaturated(t *testing.T) {
 		}
 	})
 	<-started
+	if h.Busy() {
+		t.Error("Busy with the queue empty = true")
+	}
 
 	queuedCtx, cancel := context.WithCancel(ctx)
 	queued := make(chan error, 1)
@@ -236,6 +239,9 @@ func TestBusyWhenSaturated(t *testing.T) {
 	waitFor(t, func() bool { return h.waiting.Load() == 1 })
 
 	// Worker busy and queue full: turned away at once.
+	if !h.Busy() {
+		t.Error("Busy with every worker taken and the queue full = false")
+	}
 	if _, err := h.Hash(ctx, "c"); !errors.Is(err, ErrBusy) {
 		t.Errorf("Hash with a full queue = %v, want ErrBusy", err)
 	}
@@ -252,6 +258,9 @@ func TestBusyWhenSaturated(t *testing.T) {
 	// Once the worker frees up, work proceeds again.
 	close(release)
 	wg.Wait()
+	if h.Busy() {
+		t.Error("Busy after the pool drained = true")
+	}
 	if _, err := h.Hash(ctx, "d"); err != nil {
 		t.Errorf("Hash after the pool drained = %v", err)
 	}

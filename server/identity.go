@@ -43,6 +43,13 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 		return nil, err
 	}
 	s := h.s
+	// In a login flood most attempts find the hashing queue full. Say so
+	// before the limiter and the user lookup (store round trips each), so
+	// turning them away costs little of the CPU Verify shares: the answer
+	// is the one the hash would give after that work, whoever the user.
+	if s.hasher != nil && s.hasher.Busy() {
+		return nil, password.ErrBusy
+	}
 	if err := s.limitLogin(ctx, req.GetUsername()); err != nil {
 		return nil, err
 	}

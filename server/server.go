@@ -130,6 +130,7 @@ type Server struct {
 	verifier *token.Verifier
 	refresh  *token.Refresh
 	users    *users.Service
+	hasher   *password.Hasher
 	admin    *admin.Local
 	limiter  ratelimit.Limiter
 	log      *slog.Logger
@@ -172,6 +173,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		cfg:      cfg,
 		store:    d.Store,
 		keys:     d.Keys,
+		hasher:   d.Hasher,
 		limiter:  d.Limiter,
 		log:      d.Logger,
 		now:      d.Now,

@@ -410,18 +410,14 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	}
 	switch res[0] {
 	case "ok", "grace":
-		if len(res) < 7 || len(res)%2 == 0 {
+		if len(res) != 12 {
 			return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 		}
 		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6])
 		if err != nil {
 			return Session{}, User{}, err
 		}
-		h := make(map[string]string, (len(res)-7)/2)
-		for i := 7; i+1 < len(res); i += 2 {
-			h[res[i]] = res[i+1]
-		}
-		u, err := decodeUser(uid, h)
+		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11])
 		if err != nil {
 			return Session{}, User{}, err
 		}
@@ -726,18 +722,24 @@ func encodeRoles(roles []string) string {
 var errCorruptUser = errors.New("tokenstore: corrupt user record")
 
 func decodeUser(id string, h map[string]string) (User, error) {
-	c, err := strconv.ParseInt(h["c"], 10, 64)
+	return decodeUserFields(id, h["n"], h["p"], h["r"], h["d"], h["c"])
+}
+
+// decodeUserFields builds a User from the user hash's fields n (username),
+// p (password hash), r (roles, JSON), d (disabled) and c (created).
+func decodeUserFields(id, n, p, r, d, c string) (User, error) {
+	created, err := strconv.ParseInt(c, 10, 64)
 	if err != nil {
 		return User{}, errCorruptUser
 	}
 	u := User{
 		ID:           id,
-		Username:     h["n"],
-		PasswordHash: h["p"],
-		Disabled:     h["d"] == "1",
-		CreatedAt:    fromMS(c),
+		Username:     n,
+		PasswordHash: p,
+		Disabled:     d == "1",
+		CreatedAt:    fromMS(created),
 	}
-	if r := h["r"]; r != "" {
+	if r != "" {
 		if err := json.Unmarshal([]byte(r), &u.Roles); err != nil {
 			return User{}, errCorruptUser
 		}

@@ -421,7 +421,7 @@ func TestRedisMemoryPerSession(t *testing.T) {
 	}
 }
 
-func usedMemory(t *testing.T, c *redis.Client) int64 {
+func usedMemory(t testing.TB, c *redis.Client) int64 {
 	t.Helper()
 	info, err := c.Info(t.Context(), "memory").Result()
 	if err != nil {
@@ -440,7 +440,7 @@ func usedMemory(t *testing.T, c *redis.Client) int64 {
 	return 0
 }
 
-func memoryUsage(t *testing.T, c *redis.Client, key string) int64 {
+func memoryUsage(t testing.TB, c *redis.Client, key string) int64 {
 	t.Helper()
 	n, err := c.MemoryUsage(t.Context(), key, 0).Result()
 	if err != nil {

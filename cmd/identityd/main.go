@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -109,11 +110,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var hopts []password.Option
-	if c.HashWorkers > 0 {
-		hopts = append(hopts, password.WithWorkers(c.HashWorkers))
-	}
-	hasher, err := password.New(hopts...)
+	hasher, err := password.New(password.WithWorkers(hashWorkers(c.HashWorkers, runtime.GOMAXPROCS(0))))
 	if err != nil {
 		return err
 	}
@@ -147,6 +144,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
+}
+
+// hashWorkers is how many argon2id hashes run at once: the flag's value,
+// or by default one less than the CPUs Go runs on (at least one). A hash
+// holds its CPU for tens of milliseconds, and Go does not take a CPU back
+// from a running goroutine for up to 10 ms: with every CPU hashing, a login
+// flood raised Verify's p99 twelvefold on 2 CPUs, against a target of 3×
+// (BENCHMARKS.md). One CPU left free keeps Verify's latency within that, for
+// a lower peak login rate (half of it on 2 CPUs, a quarter less on 4).
+func hashWorkers(flag, procs int) int {
+	if flag > 0 {
+		return flag
+	}
+	return max(1, procs-1)
 }
 
 // loadKeys reads the signing keys from --keys-dir, or from the store,

@@ -1,0 +1,212 @@
+// Command identityload is a closed-loop gRPC load generator for a running
+// identityd on this machine. It measures the service against DESIGN.md's
+// targets side by side, in one run against one server: a no-op unary RPC
+// (grpc.health.v1.Health/Check, which runs through the same interceptor
+// chain), Verify, Refresh, Login, and Verify under a login flood, then the
+// ratios between them and against a raw argon2id rate measured in-process.
+//
+// It only talks to loopback (127.0.0.1, localhost, [::1]) and always stops by
+// itself: every scenario is bounded by -d and/or -n. It is a measuring tool,
+// not a test: nothing in it asserts a timing.
+//
+//	identityload -grpc 127.0.0.1:9090 -user alice -password-file /tmp/alice.pw -scenario all -c 32 -d 8s
+//
+// Start identityd for it with --login-rate-per-ip 0 (or a high limit): the
+// login scenarios come from one address and would otherwise measure the
+// rate limiter.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "identityload:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	addr         string
+	clients      int
+	duration     time.Duration
+	requests     int64
+	warmup       time.Duration
+	scenario     string
+	user         string
+	passwordFile string
+	conns        int
+	tokens       int
+	floodClients int
+	hashWorkers  int
+	timeout      time.Duration
+	busyBackoff  time.Duration
+	serverPID    int
+	redisPID     int
+}
+
+var scenarioNames = []string{"noop", "verify", "refresh", "login", "login-flood+verify"}
+
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("identityload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "grpc", "127.0.0.1:9090", "identityd gRPC address (loopback only)")
+	fs.IntVar(&c.clients, "c", 32, "concurrent clients (closed loop: each waits for its answer)")
+	fs.DurationVar(&c.duration, "d", 8*time.Second, "measured duration of each scenario (0: bounded by -n only)")
+	fs.Int64Var(&c.requests, "n", 0, "stop a scenario after this many requests (0: bounded by -d only)")
+	fs.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured run before each scenario")
+	fs.StringVar(&c.scenario, "scenario", "all", "all, or a comma-separated list of "+strings.Join(scenarioNames, ", ")+", argon2 (the raw in-process rate alone; login measures it too)")
+	fs.StringVar(&c.user, "user", "", "username to log in as (verify, refresh, login)")
+	fs.StringVar(&c.passwordFile, "password-file", "", "file holding the user's password")
+	fs.IntVar(&c.conns, "conns", 4, "gRPC connections the clients share")
+	fs.IntVar(&c.tokens, "tokens", 64, "access tokens in the verify pool (one login each)")
+	fs.IntVar(&c.floodClients, "flood-c", 0, "concurrent logins in the login flood (0: same as -c)")
+	fs.IntVar(&c.hashWorkers, "hash-workers", max(1, runtime.NumCPU()-1), "workers for the raw argon2id rate: the server's --hash-workers (identityd's default: one less than the CPUs, at least 1)")
+	fs.DurationVar(&c.busyBackoff, "busy-backoff", 50*time.Millisecond, "pause of a login client answered RESOURCE_EXHAUSTED (hasher queue full) without a RetryInfo, before it tries again; the login flood never pauses")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of one RPC")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "identityd's process id: report its CPU time per request (Linux /proc)")
+	fs.IntVar(&c.redisPID, "redis-pid", 0, "redis-server's process id: report its CPU time per request")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.floodClients == 0 {
+		c.floodClients = c.clients
+	}
+	switch {
+	case c.duration <= 0 && c.requests <= 0:
+		return c, errors.New("set -d or -n (or both): a run must stop by itself")
+	case c.duration < 0 || c.requests < 0 || c.warmup < 0:
+		return c, errors.New("-d, -n and -warmup must not be negative")
+	case c.clients < 1 || c.conns < 1 || c.tokens < 1 || c.floodClients < 1 || c.hashWorkers < 1:
+		return c, errors.New("-c, -conns, -tokens, -flood-c and -hash-workers must be at least 1")
+	case c.timeout <= 0:
+		return c, errors.New("-timeout must be positive")
+	}
+	if err := checkLoopback(c.addr); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// checkLoopback refuses any target but this machine's loopback: the tool
+// generates load and must not be pointed at someone else's service.
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return fmt.Errorf("-grpc %q: want host:port", addr)
+	}
+	switch host {
+	case "127.0.0.1", "localhost", "::1":
+		return nil
+	}
+	return fmt.Errorf("-grpc %q: only 127.0.0.1, localhost or [::1] are allowed", addr)
+}
+
+// loopbackDialer dials like net.Dialer but drops a connection whose peer is
+// not a loopback address (localhost resolving elsewhere).
+func loopbackDialer(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
+		conn.Close()
+		return nil, fmt.Errorf("%s resolved to %s, which is not loopback", addr, conn.RemoteAddr())
+	}
+	return conn, nil
+}
+
+func readPassword(c config) (string, error) {
+	if c.passwordFile == "" {
+		return "", errors.New("-password-file is required for the verify, refresh and login scenarios")
+	}
+	b, err := os.ReadFile(c.passwordFile)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	names, err := scenarios(c.scenario)
+	if err != nil {
+		return err
+	}
+	l := &loader{cfg: c, out: stdout}
+	if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" }) {
+		if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" && n != "noop" }) {
+			if c.user == "" {
+				return errors.New("-user is required for the verify, refresh and login scenarios")
+			}
+			if l.password, err = readPassword(c); err != nil {
+				return err
+			}
+		}
+		for range c.conns {
+			conn, err := grpc.NewClient("passthrough:///"+c.addr,
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithContextDialer(loopbackDialer))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			l.conns = append(l.conns, conn)
+			l.apis = append(l.apis, identityv1.NewIdentityServiceClient(conn))
+		}
+	}
+	fmt.Fprintf(stdout, "# identityload %s -c %d -conns %d -d %s -n %d -warmup %s; GOMAXPROCS %d, NumCPU %d, %s\n",
+		c.addr, c.clients, c.conns, c.duration, c.requests, c.warmup, runtime.GOMAXPROCS(0), runtime.NumCPU(),
+		time.Now().UTC().Format(time.RFC3339))
+	return l.runAll(ctx, names)
+}
+
+// scenarios parses -scenario: "all", or a comma-separated list of
+// scenario names and "argon2".
+func scenarios(flag string) ([]string, error) {
+	if flag == "all" {
+		return scenarioNames, nil
+	}
+	var names []string
+	for n := range strings.SplitSeq(flag, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(scenarioNames, n) && n != "argon2" {
+			return nil, fmt.Errorf("-scenario %q: want all, or a comma-separated list of %s, argon2", flag, strings.Join(scenarioNames, ", "))
+		}
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}

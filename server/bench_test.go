@@ -1,0 +1,273 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/ratelimit"
+	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/users"
+)
+
+// Benchmarks of the service's hot paths, so regressions show in
+//
+//	go test -run '^$' -bench . -benchmem ./server/
+//
+// The handler benchmarks call IdentityService's methods directly on the
+// memory store (no gRPC, no network); the GRPC ones go through a real gRPC
+// server on loopback TCP with the production interceptor chain, client and
+// server in this process. The load tool (cmd/identityload) measures a real
+// identityd against DESIGN.md's targets; these only track per-call cost and
+// allocations. Nothing here asserts a timing.
+
+const (
+	benchUser     = "bench"
+	benchPassword = "correct horse battery staple"
+)
+
+type benchServer struct {
+	s   *Server
+	api *identityServer
+}
+
+// newBenchServer builds a Server as identityd does on the embedded store
+// (default config, real keys and argon2id with the default parameters),
+// with login limits off and one user.
+func newBenchServer(b *testing.B) *benchServer {
+	b.Helper()
+	ctx := b.Context()
+	store := tokenstore.NewMemory()
+	b.Cleanup(func() { store.Close() })
+	cfg := DefaultConfig()
+	cfg.LoginRatePerIP, cfg.LoginFailuresPerUser = 0, 0
+	keys, err := token.LoadOrCreate(ctx, store, token.EdDSA, cfg.TokenOptions(nil, nil)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hasher, err := password.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := users.New(store, hasher, time.Now, rand.Reader).Create(ctx, benchUser, benchPassword, nil); err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(ctx, cfg, Deps{Store: store, Keys: keys, Hasher: hasher, Limiter: ratelimit.NewMemory()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchServer{s: s, api: &identityServer{s: s}}
+}
+
+// serve runs the gRPC and HTTP ports on loopback until the benchmark ends
+// (so the revocation feed is polled, as in identityd) and returns a client
+// connection to the gRPC port.
+func (bs *benchServer) serve(b *testing.B) *grpc.ClientConn {
+	b.Helper()
+	glis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = bs.s.Serve(ctx, glis, hlis, time.Second); close(done) }()
+	conn, err := grpc.NewClient("passthrough:///"+glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(); cancel(); <-done })
+	return conn
+}
+
+func (bs *benchServer) login(b *testing.B) *identityv1.TokenPair {
+	b.Helper()
+	tp, err := bs.api.Login(b.Context(), &identityv1.LoginRequest{Username: benchUser, Password: benchPassword})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tp
+}
+
+// refreshTokens logs in n times beforehand, so a parallel benchmark's
+// goroutines each take a session of their own without timing a login.
+func (bs *benchServer) refreshTokens(b *testing.B, n int) chan string {
+	b.Helper()
+	ch := make(chan string, n)
+	for range n {
+		ch <- bs.login(b).GetRefreshToken()
+	}
+	return ch
+}
+
+// freshFeed keeps the revocation feed fresh without running Serve's
+// background loop, so handler benchmarks measure Verify's cached path.
+func (bs *benchServer) freshFeed(b *testing.B) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(b.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(bs.s.cfg.RevocationPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = bs.s.feed.poll(ctx)
+			}
+		}
+	}()
+	b.Cleanup(func() { cancel(); <-done })
+	if err := bs.s.feed.poll(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkVerify is the Verify handler: cached is the hot path (token
+// verified before, session checked against the in-process revocation set);
+// uncached pays the signature and claims check on every call; stale-feed
+// asks the store for the session, as when the revocation feed is stale.
+func BenchmarkVerify(b *testing.B) {
+	bs := newBenchServer(b)
+	bs.freshFeed(b)
+	req := &identityv1.VerifyRequest{Token: bs.login(b).GetAccessToken()}
+	ctx := b.Context()
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := bs.api.Verify(ctx, req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("uncached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			bs.s.cache.clear()
+			if _, err := bs.api.Verify(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("stale-feed", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			bs.s.feed.freshUntil.Store(0)
+			if _, err := bs.api.Verify(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkRefresh is the Refresh handler on the memory store: rotate, sign
+// a new access token, derive the next refresh token. Each goroutine rotates
+// its own session with the token it got back.
+func BenchmarkRefresh(b *testing.B) {
+	bs := newBenchServer(b)
+	ctx := b.Context()
+	rts := bs.refreshTokens(b, runtime.GOMAXPROCS(0))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rt := <-rts
+		for pb.Next() {
+			tp, err := bs.api.Refresh(ctx, &identityv1.RefreshRequest{RefreshToken: rt})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			rt = tp.GetRefreshToken()
+		}
+	})
+}
+
+// BenchmarkLogin is the Login handler with argon2id's default parameters
+// on the default number of hashing workers; compare with
+// password.BenchmarkRawArgon2id for the pool's and the handler's overhead.
+func BenchmarkLogin(b *testing.B) {
+	bs := newBenchServer(b)
+	ctx := b.Context()
+	req := &identityv1.LoginRequest{Username: benchUser, Password: benchPassword}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := bs.api.Login(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkGRPC goes through gRPC over loopback with every interceptor:
+// noop is grpc.health.v1.Health/Check (the baseline DESIGN.md's ratios use),
+// verify and refresh the RPCs. Client and server share this process's CPUs.
+func BenchmarkGRPC(b *testing.B) {
+	bs := newBenchServer(b)
+	conn := bs.serve(b)
+	api := identityv1.NewIdentityServiceClient(conn)
+	health := healthpb.NewHealthClient(conn)
+	ctx := b.Context()
+	at := bs.login(b).GetAccessToken()
+	b.Run("noop", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("verify", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			req := &identityv1.VerifyRequest{Token: at}
+			for pb.Next() {
+				if _, err := api.Verify(ctx, req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("refresh", func(b *testing.B) {
+		rts := bs.refreshTokens(b, 16*runtime.GOMAXPROCS(0))
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			rt := <-rts
+			for pb.Next() {
+				tp, err := api.Refresh(ctx, &identityv1.RefreshRequest{RefreshToken: rt})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				rt = tp.GetRefreshToken()
+			}
+		})
+	})
+}
