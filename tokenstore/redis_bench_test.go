@@ -29,58 +29,57 @@ var scaleMax = flag.Int("redis-scale-max", 100_000,
 // at each size times Session (the session check: one HGETALL) and Rotate
 // (one EVALSHA of rotate.lua) on random sessions, one call at a time.
 //
-// Reported per sub-benchmark besides ns/op: used-B/session, the growth of
-// INFO used_memory per session created (keyspace and expiry dicts
-// included), usage-B/session, MEMORY USAGE of a session's hash plus its
-// user's zset (sampled), and redis-us/op, Redis's own time per call
-// (INFO commandstats), which the client's round trip does not blur.
+// Sessions are created for user ids with no user record, so the memory
+// measured is the sessions' alone. Rotate reads the session's user: at each
+// size, 1,000 sessions picked at random among all of them get their user
+// record (after the memory is read), and Rotate runs on those, so it too
+// touches keys spread over the whole keyspace, not a few hot ones.
 //
-//	go test -run '^$' -bench RedisScale -benchtime 20000x ./tokenstore/
+// Reported per sub-benchmark besides ns/op (the client's round trip, which
+// loopback dominates): used-B/session, the growth of INFO used_memory per
+// session created (keyspace and expiry dicts included); usage-B/session,
+// MEMORY USAGE of a session's hash plus its user's zset (sampled); and
+// redis-us/op, Redis's own time per call (INFO commandstats).
+//
+//	go test -run '^$' -bench RedisScale -benchtime 20000x ./tokenstore/ -args -redis-scale-max=1000000
 func BenchmarkRedisScale(b *testing.B) {
 	srv := testredis.NewServer(b)
 	client := srv.Client(b)
 	store := tokenstore.NewRedis(client)
 	ctx := context.Background()
 
-	// Rotate reads the session's user: these users exist; every other
-	// session's user is only an id, so the memory measured after them is
-	// what sessions cost, not accounts.
-	const rotators = 100
-	type live struct {
-		id, nonce string
-		gen       uint64
-	}
-	var rot []live
-	var ids []string // every session id, for random Session calls
-	for i := range rotators {
-		uid := newUID(b)
-		if err := store.CreateUser(ctx, tokenstore.User{ID: uid, Username: "scale-" + strconv.Itoa(i), CreatedAt: time.Now()}); err != nil {
-			b.Fatal(err)
-		}
-		s := newTestSession(b, uid, time.Now(), 90*24*time.Hour)
-		if err := store.CreateSession(ctx, s); err != nil {
-			b.Fatal(err)
-		}
-		rot = append(rot, live{id: s.ID, nonce: s.Nonce})
-		ids = append(ids, s.ID)
-	}
-	// createSessions opens its connections now, so their buffers are not
-	// counted as session memory either.
-	ids = append(ids, createSessions(b, store, 100)...)
-	counted := len(ids)
-	baseline := usedMemory(b, client)
+	// A first batch opens the client's connections, so their buffers are
+	// not counted as session memory; it is not counted either.
+	all := createSessions(b, store, 100)
+	var sessionBytes, sessions int64 // memory growth while sessions were created
+	withUser := map[string]bool{}
+	gen := map[string]uint64{} // the current generation of rotated sessions
 
 	for size := 1_000; size <= *scaleMax; size *= 10 {
-		if add := size - len(ids); add > 0 {
-			ids = append(ids, createSessions(b, store, add)...)
+		before := usedMemory(b, client)
+		added := createSessions(b, store, size-len(all))
+		sessionBytes += usedMemory(b, client) - before
+		sessions += int64(len(added))
+		all = append(all, added...)
+		used := float64(sessionBytes) / float64(sessions)
+		usage := sampleUsage(b, client, all[100:], 200)
+
+		var rot []tokenstore.Session
+		for range 1000 {
+			s := all[rand.IntN(len(all))]
+			if !withUser[s.UserID] {
+				withUser[s.UserID] = true
+				if err := store.CreateUser(ctx, tokenstore.User{ID: s.UserID, Username: "scale-" + s.UserID, CreatedAt: time.Now()}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rot = append(rot, s)
 		}
-		used := float64(usedMemory(b, client)-baseline) / float64(len(ids)-counted)
-		usage := sampleUsage(b, client, ids[counted:], 200)
 
 		b.Run(fmt.Sprintf("sessions=%d/Session", size), func(b *testing.B) {
 			resetStats(b, client)
 			for b.Loop() {
-				if _, err := store.Session(ctx, ids[rand.IntN(len(ids))]); err != nil {
+				if _, err := store.Session(ctx, all[rand.IntN(len(all))].ID); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -92,15 +91,15 @@ func BenchmarkRedisScale(b *testing.B) {
 			resetStats(b, client)
 			now := time.Now()
 			for b.Loop() {
-				r := &rot[rand.IntN(len(rot))]
+				r := rot[rand.IntN(len(rot))]
 				s, _, err := store.Rotate(ctx, tokenstore.RotateRequest{
-					SessionID: r.id, Generation: r.gen, Nonce: r.nonce,
+					SessionID: r.ID, Generation: gen[r.ID], Nonce: r.Nonce,
 					Now: now, Grace: 10 * time.Second, IdleTTL: 720 * time.Hour,
 				})
 				if err != nil {
 					b.Fatal(err)
 				}
-				r.gen = s.Generation
+				gen[r.ID] = s.Generation
 			}
 			b.ReportMetric(commandUS(b, client, "evalsha"), "redis-us/op")
 		})
@@ -108,9 +107,9 @@ func BenchmarkRedisScale(b *testing.B) {
 }
 
 // createSessions stores n sessions of n fresh users, 32 at a time.
-func createSessions(b *testing.B, store tokenstore.Store, n int) []string {
+func createSessions(b *testing.B, store tokenstore.Store, n int) []tokenstore.Session {
 	b.Helper()
-	ids := make([]string, n)
+	out := make([]tokenstore.Session, max(n, 0))
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range 32 {
@@ -120,11 +119,11 @@ func createSessions(b *testing.B, store tokenstore.Store, n int) []string {
 				if err := store.CreateSession(context.Background(), s); err != nil {
 					b.Error(err)
 				}
-				ids[i] = s.ID
+				out[i] = s
 			}
 		})
 	}
-	for i := range n {
+	for i := range out {
 		next <- i
 	}
 	close(next)
@@ -132,16 +131,16 @@ func createSessions(b *testing.B, store tokenstore.Store, n int) []string {
 	if b.Failed() {
 		b.FailNow()
 	}
-	return ids
+	return out
 }
 
 // sampleUsage is MEMORY USAGE of a session's hash plus its user's zset,
 // averaged over k sessions (one session per user: the zset is all theirs).
-func sampleUsage(b *testing.B, c *redis.Client, ids []string, k int) float64 {
+func sampleUsage(b *testing.B, c *redis.Client, sessions []tokenstore.Session, k int) float64 {
 	b.Helper()
 	var total int64
 	for range k {
-		id := ids[rand.IntN(len(ids))]
+		id := sessions[rand.IntN(len(sessions))].ID
 		uid, rnd, _ := strings.Cut(id, ".")
 		total += memoryUsage(b, c, "identity:{"+uid+"}:s:"+rnd) + memoryUsage(b, c, "identity:{"+uid+"}:ss")
 	}
