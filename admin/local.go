@@ -22,11 +22,12 @@ type Accounts interface {
 	Update(ctx context.Context, username string, c users.Change) (tokenstore.User, error)
 }
 
-// Sessions is what Local needs of a tokenstore.Store.
+// Sessions is what Local needs of the session service (identityd) or of a
+// tokenstore.Store (identityctl with direct store access).
 type Sessions interface {
 	ListSessions(ctx context.Context, userID string) ([]tokenstore.Session, error)
 	RevokeSession(ctx context.Context, id string, now time.Time) error
-	RevokeUserSessions(ctx context.Context, userID string, now time.Time) (int, error)
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
 }
 
 // Keys is what Local needs of the token key manager.
@@ -140,7 +141,8 @@ func (l *Local) RevokeUserSessions(ctx context.Context, username string) (int, e
 	if err != nil {
 		return 0, describe(err, username)
 	}
-	return l.sessions.RevokeUserSessions(ctx, u.ID, l.now())
+	ids, err := l.sessions.RevokeUserSessions(ctx, u.ID, l.now())
+	return len(ids), err
 }
 
 func (l *Local) ListKeys(ctx context.Context) ([]Key, error) {

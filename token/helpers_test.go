@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/identityd/identity/tokenstore"
 )
 
 // t0 is the tests' epoch; whole seconds, as JWT times are.
@@ -61,15 +59,15 @@ func (s *memStore) Keyring(ctx context.Context) ([]byte, error) {
 	return bytes.Clone(s.blob), nil
 }
 
-func (s *memStore) SwapKeyring(ctx context.Context, old, new []byte) error {
+func (s *memStore) SwapKeyring(ctx context.Context, old, new []byte) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !bytes.Equal(s.blob, old) || (old == nil) != (s.blob == nil) {
-		return tokenstore.ErrConflict
+		return false, nil
 	}
 	s.blob = bytes.Clone(new)
 	s.swaps++
-	return nil
+	return true, nil
 }
 
 func (s *memStore) ring(t *testing.T) Keyring {

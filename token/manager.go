@@ -16,19 +16,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/identityd/identity/tokenstore"
 )
 
-// KeyringStore is the part of tokenstore.Store the Manager needs: one blob
+// KeyringStore is the part of a store the Manager needs: one blob
 // with compare-and-swap, so instances racing at first start or rotating at
 // once agree on a single keyring.
 type KeyringStore interface {
 	// Keyring returns the stored keyring, nil if there is none yet.
 	Keyring(ctx context.Context) ([]byte, error)
 	// SwapKeyring stores new if the stored value still equals old (nil =
-	// absent); otherwise it returns an error wrapping tokenstore.ErrConflict.
-	SwapKeyring(ctx context.Context, old, new []byte) error
+	// absent), or already equals new, and reports whether it does now.
+	SwapKeyring(ctx context.Context, old, new []byte) (swapped bool, err error)
 }
 
 // maxSwapAttempts bounds a CAS loop: losing this often in a row means
@@ -125,12 +123,12 @@ func LoadOrCreate(ctx context.Context, store KeyringStore, alg string, opts ...O
 		if err != nil {
 			return nil, err
 		}
-		err = store.SwapKeyring(ctx, nil, b)
-		if errors.Is(err, tokenstore.ErrConflict) {
-			continue // another instance created it first: use theirs
-		}
+		swapped, err := store.SwapKeyring(ctx, nil, b)
 		if err != nil {
 			return nil, fmt.Errorf("token: create keyring: %w", err)
+		}
+		if !swapped {
+			continue // another instance created it first: use theirs
 		}
 		s, err := newKeyState(b, ring)
 		if err != nil {
@@ -247,12 +245,12 @@ func (m *Manager) rotateIf(ctx context.Context, now time.Time, cond func(Keyring
 		if err != nil {
 			return false, err
 		}
-		err = m.store.SwapKeyring(ctx, raw, b)
-		if errors.Is(err, tokenstore.ErrConflict) {
-			continue
-		}
+		swapped, err := m.store.SwapKeyring(ctx, raw, b)
 		if err != nil {
 			return false, fmt.Errorf("token: store keyring: %w", err)
+		}
+		if !swapped {
+			continue
 		}
 		s, err := newKeyState(b, next)
 		if err != nil {

@@ -29,6 +29,9 @@ type Memory struct {
 	trimmedID streamID                       // newest event id trimmed
 	keyring   []byte
 	lastSweep time.Time
+	// appended is closed (and replaced) whenever events are appended, to
+	// wake WaitRevocations.
+	appended chan struct{}
 }
 
 const sweepEvery = time.Minute
@@ -55,6 +58,7 @@ func NewMemory(opts ...Option) *Memory {
 		names:    make(map[string]string),
 		sessions: make(map[string]*memSession),
 		byUser:   make(map[string]map[string]struct{}),
+		appended: make(chan struct{}),
 	}
 }
 
@@ -296,9 +300,9 @@ func (m *Memory) RevokeSession(ctx context.Context, id string, now time.Time) er
 	return nil
 }
 
-func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time.Time) (int, error) {
+func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
 	if err := ctxErr(ctx); err != nil {
-		return 0, err
+		return nil, err
 	}
 	now = truncMS(now)
 	m.mu.Lock()
@@ -315,7 +319,7 @@ func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time
 	for _, id := range ids {
 		m.remove(m.sessions[id].s)
 	}
-	return len(ids), nil
+	return ids, nil
 }
 
 // appendRevocations records events revoked at now and trims those that
@@ -324,6 +328,8 @@ func (m *Memory) appendRevocations(now time.Time, sessionIDs ...string) {
 	if len(sessionIDs) == 0 {
 		return
 	}
+	close(m.appended)
+	m.appended = make(chan struct{})
 	at := ms(now)
 	for _, sid := range sessionIDs {
 		m.lastID = m.lastID.next(at)
@@ -391,6 +397,30 @@ func (m *Memory) Revocations(ctx context.Context, cursor string, limit int) ([]R
 	return events, next, true, nil
 }
 
+func (m *Memory) WaitRevocations(ctx context.Context, cursor string, limit int, wait time.Duration) ([]Revocation, string, bool, error) {
+	if cursor == "" || wait <= 0 {
+		return m.Revocations(ctx, cursor, limit)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		woken := m.appended
+		m.mu.Unlock()
+		events, next, ok, err := m.Revocations(ctx, cursor, limit)
+		if err != nil || !ok || len(events) > 0 {
+			return events, next, ok, err
+		}
+		select {
+		case <-woken:
+		case <-t.C:
+			return nil, next, true, nil
+		case <-ctx.Done():
+			return nil, "", false, ctxErr(ctx)
+		}
+	}
+}
+
 func (m *Memory) Keyring(ctx context.Context) ([]byte, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
@@ -402,20 +432,20 @@ func (m *Memory) Keyring(ctx context.Context) ([]byte, error) {
 
 // SwapKeyring also succeeds when the keyring already equals new, as the
 // Redis store does so a retried swap is not a conflict.
-func (m *Memory) SwapKeyring(ctx context.Context, old, new []byte) error {
+func (m *Memory) SwapKeyring(ctx context.Context, old, new []byte) (bool, error) {
 	if err := ctxErr(ctx); err != nil {
-		return err
+		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if sameBlob(m.keyring, new) {
-		return nil
+		return true, nil
 	}
 	if !sameBlob(m.keyring, old) {
-		return fmt.Errorf("tokenstore: swap keyring: %w", ErrConflict)
+		return false, nil
 	}
 	m.keyring = bytes.Clone(new)
-	return nil
+	return true, nil
 }
 
 // sameBlob compares keyrings where nil means absent (and differs from empty).

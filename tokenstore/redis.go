@@ -507,13 +507,13 @@ func (r *Redis) RevokeSession(ctx context.Context, id string, now time.Time) err
 	return nil
 }
 
-func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time) (int, error) {
+func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
 	if err := ctxErr(ctx); err != nil {
-		return 0, err
+		return nil, err
 	}
 	ss, err := r.listSessions(ctx, userID)
 	if err != nil || len(ss) == 0 {
-		return 0, err
+		return nil, err
 	}
 	rnds := make([]string, len(ss))
 	for i, s := range ss {
@@ -541,10 +541,10 @@ func (r *Redis) revokeSession(ctx context.Context, op string, now time.Time, uid
 }
 
 // revokeUser revokes the given sessions of a user, batch by batch, and
-// returns how many still existed.
-func (r *Redis) revokeUser(ctx context.Context, now time.Time, uid string, rnds []string) (int, error) {
+// returns the ids of those that still existed.
+func (r *Redis) revokeUser(ctx context.Context, now time.Time, uid string, rnds []string) ([]string, error) {
 	const op = "revoke user sessions"
-	total := 0
+	var revoked []string
 	for chunk := range slices.Chunk(rnds, batch) {
 		sids := make([]string, len(chunk))
 		keys := make([]string, 0, len(chunk)+1)
@@ -556,15 +556,17 @@ func (r *Redis) revokeUser(ctx context.Context, now time.Time, uid string, rnds 
 			args[i] = rnd
 		}
 		if err := r.appendRevocations(ctx, now, sids); err != nil {
-			return total, unavailable(op, err)
+			return revoked, unavailable(op, err)
 		}
-		n, err := scriptRevokeUser.Run(ctx, r.c, keys, args...).Int()
+		gone, err := scriptRevokeUser.Run(ctx, r.c, keys, args...).StringSlice()
 		if err != nil {
-			return total, unavailable(op, err)
+			return revoked, unavailable(op, err)
 		}
-		total += n
+		for _, rnd := range gone {
+			revoked = append(revoked, uid+"."+rnd)
+		}
 	}
-	return total, nil
+	return revoked, nil
 }
 
 func (r *Redis) appendRevocations(ctx context.Context, now time.Time, sids []string) error {
@@ -611,6 +613,46 @@ func (r *Redis) Revocations(ctx context.Context, cursor string, limit int) ([]Re
 		events = append(events, ev)
 	}
 	return events, next, ok == 1, nil
+}
+
+// WaitRevocations reads with revocations.lua first, which checks the
+// cursor against the retained history; when that finds nothing new it
+// blocks in XREAD on the stream for up to wait. An event appended meanwhile
+// wakes it at once (Redis serves blocked readers when the appending script
+// ends). Events XREAD returns follow the cursor directly, so the history
+// check made just before still holds for them.
+func (r *Redis) WaitRevocations(ctx context.Context, cursor string, limit int, wait time.Duration) ([]Revocation, string, bool, error) {
+	events, next, ok, err := r.Revocations(ctx, cursor, limit)
+	if err != nil || !ok || len(events) > 0 || cursor == "" || wait <= 0 {
+		return events, next, ok, err
+	}
+	wait = max(wait, time.Millisecond) // XREAD BLOCK 0 would wait forever
+	streams, err := r.c.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{r.revocationKeys()[0], next},
+		Count:   int64(clampLimit(limit)),
+		Block:   wait,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, next, true, nil // nothing appended in time
+	}
+	if err != nil {
+		return nil, "", false, unavailable("wait revocations", err)
+	}
+	for _, st := range streams {
+		for _, m := range st.Messages {
+			kv := make([]any, 0, 2*len(m.Values))
+			for k, v := range m.Values {
+				kv = append(kv, k, v)
+			}
+			ev, err := decodeRevocation([]any{m.ID, kv})
+			if err != nil {
+				return nil, "", false, err
+			}
+			events = append(events, ev)
+			next = ev.Cursor
+		}
+	}
+	return events, next, true, nil
 }
 
 func decodeRevocation(e any) (Revocation, error) {
@@ -667,19 +709,16 @@ func (r *Redis) Keyring(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
-func (r *Redis) SwapKeyring(ctx context.Context, old, new []byte) error {
+func (r *Redis) SwapKeyring(ctx context.Context, old, new []byte) (bool, error) {
 	if err := ctxErr(ctx); err != nil {
-		return err
+		return false, err
 	}
 	res, err := scriptSwapKeyring.Run(ctx, r.c, []string{r.keyringKey()},
 		flag(old != nil), bytesArg(old), flag(new != nil), bytesArg(new)).Text()
 	if err != nil {
-		return unavailable("swap keyring", err)
+		return false, unavailable("swap keyring", err)
 	}
-	if res != "ok" {
-		return fmt.Errorf("tokenstore: swap keyring: %w", ErrConflict)
-	}
-	return nil
+	return res == "ok", nil
 }
 
 func (r *Redis) Ping(ctx context.Context) error {

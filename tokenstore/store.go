@@ -23,7 +23,7 @@ var (
 	// ErrReused: a refresh generation older than the grace window allows was
 	// presented; the session has been revoked as a result.
 	ErrReused = errors.New("tokenstore: refresh token reused")
-	// ErrConflict: a compare-and-swap lost the race (SwapKeyring).
+	// ErrConflict: a compare-and-set lost the race too often (UpdateUser).
 	ErrConflict = errors.New("tokenstore: conflict")
 	// ErrUnavailable: the backing store could not be reached or timed out.
 	// Every method wraps transport failures with it so callers fail closed.
@@ -128,21 +128,29 @@ type Store interface {
 	// RevokeSession ends a session at once and records a Revocation;
 	// ErrNotFound if it was not live.
 	RevokeSession(ctx context.Context, id string, now time.Time) error
-	// RevokeUserSessions ends every session of a user and returns how many.
-	RevokeUserSessions(ctx context.Context, userID string, now time.Time) (int, error)
+	// RevokeUserSessions ends every live session of a user, records a
+	// Revocation for each, and returns their ids (none for an unknown user).
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
 
 	// Revocations returns events after cursor ("" = none: only the latest
 	// cursor is returned), at most limit, oldest first, and the cursor to
 	// resume from. ok is false when cursor is older than the retained
 	// history (the caller must distrust what it cached).
 	Revocations(ctx context.Context, cursor string, limit int) (events []Revocation, next string, ok bool, err error)
+	// WaitRevocations is Revocations that, when no event follows cursor,
+	// waits up to wait (bounded by ctx) for one to be appended, and returns
+	// it as soon as it is. An empty answer with ok true means "none until
+	// now". It is the one blocking read each identityd makes: one command
+	// in flight, however many verifiers listen (XREAD BLOCK on Redis).
+	WaitRevocations(ctx context.Context, cursor string, limit int, wait time.Duration) (events []Revocation, next string, ok bool, err error)
 
 	// Keyring returns the serialized signing-key material (nil if none yet).
 	Keyring(ctx context.Context) ([]byte, error)
-	// SwapKeyring replaces the keyring if it still equals old (nil = absent);
-	// ErrConflict otherwise. Instances racing at first start all end up
+	// SwapKeyring replaces the keyring if it still equals old (nil = absent)
+	// and reports whether it did (true too when it already equals new, so a
+	// retry is not a conflict). Instances racing at first start all end up
 	// with the same keys.
-	SwapKeyring(ctx context.Context, old, new []byte) error
+	SwapKeyring(ctx context.Context, old, new []byte) (swapped bool, err error)
 
 	// Ping checks the backend is reachable (readiness).
 	Ping(ctx context.Context) error

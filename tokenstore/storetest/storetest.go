@@ -60,6 +60,8 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstore.Store) {
 		{"AbsoluteExpiry", testAbsoluteExpiry},
 		{"Revocations", testRevocations},
 		{"RevocationsAncientCursor", testRevocationsAncientCursor},
+		{"WaitRevocations", testWaitRevocations},
+		{"WaitRevocationsAncientCursor", testWaitRevocationsAncientCursor},
 		{"Keyring", testKeyring},
 		{"ConcurrentFirstKeyring", testConcurrentFirstKeyring},
 		{"CanceledContext", testCanceledContext},
@@ -671,10 +673,10 @@ func testRevokeUserSessions(t *testing.T, s tokenstore.Store) {
 	bobs := newSession(t, s, bob.ID)
 	cursor := latestCursor(t, s)
 
-	n, err := s.RevokeUserSessions(ctx(t), alice.ID, now())
+	ids, err := s.RevokeUserSessions(ctx(t), alice.ID, now())
 	noErr(t, "RevokeUserSessions", err)
-	if n != 3 {
-		t.Fatalf("RevokeUserSessions: %d, want 3", n)
+	if got := slices.Sorted(slices.Values(ids)); !slices.Equal(got, slices.Sorted(slices.Values(mine))) {
+		t.Fatalf("RevokeUserSessions: %v, want %v", got, mine)
 	}
 	for _, id := range mine {
 		sessionGone(t, s, id)
@@ -690,14 +692,14 @@ func testRevokeUserSessions(t *testing.T, s tokenstore.Store) {
 	if got := slices.Sorted(slices.Values(revokedIDs(events))); !slices.Equal(got, slices.Sorted(slices.Values(mine))) {
 		t.Fatalf("revocation events for %v, want %v", got, mine)
 	}
-	n, err = s.RevokeUserSessions(ctx(t), alice.ID, now())
+	ids, err = s.RevokeUserSessions(ctx(t), alice.ID, now())
 	noErr(t, "RevokeUserSessions again", err)
-	if n != 0 {
-		t.Fatalf("RevokeUserSessions again: %d, want 0", n)
+	if len(ids) != 0 {
+		t.Fatalf("RevokeUserSessions again: %v, want none", ids)
 	}
-	n, err = s.RevokeUserSessions(ctx(t), userID(t), now())
-	if err != nil || n != 0 {
-		t.Fatalf("RevokeUserSessions(unknown user): %d, %v; want 0, nil", n, err)
+	ids, err = s.RevokeUserSessions(ctx(t), userID(t), now())
+	if err != nil || len(ids) != 0 {
+		t.Fatalf("RevokeUserSessions(unknown user): %v, %v; want none, nil", ids, err)
 	}
 }
 
@@ -899,6 +901,79 @@ func testRevocationsAncientCursor(t *testing.T, s tokenstore.Store) {
 	}
 }
 
+// testWaitRevocations: a blocking read answers what is there at once, and
+// otherwise wakes for an event appended while it waits, well before its
+// wait is over. Nothing here compares against the clock: the wait is long
+// (a minute), and the test only asks that the read returns with the event.
+func testWaitRevocations(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	first, second := newSession(t, s, u.ID), newSession(t, s, u.ID)
+	start := latestCursor(t, s)
+	noErr(t, "RevokeSession", s.RevokeSession(ctx(t), first.ID, now()))
+
+	events, next, ok, err := s.WaitRevocations(ctx(t), start, 10, time.Minute)
+	noErr(t, "WaitRevocations with an event waiting", err)
+	if !ok || len(events) != 1 || events[0].SessionID != first.ID || next != events[0].Cursor {
+		t.Fatalf("WaitRevocations: %+v, %q, ok %v; want the event of %s at once", events, next, ok, first.ID)
+	}
+
+	type answer struct {
+		events []tokenstore.Revocation
+		next   string
+		ok     bool
+		err    error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		e, n, ok, err := s.WaitRevocations(ctx(t), next, 10, time.Minute)
+		got <- answer{e, n, ok, err}
+	}()
+	// The read may start before or after the revocation: either way it
+	// must return the event, and only the wait bounded by the test's own
+	// deadline could make it miss.
+	noErr(t, "RevokeSession", s.RevokeSession(ctx(t), second.ID, now()))
+	a := <-got
+	noErr(t, "WaitRevocations woken by an append", a.err)
+	if !a.ok || len(a.events) != 1 || a.events[0].SessionID != second.ID || a.events[0].UserID != u.ID || a.next != a.events[0].Cursor {
+		t.Fatalf("WaitRevocations woken: %+v, %q, ok %v; want the event of %s", a.events, a.next, a.ok, second.ID)
+	}
+
+	// Nothing more: a short wait ends empty, ok, at the same cursor.
+	events, again, ok, err := s.WaitRevocations(ctx(t), a.next, 10, 10*time.Millisecond)
+	noErr(t, "WaitRevocations with nothing new", err)
+	if !ok || len(events) != 0 || again != a.next {
+		t.Fatalf("WaitRevocations with nothing new: %+v, %q, ok %v; want none, %q, true", events, again, ok, a.next)
+	}
+	// "" answers the newest cursor without waiting.
+	events, latest, ok, err := s.WaitRevocations(ctx(t), "", 10, time.Hour)
+	noErr(t, `WaitRevocations("")`, err)
+	if !ok || len(events) != 0 || latest != a.next {
+		t.Fatalf(`WaitRevocations(""): %+v, %q, ok %v; want none, %q, true`, events, latest, ok, a.next)
+	}
+}
+
+// testWaitRevocationsAncientCursor: a blocking read checks the cursor
+// against the retained history as Revocations does.
+func testWaitRevocationsAncientCursor(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	first, second := newSession(t, s, u.ID), newSession(t, s, u.ID)
+	start := latestCursor(t, s)
+	t0 := now()
+	noErr(t, "RevokeSession", s.RevokeSession(ctx(t), first.ID, t0))
+	noErr(t, "RevokeSession", s.RevokeSession(ctx(t), second.ID, t0.Add(24*time.Hour)))
+	events, next, ok, err := s.WaitRevocations(ctx(t), start, 10, time.Minute)
+	noErr(t, "WaitRevocations(ancient)", err)
+	if ok || len(events) != 0 || next == "" {
+		t.Fatalf("WaitRevocations(cursor before trimmed events): %v, %q, ok %v; want none, the newest cursor, false", events, next, ok)
+	}
+	for _, c := range []string{"garbage", "99999999999999-0"} {
+		events, _, ok, err := s.WaitRevocations(ctx(t), c, 10, time.Minute)
+		if err != nil || ok || len(events) != 0 {
+			t.Fatalf("WaitRevocations(%q): %v, ok %v, %v; want none, false", c, events, ok, err)
+		}
+	}
+}
+
 // Keyring.
 
 func testKeyring(t *testing.T, s tokenstore.Store) {
@@ -908,17 +983,25 @@ func testKeyring(t *testing.T, s tokenstore.Store) {
 		t.Fatalf("Keyring of a new store: %q, want nil", got)
 	}
 	a, b := []byte("keyring-a\x00\xff"), []byte("keyring-b")
-	wantErr(t, "SwapKeyring(present, b) when absent", s.SwapKeyring(ctx(t), a, b), tokenstore.ErrConflict)
-	noErr(t, "SwapKeyring(nil, a)", s.SwapKeyring(ctx(t), nil, a))
-	noErr(t, "SwapKeyring(nil, a) again (a retry)", s.SwapKeyring(ctx(t), nil, a))
-	wantErr(t, "SwapKeyring(nil, b) when present", s.SwapKeyring(ctx(t), nil, b), tokenstore.ErrConflict)
-	wantErr(t, "SwapKeyring(stale, b)", s.SwapKeyring(ctx(t), []byte("stale"), b), tokenstore.ErrConflict)
+	swap := func(what string, old, new []byte, want bool) {
+		t.Helper()
+		swapped, err := s.SwapKeyring(ctx(t), old, new)
+		noErr(t, what, err)
+		if swapped != want {
+			t.Fatalf("%s: swapped = %v, want %v", what, swapped, want)
+		}
+	}
+	swap("SwapKeyring(present, b) when absent", a, b, false)
+	swap("SwapKeyring(nil, a)", nil, a, true)
+	swap("SwapKeyring(nil, a) again (a retry)", nil, a, true)
+	swap("SwapKeyring(nil, b) when present", nil, b, false)
+	swap("SwapKeyring(stale, b)", []byte("stale"), b, false)
 	got, err = s.Keyring(ctx(t))
 	noErr(t, "Keyring", err)
 	if string(got) != string(a) {
 		t.Fatalf("Keyring: %q, want %q", got, a)
 	}
-	noErr(t, "SwapKeyring(a, b)", s.SwapKeyring(ctx(t), a, b))
+	swap("SwapKeyring(a, b)", a, b, true)
 	got, err = s.Keyring(ctx(t))
 	noErr(t, "Keyring", err)
 	if string(got) != string(b) {
@@ -929,20 +1012,20 @@ func testKeyring(t *testing.T, s tokenstore.Store) {
 func testConcurrentFirstKeyring(t *testing.T, s tokenstore.Store) {
 	const n = 10
 	errs := make([]error, n)
+	swapped := make([]bool, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { errs[i] = s.SwapKeyring(ctx(t), nil, fmt.Appendf(nil, "keyring-%d", i)) })
+		wg.Go(func() { swapped[i], errs[i] = s.SwapKeyring(ctx(t), nil, fmt.Appendf(nil, "keyring-%d", i)) })
 	}
 	wg.Wait()
 	winner := -1
 	for i, err := range errs {
+		noErr(t, "SwapKeyring", err)
 		switch {
-		case err == nil && winner >= 0:
+		case swapped[i] && winner >= 0:
 			t.Fatal("two first SwapKeyring calls succeeded")
-		case err == nil:
+		case swapped[i]:
 			winner = i
-		default:
-			wantErr(t, "losing SwapKeyring", err, tokenstore.ErrConflict)
 		}
 	}
 	if winner < 0 {
@@ -980,7 +1063,11 @@ func testCanceledContext(t *testing.T, s tokenstore.Store) {
 		"RevokeUserSessions": func() error { _, err := s.RevokeUserSessions(c, u.ID, now()); return err },
 		"Revocations":        func() error { _, _, _, err := s.Revocations(c, "", 10); return err },
 		"Keyring":            func() error { _, err := s.Keyring(c); return err },
-		"SwapKeyring":        func() error { return s.SwapKeyring(c, nil, []byte("k")) },
+		"SwapKeyring":        func() error { _, err := s.SwapKeyring(c, nil, []byte("k")); return err },
+		"WaitRevocations": func() error {
+			_, _, _, err := s.WaitRevocations(c, tokenstore.CursorOrigin, 10, time.Second)
+			return err
+		},
 	}
 	for name, call := range calls {
 		wantErr(t, name+" with a canceled context", call(), tokenstore.ErrUnavailable)
