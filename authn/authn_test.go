@@ -148,7 +148,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := authn.NewRemote(f.conn, authn.WithCache(10, time.Second), authn.WithRevocationWatch(), quiet(t))
+		r := mustRemote(t, f.conn, authn.WithCache(10, time.Second), authn.WithRevocationWatch(), quiet(t))
 		heartbeatUntilReady(t, f, l)
 		verifyOK(t, l, f.issue(t, "s1"), "s1")
 		l.Close()

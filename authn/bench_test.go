@@ -54,8 +54,8 @@ func BenchmarkVerify(b *testing.B) {
 		jwt.WithAudience("identity"), jwt.WithExpirationRequired())
 	keyfunc := func(*jwt.Token) (any, error) { return pub, nil }
 
-	newLocal := func(b *testing.B, opts ...authn.VerifierOption) *authn.Local {
-		l, err := authn.NewLocal(append([]authn.VerifierOption{authn.WithKeysFromConn(p.conn), discard}, opts...)...)
+	newLocal := func(b *testing.B, opts ...authn.LocalOption) *authn.Local {
+		l, err := authn.NewLocal(append([]authn.LocalOption{authn.WithKeysFromConn(p.conn), discard}, opts...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -151,7 +151,7 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	})
 	b.Run("remote-cached", func(b *testing.B) {
-		r := authn.NewRemote(p.conn, authn.WithCache(10_000, time.Minute), authn.WithRevocationWatch(), discard)
+		r := mustRemote(b, p.conn, authn.WithCache(10_000, time.Minute), authn.WithRevocationWatch(), discard)
 		b.Cleanup(func() { r.Close() })
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -160,7 +160,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		run(b, r)
 	})
-	b.Run("remote", func(b *testing.B) { run(b, authn.NewRemote(p.conn)) })
+	b.Run("remote", func(b *testing.B) { run(b, mustRemote(b, p.conn)) })
 	b.Run("interceptor-local-signature", func(b *testing.B) { intercept(b, newLocal(b, authn.WithCache(0, 0))) })
 	b.Run("interceptor-local-cached", func(b *testing.B) { intercept(b, newLocal(b)) })
 }

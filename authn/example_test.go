@@ -51,7 +51,10 @@ func ExampleNewRemote() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	v := authn.NewRemote(identity, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch())
+	v, err := authn.NewRemote(identity, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch())
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer v.Close()
 
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(authn.UnaryServerInterceptor(v)))

@@ -29,6 +29,17 @@ import (
 
 // quiet keeps the verifiers' background warnings out of the test output
 // unless a test fails (they are expected: streams are dropped on purpose).
+// mustRemote is authn.NewRemote for options the test knows are valid.
+func mustRemote(t testing.TB, conn grpc.ClientConnInterface, opts ...authn.RemoteOption) *authn.Remote {
+	t.Helper()
+	r, err := authn.NewRemote(conn, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
 func quiet(t testing.TB) authn.VerifierOption {
 	return authn.WithLogger(quietLogger(t))
 }

@@ -194,7 +194,7 @@ func TestIdentitydDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer withFallback.Close()
-	remote := authn.NewRemote(conn)
+	remote := mustRemote(t, conn)
 	waitReady(t, local)
 	waitReady(t, withFallback)
 	localConn, fallbackConn, remoteConn := serveGreeter(t, local), serveGreeter(t, withFallback), serveGreeter(t, remote)

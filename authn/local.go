@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc/codes"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/token"
 )
 
@@ -41,10 +41,9 @@ var (
 type Local struct {
 	verifier *token.Verifier
 	keys     *keys
-	feed     *feed
-	cache    *cache
+	watcher  *watcher
+	checker  *tokencheck.Checker
 	fallback *Remote
-	now      func() time.Time
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -58,8 +57,8 @@ var _ Verifier = (*Local)(nil)
 // with UNAVAILABLE until both are in (see WaitReady). It needs a key
 // source (WithJWKSURL or WithKeysFromConn) and a connection for the
 // revocation stream (WithKeysFromConn's, or WithRevocationsFromConn).
-func NewLocal(opts ...VerifierOption) (*Local, error) {
-	c := newVerifierConfig(opts)
+func NewLocal(opts ...LocalOption) (*Local, error) {
+	c := newLocalConfig(opts)
 	if !c.cacheSet {
 		c.cacheSize, c.cacheMaxAge = DefaultLocalCacheSize, 0
 	}
@@ -85,32 +84,27 @@ func NewLocal(opts ...VerifierOption) (*Local, error) {
 	if revConn == nil {
 		errs = append(errs, errors.New("authn: NewLocal needs the revocation stream: WithRevocationsFromConn (or WithKeysFromConn)"))
 	}
-	if c.staleness <= 0 {
-		errs = append(errs, fmt.Errorf("authn: staleness %v must be positive", c.staleness))
-	}
 	if c.keyRefresh <= 0 || c.keyRefetch < 0 {
 		errs = append(errs, fmt.Errorf("authn: key refresh %v must be positive and refetch interval %v not negative", c.keyRefresh, c.keyRefetch))
-	}
-	if c.maxRevoked <= 0 {
-		errs = append(errs, fmt.Errorf("authn: max revoked %d must be positive", c.maxRevoked))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &Local{
-		cache:  newCache(c.cacheSize, c.cacheMaxAge),
-		now:    c.now,
-		cancel: cancel,
-	}
+	l := &Local{cancel: cancel}
+	cache := tokencheck.NewCache(c.cacheSize, c.cacheMaxAge)
+	revoked := tokencheck.NewRevoked(c.staleness, c.leeway, c.maxRevoked)
+	l.checker = tokencheck.NewChecker(l.verifySignature, cache, revoked, c.now)
 	l.keys = &keys{
-		fetch:    fetch,
-		timeout:  c.callTimeout,
-		minGap:   c.keyRefetch,
-		now:      c.now,
-		log:      c.log,
-		onChange: l.cache.clear,
+		fetch:   fetch,
+		timeout: c.callTimeout,
+		minGap:  c.keyRefetch,
+		now:     c.now,
+		log:     c.log,
+		// A key withdrawn must not leave the tokens it signed in the
+		// cache, nor a verification under way with it put one there.
+		onChange: cache.Clear,
 		ctx:      ctx,
 		wg:       &l.wg,
 		loaded:   make(chan struct{}),
@@ -125,15 +119,15 @@ func NewLocal(opts ...VerifierOption) (*Local, error) {
 		return nil, fmt.Errorf("authn: %w", err)
 	}
 	l.verifier = v
-	l.feed = newFeed(identityv1.NewIdentityServiceClient(revConn), &c)
+	l.watcher = newWatcher(identityv1.NewIdentityServiceClient(revConn), revoked, &c.commonConfig)
 	// Every token is checked against the set on every call, so a
 	// revocation needs no cache eviction; a reset does, as asked of
 	// every verifier that cached tokens.
-	l.feed.onReset = l.cache.clear
+	l.watcher.onReset = cache.Clear
 	if c.fallbackConn != nil {
-		l.fallback = newRemote(c.fallbackConn, &verifierConfig{callTimeout: c.callTimeout, now: c.now})
+		l.fallback = newRemote(c.fallbackConn, &remoteConfig{commonConfig: commonConfig{callTimeout: c.callTimeout, now: c.now}})
 	}
-	l.wg.Go(func() { l.feed.run(ctx) })
+	l.wg.Go(func() { l.watcher.run(ctx) })
 	l.wg.Go(func() { l.keys.run(ctx, c.keyRefresh) })
 	return l, nil
 }
@@ -146,41 +140,21 @@ func (l *Local) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if raw == "" {
 		return nil, errMissingToken
 	}
-	now := l.now()
-	var key tokenKey
-	if l.cache != nil {
-		key = keyOf(raw)
-	}
-	c, ok := l.cache.get(key, now)
-	if !ok {
-		seen := l.keys.cur.Load()
-		var err error
-		c, err = l.verifySignature(ctx, raw, seen)
-		if err == errKeysUnavailable {
-			return l.distrusted(ctx, raw)
-		}
-		if err != nil {
-			return nil, err
-		}
-		l.cache.put(key, c, now)
-		if l.keys.cur.Load() != seen {
-			// The keys changed meanwhile, perhaps withdrawing the one
-			// that signed this token: do not let the cache outlast it.
-			l.cache.remove(key)
-		}
-	}
-	if l.feed.isRevoked(c.SessionID) {
+	c, err := l.checker.Check(ctx, raw)
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.Is(err, tokencheck.ErrRevoked):
 		return nil, errTokenRevoked
-	}
-	if !l.feed.trusted(now, c.IssuedAt) {
+	case errors.Is(err, tokencheck.ErrUntrusted), errors.Is(err, errKeysUnavailable):
 		return l.distrusted(ctx, raw)
 	}
-	return c, nil
+	return nil, err
 }
 
-// verifySignature checks raw's signature and claims; seen is the key set
-// in use as it starts.
-func (l *Local) verifySignature(ctx context.Context, raw string, seen *token.KeySet) (*Claims, error) {
+// verifySignature checks raw's signature and claims.
+func (l *Local) verifySignature(ctx context.Context, raw string) (*Claims, error) {
+	seen := l.keys.cur.Load()
 	claims, err := l.verifier.Verify(raw)
 	if err != nil && errors.Is(err, token.ErrInvalid) && len(raw) <= token.MaxTokenSize {
 		// Perhaps signed by a key we have not seen yet (a rotation):
@@ -224,7 +198,7 @@ func (l *Local) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("authn: verification keys not loaded: %w", ctx.Err())
 	}
-	if err := l.feed.waitSynced(ctx); err != nil {
+	if err := l.checker.Revoked().WaitSynced(ctx); err != nil {
 		return fmt.Errorf("authn: revocation stream not caught up: %w", err)
 	}
 	return nil

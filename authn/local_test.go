@@ -23,9 +23,9 @@ import (
 
 // newLocal builds a local verifier against f with the fake clock and a
 // long key refresh (so only the tests' own triggers fetch keys).
-func newLocal(t *testing.T, f *fakeIdentity, opts ...authn.VerifierOption) *authn.Local {
+func newLocal(t *testing.T, f *fakeIdentity, opts ...authn.LocalOption) *authn.Local {
 	t.Helper()
-	base := []authn.VerifierOption{
+	base := []authn.LocalOption{
 		authn.WithKeysFromConn(f.conn),
 		authn.WithClock(f.clock.Now),
 		authn.WithStaleness(5 * time.Second),
@@ -437,16 +437,16 @@ func TestNewLocalRefusesUnsafeConfigurations(t *testing.T) {
 	f := newFakeIdentity(t, newFakeClock())
 	for _, tc := range []struct {
 		name string
-		opts []authn.VerifierOption
+		opts []authn.LocalOption
 		want string
 	}{
-		{"no key source", []authn.VerifierOption{authn.WithRevocationsFromConn(f.conn)}, "key source"},
-		{"no revocation stream", []authn.VerifierOption{authn.WithJWKSURL("http://127.0.0.1:1/jwks")}, "revocation stream"},
-		{"two key sources", []authn.VerifierOption{authn.WithJWKSURL("http://x"), authn.WithKeysFromConn(f.conn)}, "exclusive"},
-		{"no staleness", []authn.VerifierOption{authn.WithKeysFromConn(f.conn), authn.WithStaleness(0)}, "staleness"},
-		{"leeway too large", []authn.VerifierOption{authn.WithKeysFromConn(f.conn), authn.WithLeeway(time.Hour)}, "leeway"},
-		{"empty audience", []authn.VerifierOption{authn.WithKeysFromConn(f.conn), authn.WithAudience("")}, "audience"},
-		{"no revoked set", []authn.VerifierOption{authn.WithKeysFromConn(f.conn), authn.WithMaxRevoked(0)}, "max revoked"},
+		{"no key source", []authn.LocalOption{authn.WithRevocationsFromConn(f.conn)}, "key source"},
+		{"no revocation stream", []authn.LocalOption{authn.WithJWKSURL("http://127.0.0.1:1/jwks")}, "revocation stream"},
+		{"two key sources", []authn.LocalOption{authn.WithJWKSURL("http://x"), authn.WithKeysFromConn(f.conn)}, "exclusive"},
+		{"no staleness", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithStaleness(0)}, "staleness"},
+		{"leeway too large", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithLeeway(time.Hour)}, "leeway"},
+		{"empty audience", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithAudience("")}, "audience"},
+		{"no revoked set", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithMaxRevoked(0)}, "max revoked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := authn.NewLocal(tc.opts...)
@@ -458,5 +458,77 @@ func TestNewLocalRefusesUnsafeConfigurations(t *testing.T) {
 				t.Fatalf("error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestNewRemoteRefusesBadValues(t *testing.T) {
+	t.Parallel()
+	f := newFakeIdentity(t, newFakeClock())
+	for _, tc := range []struct {
+		name string
+		opts []authn.RemoteOption
+		want string
+	}{
+		{"no call timeout", []authn.RemoteOption{authn.WithCallTimeout(0)}, "call timeout"},
+		{"nil clock", []authn.RemoteOption{authn.WithClock(nil)}, "clock"},
+		{"nil logger", []authn.RemoteOption{authn.WithLogger(nil)}, "logger"},
+		{"no staleness", []authn.RemoteOption{authn.WithRevocationWatch(), authn.WithStaleness(-time.Second)}, "staleness"},
+		{"backoff upside down", []authn.RemoteOption{authn.WithReconnectBackoff(time.Second, time.Millisecond)}, "backoff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := authn.NewRemote(f.conn, tc.opts...)
+			if err == nil {
+				r.Close()
+				t.Fatal("NewRemote accepted it")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+	if r, err := authn.NewRemote(nil); err == nil {
+		r.Close()
+		t.Fatal("NewRemote accepted a nil connection")
+	}
+}
+
+// Options that concern one verifier are of its own type, so giving one to
+// the other does not compile; options both take are of a type both accept.
+func TestOptionTypesKeepToTheirVerifier(t *testing.T) {
+	t.Parallel()
+	localOnly := map[string]any{
+		"WithJWKSURL":             authn.WithJWKSURL("http://x"),
+		"WithHTTPClient":          authn.WithHTTPClient(nil),
+		"WithKeysFromConn":        authn.WithKeysFromConn(nil),
+		"WithRevocationsFromConn": authn.WithRevocationsFromConn(nil),
+		"WithRemoteFallback":      authn.WithRemoteFallback(nil),
+		"WithIssuer":              authn.WithIssuer("i"),
+		"WithAudience":            authn.WithAudience("a"),
+		"WithLeeway":              authn.WithLeeway(0),
+		"WithKeyRefresh":          authn.WithKeyRefresh(time.Second),
+		"WithKeyRefetchInterval":  authn.WithKeyRefetchInterval(time.Second),
+	}
+	for name, o := range localOnly {
+		if _, ok := o.(authn.RemoteOption); ok {
+			t.Errorf("%s is accepted by NewRemote, which ignores it", name)
+		}
+		if _, ok := o.(authn.LocalOption); !ok {
+			t.Errorf("%s is not a LocalOption", name)
+		}
+	}
+	if _, ok := any(authn.WithRevocationWatch()).(authn.LocalOption); ok {
+		t.Error("WithRevocationWatch is accepted by NewLocal, which ignores it")
+	}
+	for name, o := range map[string]any{
+		"WithCache": authn.WithCache(1, 0), "WithCallTimeout": authn.WithCallTimeout(time.Second),
+		"WithClock": authn.WithClock(time.Now), "WithLogger": authn.WithLogger(nil),
+		"WithStaleness": authn.WithStaleness(time.Second), "WithMaxRevoked": authn.WithMaxRevoked(1),
+		"WithReconnectBackoff": authn.WithReconnectBackoff(time.Millisecond, time.Second),
+	} {
+		_, local := o.(authn.LocalOption)
+		_, remote := o.(authn.RemoteOption)
+		if !local || !remote {
+			t.Errorf("%s: LocalOption %v, RemoteOption %v; want both", name, local, remote)
+		}
 	}
 }

@@ -35,23 +35,47 @@ const (
 	DefaultMaxRevoked = 1_000_000
 )
 
-// VerifierOption configures NewLocal and NewRemote. Each option says which
-// of the two it concerns; the other ignores it.
-type VerifierOption func(*verifierConfig)
+// The verifiers' options come in three types, so an option that does not
+// apply to a constructor does not compile with it: a VerifierOption
+// configures both NewLocal and NewRemote, a LocalOption only NewLocal, a
+// RemoteOption only NewRemote.
 
-type verifierConfig struct {
-	// shared
+// LocalOption configures NewLocal.
+type LocalOption interface{ applyLocal(*localConfig) }
+
+// RemoteOption configures NewRemote.
+type RemoteOption interface{ applyRemote(*remoteConfig) }
+
+// VerifierOption configures NewLocal and NewRemote alike.
+type VerifierOption func(*commonConfig)
+
+func (o VerifierOption) applyLocal(c *localConfig)   { o(&c.commonConfig) }
+func (o VerifierOption) applyRemote(c *remoteConfig) { o(&c.commonConfig) }
+
+type localOption func(*localConfig)
+
+func (o localOption) applyLocal(c *localConfig) { o(c) }
+
+type remoteOption func(*remoteConfig)
+
+func (o remoteOption) applyRemote(c *remoteConfig) { o(c) }
+
+// commonConfig is what both verifiers take.
+type commonConfig struct {
 	cacheSize   int
 	cacheMaxAge time.Duration
 	cacheSet    bool
 	callTimeout time.Duration
 	now         func() time.Time
 	log         *slog.Logger
+	staleness   time.Duration
+	maxRevoked  int
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+}
 
-	// remote
-	watch bool
-
-	// local
+type localConfig struct {
+	commonConfig
 	jwksURL         string
 	httpClient      *http.Client
 	keysConn        grpc.ClientConnInterface
@@ -60,12 +84,13 @@ type verifierConfig struct {
 	issuer          string
 	audience        string
 	leeway          time.Duration
-	staleness       time.Duration
 	keyRefresh      time.Duration
 	keyRefetch      time.Duration
-	maxRevoked      int
-	backoffMin      time.Duration
-	backoffMax      time.Duration
+}
+
+type remoteConfig struct {
+	commonConfig
+	watch bool
 }
 
 // WithCache (remote and local) keeps up to size verified tokens, keyed by
@@ -79,86 +104,86 @@ type verifierConfig struct {
 // cache DefaultLocalCacheSize tokens by default; the cache only saves the
 // signature check, since the revocation set is consulted on every call.
 func WithCache(size int, maxAge time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.cacheSize, c.cacheMaxAge, c.cacheSet = size, maxAge, true }
+	return func(c *commonConfig) { c.cacheSize, c.cacheMaxAge, c.cacheSet = size, maxAge, true }
 }
 
 // WithCallTimeout (remote and local) bounds each call to identity that the
 // caller's own deadline does not bound more tightly. Default
 // DefaultCallTimeout.
 func WithCallTimeout(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.callTimeout = d }
+	return func(c *commonConfig) { c.callTimeout = d }
 }
 
 // WithClock (remote and local) replaces time.Now, for tests.
 func WithClock(now func() time.Time) VerifierOption {
-	return func(c *verifierConfig) { c.now = now }
+	return func(c *commonConfig) { c.now = now }
 }
 
 // WithLogger (remote and local) receives the verifier's background events:
 // the revocation stream lost and regained, key fetches that failed. Never a
 // token. Default slog.Default().
 func WithLogger(l *slog.Logger) VerifierOption {
-	return func(c *verifierConfig) { c.log = l }
+	return func(c *commonConfig) { c.log = l }
 }
 
 // WithRevocationWatch (remote) follows identity's revocation stream over
 // the remote verifier's connection, so a cached token is dropped as soon as
 // its session is revoked (and the cache is bypassed while the stream is
 // stale). Only useful with WithCache. Call Close to stop the watch.
-func WithRevocationWatch() VerifierOption {
-	return func(c *verifierConfig) { c.watch = true }
+func WithRevocationWatch() RemoteOption {
+	return remoteOption(func(c *remoteConfig) { c.watch = true })
 }
 
 // WithJWKSURL (local) fetches the verification keys from identity's JWKS
 // document, e.g. "http://127.0.0.1:8080/.well-known/jwks.json".
-func WithJWKSURL(url string) VerifierOption {
-	return func(c *verifierConfig) { c.jwksURL = url }
+func WithJWKSURL(url string) LocalOption {
+	return localOption(func(c *localConfig) { c.jwksURL = url })
 }
 
 // WithHTTPClient (local) is the client WithJWKSURL fetches with. Default
 // http.DefaultClient; every fetch is bounded by WithCallTimeout anyway.
-func WithHTTPClient(h *http.Client) VerifierOption {
-	return func(c *verifierConfig) { c.httpClient = h }
+func WithHTTPClient(h *http.Client) LocalOption {
+	return localOption(func(c *localConfig) { c.httpClient = h })
 }
 
 // WithKeysFromConn (local) fetches the verification keys with identity's
 // GetPublicKeys RPC over conn. The revocation stream then uses conn too,
 // unless WithRevocationsFromConn names another.
-func WithKeysFromConn(conn grpc.ClientConnInterface) VerifierOption {
-	return func(c *verifierConfig) { c.keysConn = conn }
+func WithKeysFromConn(conn grpc.ClientConnInterface) LocalOption {
+	return localOption(func(c *localConfig) { c.keysConn = conn })
 }
 
 // WithRevocationsFromConn (local) follows identity's WatchRevocations
 // stream over conn. Required with WithJWKSURL: a local verifier that cannot
 // learn of logouts is exactly what authn exists to avoid.
-func WithRevocationsFromConn(conn grpc.ClientConnInterface) VerifierOption {
-	return func(c *verifierConfig) { c.revocationsConn = conn }
+func WithRevocationsFromConn(conn grpc.ClientConnInterface) LocalOption {
+	return localOption(func(c *localConfig) { c.revocationsConn = conn })
 }
 
 // WithRemoteFallback (local) asks identity's Verify over conn instead of
 // failing closed while the revocation stream is stale, and for tokens
 // issued before a reset of the stream. Without it those calls fail with
 // UNAVAILABLE / VERIFIER_STALE.
-func WithRemoteFallback(conn grpc.ClientConnInterface) VerifierOption {
-	return func(c *verifierConfig) { c.fallbackConn = conn }
+func WithRemoteFallback(conn grpc.ClientConnInterface) LocalOption {
+	return localOption(func(c *localConfig) { c.fallbackConn = conn })
 }
 
 // WithIssuer (local) is the iss tokens must carry: identity's --issuer.
 // Default "identity".
-func WithIssuer(iss string) VerifierOption {
-	return func(c *verifierConfig) { c.issuer = iss }
+func WithIssuer(iss string) LocalOption {
+	return localOption(func(c *localConfig) { c.issuer = iss })
 }
 
 // WithAudience (local) is the aud tokens must carry: identity's
 // --audience. Default "identity".
-func WithAudience(aud string) VerifierOption {
-	return func(c *verifierConfig) { c.audience = aud }
+func WithAudience(aud string) LocalOption {
+	return localOption(func(c *localConfig) { c.audience = aud })
 }
 
 // WithLeeway (local) is the clock skew allowed on exp, nbf and iat, from 0
 // to token.MaxLeeway. Default 30s, as identity's --leeway.
-func WithLeeway(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.leeway = d }
+func WithLeeway(d time.Duration) LocalOption {
+	return localOption(func(c *localConfig) { c.leeway = d })
 }
 
 // WithStaleness (local, and remote with WithRevocationWatch) is how long
@@ -168,59 +193,73 @@ func WithLeeway(d time.Duration) VerifierOption {
 // Default DefaultStaleness. It must exceed identity's heartbeat interval
 // (1s).
 func WithStaleness(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.staleness = d }
+	return func(c *commonConfig) { c.staleness = d }
 }
 
 // WithKeyRefresh (local) is how often the keys are refetched in the
 // background. Default DefaultKeyRefresh.
-func WithKeyRefresh(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.keyRefresh = d }
+func WithKeyRefresh(d time.Duration) LocalOption {
+	return localOption(func(c *localConfig) { c.keyRefresh = d })
 }
 
 // WithKeyRefetchInterval (local) is the least time between two refetches
 // triggered by an unknown kid. Default DefaultKeyRefetchInterval.
-func WithKeyRefetchInterval(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.keyRefetch = d }
+func WithKeyRefetchInterval(d time.Duration) LocalOption {
+	return localOption(func(c *localConfig) { c.keyRefetch = d })
 }
 
-// WithMaxRevoked (local) bounds the revoked-session set. A revocation that
+// WithMaxRevoked (local, and remote with WithRevocationWatch) bounds the revoked-session set. A revocation that
 // does not fit is not dropped: the verifier distrusts every token (fails
 // closed or falls back) until that revocation would have expired. Default
 // DefaultMaxRevoked.
 func WithMaxRevoked(n int) VerifierOption {
-	return func(c *verifierConfig) { c.maxRevoked = n }
+	return func(c *commonConfig) { c.maxRevoked = n }
 }
 
 // WithReconnectBackoff (local, and remote with WithRevocationWatch) bounds
 // the exponential, jittered wait between attempts to reopen the revocation
 // stream. Default 100ms to 5s.
 func WithReconnectBackoff(min, max time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.backoffMin, c.backoffMax = min, max }
+	return func(c *commonConfig) { c.backoffMin, c.backoffMax = min, max }
 }
 
-func newVerifierConfig(opts []VerifierOption) verifierConfig {
-	c := verifierConfig{
+func defaultCommon() commonConfig {
+	return commonConfig{
 		callTimeout: DefaultCallTimeout,
 		now:         time.Now,
 		log:         slog.Default(),
-		issuer:      token.DefaultIssuer,
-		audience:    token.DefaultAudience,
-		leeway:      token.DefaultLeeway,
 		staleness:   DefaultStaleness,
-		keyRefresh:  DefaultKeyRefresh,
-		keyRefetch:  DefaultKeyRefetchInterval,
 		maxRevoked:  DefaultMaxRevoked,
 		backoffMin:  100 * time.Millisecond,
 		backoffMax:  5 * time.Second,
-		httpClient:  http.DefaultClient,
+	}
+}
+
+func newLocalConfig(opts []LocalOption) localConfig {
+	c := localConfig{
+		commonConfig: defaultCommon(),
+		issuer:       token.DefaultIssuer,
+		audience:     token.DefaultAudience,
+		leeway:       token.DefaultLeeway,
+		keyRefresh:   DefaultKeyRefresh,
+		keyRefetch:   DefaultKeyRefetchInterval,
+		httpClient:   http.DefaultClient,
 	}
 	for _, o := range opts {
-		o(&c)
+		o.applyLocal(&c)
 	}
 	return c
 }
 
-func (c *verifierConfig) check() error {
+func newRemoteConfig(opts []RemoteOption) remoteConfig {
+	c := remoteConfig{commonConfig: defaultCommon()}
+	for _, o := range opts {
+		o.applyRemote(&c)
+	}
+	return c
+}
+
+func (c *commonConfig) check() error {
 	var errs []error
 	if c.callTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("authn: call timeout %v must be positive", c.callTimeout))
@@ -233,6 +272,12 @@ func (c *verifierConfig) check() error {
 	}
 	if c.backoffMin <= 0 || c.backoffMax < c.backoffMin {
 		errs = append(errs, fmt.Errorf("authn: reconnect backoff %v..%v: want 0 < min <= max", c.backoffMin, c.backoffMax))
+	}
+	if c.staleness <= 0 {
+		errs = append(errs, fmt.Errorf("authn: staleness %v must be positive", c.staleness))
+	}
+	if c.maxRevoked <= 0 {
+		errs = append(errs, fmt.Errorf("authn: max revoked %d must be positive", c.maxRevoked))
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/token"
 )
 
@@ -27,8 +29,8 @@ type Remote struct {
 	client  identityv1.IdentityServiceClient
 	timeout time.Duration
 	now     func() time.Time
-	cache   *cache
-	feed    *feed // nil without WithRevocationWatch
+	cache   *tokencheck.Cache
+	revoked *tokencheck.Revoked // nil without WithRevocationWatch
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -37,49 +39,35 @@ type Remote struct {
 
 var _ Verifier = (*Remote)(nil)
 
-// NewRemote returns a verifier asking identity over conn. Options that do
-// not concern a remote verifier are ignored, and so are invalid values of
-// those that do (the defaults stand); with WithRevocationWatch, Close stops
-// the watch.
-func NewRemote(conn grpc.ClientConnInterface, opts ...VerifierOption) *Remote {
-	c := newVerifierConfig(opts)
-	def := newVerifierConfig(nil)
-	if c.callTimeout <= 0 {
-		c.callTimeout = def.callTimeout
+// NewRemote returns a verifier asking identity over conn, or an error for
+// invalid option values. With WithRevocationWatch (and WithCache), Close
+// stops the watch.
+func NewRemote(conn grpc.ClientConnInterface, opts ...RemoteOption) (*Remote, error) {
+	c := newRemoteConfig(opts)
+	if err := c.check(); err != nil {
+		return nil, err
 	}
-	if c.now == nil {
-		c.now = def.now
-	}
-	if c.log == nil {
-		c.log = def.log
-	}
-	if c.backoffMin <= 0 || c.backoffMax < c.backoffMin {
-		c.backoffMin, c.backoffMax = def.backoffMin, def.backoffMax
-	}
-	if c.staleness <= 0 {
-		c.staleness = def.staleness
-	}
-	if c.maxRevoked <= 0 {
-		c.maxRevoked = def.maxRevoked
+	if conn == nil {
+		return nil, errors.New("authn: NewRemote needs a connection to identity")
 	}
 	r := newRemote(conn, &c)
-	r.cancel = func() {}
 	if c.watch && r.cache != nil {
-		r.feed = newFeed(r.client, &c)
-		r.feed.onReset = r.cache.clear
+		r.revoked = tokencheck.NewRevoked(c.staleness, token.DefaultLeeway, c.maxRevoked)
+		w := newWatcher(r.client, r.revoked, &c.commonConfig)
+		w.onReset = r.cache.Clear
 		ctx, cancel := context.WithCancel(context.Background())
 		r.cancel = cancel
-		r.wg.Go(func() { r.feed.run(ctx) })
+		r.wg.Go(func() { w.run(ctx) })
 	}
-	return r
+	return r, nil
 }
 
-func newRemote(conn grpc.ClientConnInterface, c *verifierConfig) *Remote {
+func newRemote(conn grpc.ClientConnInterface, c *remoteConfig) *Remote {
 	return &Remote{
 		client:  identityv1.NewIdentityServiceClient(conn),
 		timeout: c.callTimeout,
 		now:     c.now,
-		cache:   newCache(c.cacheSize, c.cacheMaxAge),
+		cache:   tokencheck.NewCache(c.cacheSize, c.cacheMaxAge),
 		cancel:  func() {},
 	}
 }
@@ -94,16 +82,18 @@ func (r *Remote) Verify(ctx context.Context, raw string) (*Claims, error) {
 		// protected service it is just an invalid token.
 		return nil, errTokenInvalid
 	}
-	var key tokenKey
+	var key tokencheck.Key
+	var epoch uint64
 	if r.cache != nil {
-		key = keyOf(raw)
+		key = tokencheck.KeyOf(raw)
 		now := r.now()
-		if c, ok := r.cache.get(key, now); ok {
-			if r.feed == nil || r.feed.fresh(now) && !r.feed.isRevoked(c.SessionID) {
+		if c, ok := r.cache.Get(key, now); ok {
+			if r.revoked == nil || !r.revoked.IsRevoked(c.SessionID) && r.revoked.Trusted(now, c.IssuedAt) {
 				return c, nil
 			}
-			r.cache.remove(key)
+			r.cache.Remove(key)
 		}
+		epoch = r.cache.Epoch()
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
@@ -124,17 +114,17 @@ func (r *Remote) Verify(ctx context.Context, raw string) (*Claims, error) {
 		IssuedAt:  resp.GetIssuedAt().AsTime(),
 		ExpiresAt: resp.GetExpiresAt().AsTime(),
 	}
-	r.cache.put(key, c, r.now())
+	r.cache.Put(key, c, r.now(), epoch)
 	return c, nil
 }
 
 // WaitReady waits until the revocation watch (WithRevocationWatch) has
 // caught up, so the cache may answer; without a watch it returns at once.
 func (r *Remote) WaitReady(ctx context.Context) error {
-	if r.feed == nil {
+	if r.revoked == nil {
 		return nil
 	}
-	if err := r.feed.waitSynced(ctx); err != nil {
+	if err := r.revoked.WaitSynced(ctx); err != nil {
 		return fmt.Errorf("authn: revocation watch not caught up: %w", err)
 	}
 	return nil

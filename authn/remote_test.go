@@ -20,7 +20,7 @@ func TestRemotePassesIdentityAnswersThrough(t *testing.T) {
 	p := startInproc(t)
 	pw := p.user(t, "carol", "ops")
 	pair := p.login(t, "carol", pw)
-	r := authn.NewRemote(p.conn)
+	r := mustRemote(t, p.conn)
 	defer r.Close()
 
 	c, err := r.Verify(t.Context(), pair.GetAccessToken())
@@ -83,10 +83,10 @@ func TestRemoteUnavailable(t *testing.T) {
 		r      *authn.Remote
 		reason string
 	}{
-		{"nothing listening", authn.NewRemote(dead), authn.ReasonIdentityUnavailable},
-		{"no answer in time", authn.NewRemote(hanging.conn, authn.WithCallTimeout(100*time.Millisecond)), authn.ReasonIdentityUnavailable},
-		{"no ErrorInfo", authn.NewRemote(broken.conn), authn.ReasonIdentityUnavailable},
-		{"identity's own UNAVAILABLE", authn.NewRemote(storeDown.conn), authn.ReasonStoreUnavailable},
+		{"nothing listening", mustRemote(t, dead), authn.ReasonIdentityUnavailable},
+		{"no answer in time", mustRemote(t, hanging.conn, authn.WithCallTimeout(100*time.Millisecond)), authn.ReasonIdentityUnavailable},
+		{"no ErrorInfo", mustRemote(t, broken.conn), authn.ReasonIdentityUnavailable},
+		{"identity's own UNAVAILABLE", mustRemote(t, storeDown.conn), authn.ReasonStoreUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -102,7 +102,7 @@ func TestRemoteCache(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	f := newFakeIdentity(t, clock)
-	r := authn.NewRemote(f.conn, authn.WithCache(4, time.Minute), authn.WithClock(clock.Now))
+	r := mustRemote(t, f.conn, authn.WithCache(4, time.Minute), authn.WithClock(clock.Now))
 	defer r.Close()
 	tok := f.issue(t, "s1")
 
@@ -118,7 +118,7 @@ func TestRemoteCache(t *testing.T) {
 		t.Fatalf("%d Verify calls, want 2: the entry outlived its max age", n)
 	}
 	// Never past the token's exp, whatever maxAge says.
-	forever := authn.NewRemote(f.conn, authn.WithCache(4, 0), authn.WithClock(clock.Now))
+	forever := mustRemote(t, f.conn, authn.WithCache(4, 0), authn.WithClock(clock.Now))
 	verifyOK(t, forever, tok, "s1")
 	calls := f.verifyCalls.Load()
 	clock.Advance(13 * time.Minute) // 14 of the token's 15
@@ -164,7 +164,7 @@ func TestRemoteCacheFollowsRevocations(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	f := newFakeIdentity(t, clock)
-	r := authn.NewRemote(f.conn, authn.WithCache(100, time.Hour), authn.WithRevocationWatch(),
+	r := mustRemote(t, f.conn, authn.WithCache(100, time.Hour), authn.WithRevocationWatch(),
 		authn.WithClock(clock.Now), authn.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond), quiet(t))
 	defer r.Close()
 	f.waitStreams(t, 1)

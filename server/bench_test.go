@@ -113,27 +113,15 @@ func (bs *benchServer) refreshTokens(b *testing.B, n int) chan string {
 	return ch
 }
 
-// freshFeed keeps the revocation feed fresh without running Serve's
-// background loop, so handler benchmarks measure Verify's cached path.
+// freshFeed runs the revocation feed without Serve, so handler benchmarks
+// measure Verify's cached path; it returns once the feed has caught up.
 func (bs *benchServer) freshFeed(b *testing.B) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(b.Context())
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(bs.s.cfg.RevocationPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = bs.s.feed.poll(ctx)
-			}
-		}
-	}()
+	go func() { defer close(done); bs.s.feed.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
-	if err := bs.s.feed.poll(ctx); err != nil {
+	if err := bs.s.checker.Revoked().WaitSynced(ctx); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -161,7 +149,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.Run("uncached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			bs.s.cache.clear()
+			bs.s.checker.Cache().Clear()
 			if _, err := bs.api.Verify(ctx, req); err != nil {
 				b.Fatal(err)
 			}
@@ -170,7 +158,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.Run("stale-feed", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			bs.s.feed.freshUntil.Store(0)
+			bs.s.checker.Revoked().Stale()
 			if _, err := bs.api.Verify(ctx, req); err != nil {
 				b.Fatal(err)
 			}

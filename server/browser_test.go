@@ -40,7 +40,6 @@ func startLiveServer(t *testing.T, mutate func(*Config)) *liveServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := DefaultConfig()
 	cfg.AllowedOrigins = []string{appOrigin}
-	cfg.RevocationPoll = 10 * time.Millisecond
 	if mutate != nil {
 		mutate(&cfg)
 	}

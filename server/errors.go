@@ -12,8 +12,10 @@ import (
 
 	"github.com/identityd/identity/admin"
 	"github.com/identityd/identity/authn"
+	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
+	"github.com/identityd/identity/sessions"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
@@ -24,8 +26,8 @@ import (
 // those of tokenstore, token, users, password); they never pick a code.
 
 var (
-	errTokenRevoked        = errors.New("access token revoked")
-	errRefreshTokenInvalid = errors.New("refresh token invalid")
+	errTokenRevoked        = tokencheck.ErrRevoked
+	errRefreshTokenInvalid = sessions.ErrRefreshTokenInvalid
 )
 
 // invalidRequestError is a request the contract rejects as INVALID_REQUEST.

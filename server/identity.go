@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -58,29 +57,11 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 		s.loginFailed(ctx, req.GetUsername(), err)
 		return nil, err
 	}
-	now := s.now()
-	sid, err := tokenstore.NewSessionID(u.ID, s.rand)
+	sess, err := s.sessions.Create(ctx, u)
 	if err != nil {
 		return nil, err
 	}
-	nonce, err := token.NewNonce(s.rand)
-	if err != nil {
-		return nil, err
-	}
-	ms := now.Truncate(time.Millisecond)
-	sess := tokenstore.Session{
-		ID:         sid,
-		UserID:     u.ID,
-		Nonce:      nonce,
-		CreatedAt:  ms,
-		RotatedAt:  ms,
-		LastUsedAt: ms,
-		ExpiresAt:  ms.Add(s.cfg.RefreshAbsoluteTTL),
-	}
-	if err := s.store.CreateSession(ctx, sess); err != nil {
-		return nil, err
-	}
-	return s.tokenPair(now, sess, u)
+	return s.tokenPair(s.now(), sess, u)
 }
 
 func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshRequest) (*identityv1.TokenPair, error) {
@@ -88,35 +69,11 @@ func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshReq
 	if err := required("refresh_token", raw, maxTokenLen); err != nil {
 		return nil, err
 	}
-	s := h.s
-	sid, gen, nonce, err := s.refresh.Decode(raw)
+	sess, u, err := h.s.sessions.Refresh(ctx, raw)
 	if err != nil {
-		return nil, errRefreshTokenInvalid
-	}
-	now := s.now()
-	sess, u, err := s.store.Rotate(ctx, tokenstore.RotateRequest{
-		SessionID:  sid,
-		Generation: gen,
-		Nonce:      nonce,
-		Now:        now,
-		Grace:      s.cfg.RefreshGrace,
-		IdleTTL:    s.cfg.RefreshIdleTTL,
-	})
-	switch {
-	case errors.Is(err, tokenstore.ErrNotFound):
-		return nil, errRefreshTokenInvalid
-	case errors.Is(err, tokenstore.ErrReused):
-		s.revoked.add(sid, now.Add(s.cfg.AccessTTL+s.cfg.Leeway))
-		return nil, err
-	case err != nil:
 		return nil, err
 	}
-	if u.Disabled {
-		// Disabling revokes every session; this only closes the race with
-		// a refresh already under way.
-		return nil, errRefreshTokenInvalid
-	}
-	return s.tokenPair(now, sess, u)
+	return h.s.tokenPair(h.s.now(), sess, u)
 }
 
 func (h *identityServer) Logout(ctx context.Context, req *identityv1.LogoutRequest) (*identityv1.LogoutResponse, error) {
@@ -124,39 +81,9 @@ func (h *identityServer) Logout(ctx context.Context, req *identityv1.LogoutReque
 	if err := required("refresh_token", raw, maxTokenLen); err != nil {
 		return nil, err
 	}
-	s := h.s
-	sid, gen, nonce, err := s.refresh.Decode(raw)
-	if err != nil {
-		return nil, errRefreshTokenInvalid
-	}
-	sess, err := s.store.Session(ctx, sid)
-	if errors.Is(err, tokenstore.ErrNotFound) {
-		return nil, errRefreshTokenInvalid
-	}
-	if err != nil {
+	if err := h.s.sessions.Logout(ctx, raw, req.GetAllSessions()); err != nil {
 		return nil, err
 	}
-	// Any genuine token of the session may end it, even an old generation:
-	// whoever holds one was given it. A token from another incarnation of
-	// the session or from the future is not genuine.
-	if sess.Nonce != nonce || gen > sess.Generation {
-		return nil, errRefreshTokenInvalid
-	}
-	now := s.now()
-	if req.GetAllSessions() {
-		if _, err := s.store.RevokeUserSessions(ctx, sess.UserID, now); err != nil {
-			return nil, err
-		}
-		// Learn the per-session events now, so this instance refuses the
-		// user's access tokens from this moment (a failed read makes the
-		// feed stale, and Verify then asks the store).
-		_ = s.feed.poll(ctx)
-		return &identityv1.LogoutResponse{}, nil
-	}
-	if err := s.store.RevokeSession(ctx, sid, now); err != nil && !errors.Is(err, tokenstore.ErrNotFound) {
-		return nil, err
-	}
-	s.revoked.add(sid, now.Add(s.cfg.AccessTTL+s.cfg.Leeway))
 	return &identityv1.LogoutResponse{}, nil
 }
 
@@ -226,7 +153,7 @@ func (s *Server) tokenPair(now time.Time, sess tokenstore.Session, u tokenstore.
 		TokenType:             "Bearer",
 		ExpiresIn:             int32(exp.Sub(iat) / time.Second),
 		AccessTokenExpiresAt:  timestamppb.New(exp),
-		RefreshToken:          s.refresh.Encode(sess.ID, sess.Generation, sess.Nonce),
+		RefreshToken:          s.sessions.RefreshToken(sess),
 		RefreshTokenExpiresAt: timestamppb.New(sess.IdleExpiresAt(s.cfg.RefreshIdleTTL)),
 		SessionId:             sess.ID,
 	}, nil

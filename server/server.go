@@ -26,8 +26,11 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/identityd/identity/admin"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
+	"github.com/identityd/identity/sessions"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
@@ -48,10 +51,14 @@ type Config struct {
 	LoginFailuresPerUser int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
-	// RevocationPoll is how often the revocation stream is read;
-	// RevocationStaleAfter is how long Verify trusts it without a read.
-	RevocationPoll       time.Duration
+	// RevocationWait is how long the revocation feed's blocking read
+	// waits when nothing happens (each idle read is a heartbeat to the
+	// WatchRevocations streams); RevocationStaleAfter is how long Verify
+	// trusts the revocation set without a read.
+	RevocationWait       time.Duration
 	RevocationStaleAfter time.Duration
+	// MaxWatchers caps the open WatchRevocations streams.
+	MaxWatchers int
 	// KeyReload is how often keys are re-read from the store (rotations
 	// made by another instance or by identityctl).
 	KeyReload time.Duration
@@ -79,8 +86,9 @@ func DefaultConfig() Config {
 		Leeway:               30 * time.Second,
 		LoginRatePerIP:       300,
 		LoginFailuresPerUser: 10,
-		RevocationPoll:       20 * time.Millisecond,
+		RevocationWait:       sessions.DefaultFeedWait,
 		RevocationStaleAfter: 2 * time.Second,
+		MaxWatchers:          sessions.DefaultMaxWatchers,
 		KeyReload:            30 * time.Second,
 		KeyRotation:          0,
 		MaxBodyBytes:         1 << 20,
@@ -128,8 +136,8 @@ type Server struct {
 	keys     *token.Manager
 	issuer   *token.Issuer
 	verifier *token.Verifier
-	refresh  *token.Refresh
 	users    *users.Service
+	sessions *sessions.Service
 	hasher   *password.Hasher
 	admin    *admin.Local
 	limiter  ratelimit.Limiter
@@ -137,9 +145,12 @@ type Server struct {
 	now      func() time.Time
 	rand     io.Reader
 
-	cache   *tokenCache
-	revoked *revocations
-	feed    *feed
+	// checker is the verification core authn's local verifiers share:
+	// cache of verified tokens, revocation set, staleness rule. The feed
+	// fills its set; the session service adds this instance's own
+	// revocations to it at once.
+	checker *tokencheck.Checker
+	feed    *sessions.Feed
 
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
@@ -178,8 +189,6 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		log:      d.Logger,
 		now:      d.Now,
 		rand:     d.Rand,
-		cache:    newTokenCache(100_000),
-		revoked:  newRevocations(),
 		stopping: make(chan struct{}),
 		registry: d.Registry,
 	}
@@ -191,25 +200,26 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if s.verifier, err = token.NewVerifier(d.Keys, topts...); err != nil {
 		return nil, err
 	}
-	s.refresh = d.Keys.Refresh()
-	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand)
+	revoked := tokencheck.NewRevoked(cfg.RevocationStaleAfter, cfg.Leeway, maxRevoked)
+	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now)
+	s.sessions = sessions.New(d.Store, d.Keys.Refresh(), revoked, sessions.Config{
+		AbsoluteTTL: cfg.RefreshAbsoluteTTL,
+		IdleTTL:     cfg.RefreshIdleTTL,
+		Grace:       cfg.RefreshGrace,
+		AccessTTL:   cfg.AccessTTL,
+		Leeway:      cfg.Leeway,
+	}, d.Now, d.Rand)
+	s.feed = sessions.NewFeed(d.Store, revoked, sessions.FeedConfig{
+		Wait:        cfg.RevocationWait,
+		MaxWatchers: cfg.MaxWatchers,
+		OnReset:     s.checker.Cache().Clear,
+	}, d.Now, d.Logger)
+	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions))
 	var keys admin.Keys = admin.NewDirKeys(d.Keys)
 	if !d.KeysFromDir {
 		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
 	}
-	s.admin = admin.NewLocal(d.Store, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
-	s.feed = &feed{
-		store:      d.Store,
-		rev:        s.revoked,
-		cache:      s.cache,
-		now:        d.Now,
-		staleAfter: cfg.RevocationStaleAfter,
-		horizon:    cfg.AccessTTL + cfg.Leeway,
-	}
-	if err := s.feed.start(ctx); err != nil {
-		// Not fatal: Verify asks the store until the feed catches up.
-		s.log.Warn("revocation feed not started", slog.String("error", err.Error()))
-	}
+	s.admin = admin.NewLocal(s.sessions, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
 	if err := s.buildGRPC(); err != nil {
 		return nil, err
 	}
@@ -246,6 +256,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 		return nil
 	})
 	g.Go(func() error { s.background(gctx); return nil })
+	g.Go(func() error { s.feed.Run(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.stoppingOnce.Do(func() { close(s.stopping) })
@@ -276,11 +287,9 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 	return err
 }
 
-// background runs the periodic jobs: revocation feed, cache purges, health
-// status, key reload and scheduled rotation.
+// background runs the periodic jobs: cache purges, health status, key
+// reload and scheduled rotation. (The revocation feed runs on its own.)
 func (s *Server) background(ctx context.Context) {
-	poll := time.NewTicker(s.cfg.RevocationPoll)
-	defer poll.Stop()
 	slow := time.NewTicker(time.Second)
 	defer slow.Stop()
 	lastReload, lastRotateCheck := s.now(), s.now()
@@ -289,14 +298,10 @@ func (s *Server) background(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-poll.C:
-			pctx, cancel := context.WithTimeout(ctx, time.Second)
-			_ = s.feed.poll(pctx)
-			cancel()
 		case <-slow.C:
 			now := s.now()
-			s.cache.purgeExpired(now.Add(-s.cfg.Leeway))
-			s.revoked.purge(now)
+			s.checker.Cache().Purge(now)
+			s.checker.Revoked().Purge(now)
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			ok := s.store.Ping(pctx) == nil
 			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
@@ -325,7 +330,7 @@ func (s *Server) background(ctx context.Context) {
 					s.log.Info("store reachable again: serving")
 				}
 				s.health.SetServingStatus("", st)
-				s.health.SetServingStatus("identity.v1.IdentityService", st)
+				s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, st)
 			}
 		}
 	}

@@ -75,3 +75,11 @@ func ctxErr(ctx context.Context) error {
 	}
 	return nil
 }
+
+// CursorAfter reports whether revocation cursor a comes after b; false when
+// either is not a cursor of an event ("", CursorOrigin, garbage).
+func CursorAfter(a, b string) bool {
+	x, ok1 := parseStreamID(a)
+	y, ok2 := parseStreamID(b)
+	return ok1 && ok2 && y.less(x)
+}

@@ -43,18 +43,36 @@ type Hasher interface {
 	Check(ctx context.Context, phc, pw string) (bool, error)
 }
 
+// Sessions is what Service needs to end a user's sessions: identityd's
+// session service (which also tells its own Verify at once), or the store
+// itself where no server runs (identityctl with direct store access).
+type Sessions interface {
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
+}
+
 // Service applies account rules over a store.
 type Service struct {
-	store  tokenstore.Store
-	hasher Hasher
-	now    func() time.Time
-	rand   io.Reader
+	store    tokenstore.Store
+	sessions Sessions
+	hasher   Hasher
+	now      func() time.Time
+	rand     io.Reader
 }
+
+// Option configures New.
+type Option func(*Service)
+
+// WithSessions ends sessions through s instead of the store directly.
+func WithSessions(s Sessions) Option { return func(svc *Service) { svc.sessions = s } }
 
 // New returns a Service. now and rand are injected for tests; production
 // passes time.Now and crypto/rand.Reader.
-func New(store tokenstore.Store, hasher Hasher, now func() time.Time, rand io.Reader) *Service {
-	return &Service{store: store, hasher: hasher, now: now, rand: rand}
+func New(store tokenstore.Store, hasher Hasher, now func() time.Time, rand io.Reader, opts ...Option) *Service {
+	s := &Service{store: store, sessions: store, hasher: hasher, now: now, rand: rand}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // NormalizeUsername returns the NFC form of name, or ErrInvalidUsername.
@@ -240,7 +258,7 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 	// A disabled account or a new password ends every session: whoever
 	// held the old credentials must not keep refreshing.
 	if u.Disabled || c.Password != nil {
-		if _, err := s.store.RevokeUserSessions(ctx, u.ID, s.now()); err != nil {
+		if _, err := s.sessions.RevokeUserSessions(ctx, u.ID, s.now()); err != nil {
 			return u, fmt.Errorf("users: revoke sessions: %w", err)
 		}
 	}

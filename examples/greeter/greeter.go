@@ -205,9 +205,13 @@ func Run(ctx context.Context, cfg Config, lis net.Listener) error {
 	switch cfg.Mode {
 	case "remote":
 		// A short positive cache, dropped at once by revocation events.
-		v = authn.NewRemote(conn, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch(), authn.WithLogger(log))
+		remote, err := authn.NewRemote(conn, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch(), authn.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		v = remote
 	case "local":
-		opts := []authn.VerifierOption{authn.WithRevocationsFromConn(conn), authn.WithLogger(log)}
+		opts := []authn.LocalOption{authn.WithRevocationsFromConn(conn), authn.WithLogger(log)}
 		if cfg.JWKSURL != "" {
 			opts = append(opts, authn.WithJWKSURL(cfg.JWKSURL))
 		} else {

@@ -1,0 +1,204 @@
+package tokencheck
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/identityd/identity/token"
+)
+
+func TestCacheBoundsAndExpiry(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	c := NewCache(16, time.Minute)
+	for i := range 1000 {
+		c.Put(KeyOf(fmt.Sprint(i)), &token.Claims{ExpiresAt: now.Add(time.Hour)}, now, c.Epoch())
+		if n := c.Len(); n > 16 {
+			t.Fatalf("cache holds %d entries, bound is 16", n)
+		}
+	}
+
+	k := KeyOf("tok")
+	c.Put(k, &token.Claims{SessionID: "s", ExpiresAt: now.Add(30 * time.Second)}, now, c.Epoch())
+	if _, ok := c.Get(k, now.Add(29*time.Second)); !ok {
+		t.Fatal("entry gone before the token's exp")
+	}
+	if _, ok := c.Get(k, now.Add(30*time.Second)); ok {
+		t.Fatal("entry outlived the token's exp")
+	}
+	c.Put(k, &token.Claims{ExpiresAt: now.Add(time.Hour)}, now, c.Epoch())
+	if _, ok := c.Get(k, now.Add(time.Minute)); ok {
+		t.Fatal("entry outlived the cache's max age")
+	}
+	expired := KeyOf("expired")
+	c.Put(expired, &token.Claims{ExpiresAt: now}, now, c.Epoch())
+	if _, ok := c.Get(expired, now); ok {
+		t.Fatal("an expired token was cached")
+	}
+	c.Clear()
+	if c.Len() != 0 {
+		t.Fatal("Clear left entries")
+	}
+
+	none := NewCache(0, 0)
+	none.Put(k, &token.Claims{ExpiresAt: now.Add(time.Hour)}, now, none.Epoch())
+	if _, ok := none.Get(k, now); ok || none.Len() != 0 {
+		t.Fatal("a disabled cache remembered a token")
+	}
+}
+
+// A verification that began before a Clear (say, with a key withdrawn
+// meanwhile) must not leave its result in the cache after it.
+func TestCachePutAfterClearIsDropped(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	c := NewCache(16, 0)
+	epoch := c.Epoch()
+	c.Clear()
+	c.Put(KeyOf("tok"), &token.Claims{ExpiresAt: now.Add(time.Hour)}, now, epoch)
+	if _, ok := c.Get(KeyOf("tok"), now); ok {
+		t.Fatal("a Put begun before Clear survived it")
+	}
+	c.Put(KeyOf("tok"), &token.Claims{ExpiresAt: now.Add(time.Hour)}, now, c.Epoch())
+	if _, ok := c.Get(KeyOf("tok"), now); !ok {
+		t.Fatal("a Put begun after Clear was dropped")
+	}
+}
+
+func TestKeyOfIsSHA256AndDoesNotAllocate(t *testing.T) {
+	tok := strings.Repeat("eyJhbGciOiJFZERTQSJ9.", 30)
+	if KeyOf(tok) != sha256.Sum256([]byte(tok)) {
+		t.Fatal("KeyOf is not the SHA-256 of the token")
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = KeyOf(tok) }); n != 0 {
+		t.Fatalf("KeyOf allocates %v times per call", n)
+	}
+}
+
+func TestRevokedKeepsRevocationsUntilForgetAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	r := NewRevoked(5*time.Second, 0, 2)
+	r.Add("past", now.Add(-time.Second), now)
+	if r.IsRevoked("past") {
+		t.Error("kept a revocation whose tokens have all expired")
+	}
+	r.Add("s1", time.Time{}, now) // no forget_after: kept a long time
+	r.Add("s2", now.Add(time.Minute), now)
+	r.Add("s2", now.Add(time.Second), now) // an earlier forget_after never shortens it
+	r.Purge(now.Add(30 * time.Second))
+	if !r.IsRevoked("s1") || !r.IsRevoked("s2") {
+		t.Fatal("purged revocations still in force")
+	}
+	r.Purge(now.Add(2 * time.Minute))
+	if r.IsRevoked("s2") || !r.IsRevoked("s1") {
+		t.Fatal("purge kept an expired revocation or dropped a live one")
+	}
+
+	// Full: a third revocation is not dropped silently; nothing is
+	// trusted until it would have expired.
+	r.Heard(now)
+	r.Add("s2", now.Add(time.Minute), now)
+	if !r.Trusted(now, now) {
+		t.Fatal("not trusted before the overflow")
+	}
+	r.Add("s3", now.Add(10*time.Minute), now)
+	if r.Trusted(now, now) {
+		t.Fatal("trusted after dropping a revocation")
+	}
+	later := now.Add(10*time.Minute + time.Nanosecond)
+	r.Heard(later)
+	if !r.Trusted(later, later) {
+		t.Fatal("still distrusting after the dropped revocation expired")
+	}
+}
+
+func TestRevokedTrust(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	skew := 2 * time.Second
+	r := NewRevoked(5*time.Second, skew, 10)
+	if r.Trusted(now, now) || r.Fresh(now) {
+		t.Fatal("trusted before the feed was ever heard")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := r.WaitSynced(ctx); err == nil {
+		t.Fatal("WaitSynced returned before the first Heard")
+	}
+	r.Heard(now)
+	if err := r.WaitSynced(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		at   time.Duration
+		want bool
+	}{{0, true}, {5 * time.Second, true}, {5*time.Second + 1, false}} {
+		if got := r.Trusted(now.Add(tc.at), now); got != tc.want {
+			t.Errorf("Trusted %v after Heard = %v, want %v", tc.at, got, tc.want)
+		}
+	}
+	r.Stale()
+	if r.Trusted(now, now) {
+		t.Fatal("trusted after Stale")
+	}
+	r.Heard(now)
+	// A reset at now distrusts tokens issued up to now+skew (our clock
+	// against the issuer's), and trusts those issued after.
+	r.Reset(now)
+	for _, tc := range []struct {
+		iat  time.Duration
+		want bool
+	}{{-time.Hour, false}, {0, false}, {skew, false}, {skew + time.Millisecond, true}} {
+		if got := r.Trusted(now, now.Add(tc.iat)); got != tc.want {
+			t.Errorf("after a reset, Trusted(iat %+v) = %v, want %v", tc.iat, got, tc.want)
+		}
+	}
+}
+
+func TestChecker(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	calls := 0
+	bad := errors.New("bad token")
+	verify := func(_ context.Context, raw string) (*token.Claims, error) {
+		calls++
+		if raw == "bad" {
+			return nil, bad
+		}
+		return &token.Claims{SessionID: raw, IssuedAt: now, ExpiresAt: now.Add(time.Minute)}, nil
+	}
+	r := NewRevoked(5*time.Second, 0, 10)
+	c := NewChecker(verify, NewCache(10, 0), r, func() time.Time { return now })
+
+	if _, err := c.Check(t.Context(), "bad"); !errors.Is(err, bad) {
+		t.Fatalf("bad token: %v, want the verify error", err)
+	}
+	cl, err := c.Check(t.Context(), "s1")
+	if !errors.Is(err, ErrUntrusted) || cl == nil || cl.SessionID != "s1" {
+		t.Fatalf("before the feed is heard: %v, %v; want the claims with ErrUntrusted", cl, err)
+	}
+	r.Heard(now)
+	calls = 0
+	for range 3 {
+		if cl, err := c.Check(t.Context(), "s1"); err != nil || cl.SessionID != "s1" {
+			t.Fatalf("fresh feed: %v, %v", cl, err)
+		}
+	}
+	if calls != 0 {
+		t.Fatalf("a cached token was verified again %d times", calls)
+	}
+	r.Add("s1", now.Add(time.Minute), now)
+	if _, err := c.Check(t.Context(), "s1"); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked session from the cache: %v, want ErrRevoked", err)
+	}
+	c.Cache().Clear()
+	if _, err := c.Check(t.Context(), "s1"); !errors.Is(err, ErrRevoked) || calls != 1 {
+		t.Fatalf("revoked session after a miss: %v (%d verifications), want ErrRevoked after one", err, calls)
+	}
+}

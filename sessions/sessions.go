@@ -1,0 +1,193 @@
+// Package sessions holds identity's session rules, between the RPC handlers
+// and the store: a session is created on login, rotated on refresh,
+// revoked one by one or all of a user's at once. Whoever revokes a session
+// here (Logout, an admin, a disabled account, a password change, a reused
+// refresh token) also puts it in the instance's revocation set at once, so
+// this instance's Verify refuses its access tokens from that moment; other
+// instances learn of it through the Feed, the one reader of the store's
+// revocation events per process, which also fans them out to every
+// WatchRevocations stream. It does not check passwords (package users) or
+// sign access tokens (package token).
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/identityd/identity/internal/tokencheck"
+	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/tokenstore"
+)
+
+// ErrRefreshTokenInvalid: a refresh token that is malformed, forged, of an
+// unknown, expired or revoked session, or of a disabled user.
+var ErrRefreshTokenInvalid = errors.New("sessions: refresh token invalid")
+
+// Config holds the session lifetimes.
+type Config struct {
+	// AbsoluteTTL ends a session whatever its use; IdleTTL ends it unless
+	// refreshed; Grace is how long the previous refresh token still
+	// answers with the current one.
+	AbsoluteTTL time.Duration
+	IdleTTL     time.Duration
+	Grace       time.Duration
+	// AccessTTL and Leeway bound how long an access token of a revoked
+	// session can still be presented: the revocation set keeps it that long.
+	AccessTTL time.Duration
+	Leeway    time.Duration
+}
+
+// Service applies the session rules. It is safe for concurrent use.
+type Service struct {
+	store   tokenstore.Store
+	refresh *token.Refresh
+	revoked *tokencheck.Revoked
+	cfg     Config
+	now     func() time.Time
+	rand    io.Reader
+}
+
+// New returns a Service over store, encoding refresh tokens with refresh and
+// recording its own revocations in revoked (the set this instance's Verify
+// consults). now and rand are injected for tests.
+func New(store tokenstore.Store, refresh *token.Refresh, revoked *tokencheck.Revoked, cfg Config, now func() time.Time, rand io.Reader) *Service {
+	return &Service{store: store, refresh: refresh, revoked: revoked, cfg: cfg, now: now, rand: rand}
+}
+
+// Create starts a session for an authenticated user.
+func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Session, error) {
+	sid, err := tokenstore.NewSessionID(u.ID, s.rand)
+	if err != nil {
+		return tokenstore.Session{}, err
+	}
+	nonce, err := token.NewNonce(s.rand)
+	if err != nil {
+		return tokenstore.Session{}, err
+	}
+	// The stores keep milliseconds: the session handed back is the one
+	// they will return.
+	ms := s.now().Truncate(time.Millisecond)
+	sess := tokenstore.Session{
+		ID:         sid,
+		UserID:     u.ID,
+		Nonce:      nonce,
+		CreatedAt:  ms,
+		RotatedAt:  ms,
+		LastUsedAt: ms,
+		ExpiresAt:  ms.Add(s.cfg.AbsoluteTTL),
+	}
+	if err := s.store.CreateSession(ctx, sess); err != nil {
+		return tokenstore.Session{}, err
+	}
+	return sess, nil
+}
+
+// Refresh rotates the session of a refresh token and returns it with its
+// user (one store round trip). A token reused after the grace window
+// revokes the session (tokenstore.ErrReused); any other unusable token is
+// ErrRefreshTokenInvalid.
+func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, tokenstore.User, error) {
+	sid, gen, nonce, err := s.refresh.Decode(raw)
+	if err != nil {
+		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
+	}
+	now := s.now()
+	sess, u, err := s.store.Rotate(ctx, tokenstore.RotateRequest{
+		SessionID:  sid,
+		Generation: gen,
+		Nonce:      nonce,
+		Now:        now,
+		Grace:      s.cfg.Grace,
+		IdleTTL:    s.cfg.IdleTTL,
+	})
+	switch {
+	case errors.Is(err, tokenstore.ErrNotFound):
+		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
+	case errors.Is(err, tokenstore.ErrReused):
+		s.revoked.Add(sid, s.forgetAfter(now), now) // the store revoked it
+		return tokenstore.Session{}, tokenstore.User{}, err
+	case err != nil:
+		return tokenstore.Session{}, tokenstore.User{}, err
+	}
+	if u.Disabled {
+		// Disabling revokes every session; this only closes the race with
+		// a refresh already under way.
+		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
+	}
+	return sess, u, nil
+}
+
+// RefreshToken is the refresh token of the session's current generation.
+func (s *Service) RefreshToken(sess tokenstore.Session) string {
+	return s.refresh.Encode(sess.ID, sess.Generation, sess.Nonce)
+}
+
+// Logout ends the session of a refresh token, or with all every session of
+// its user. Any genuine token of the session may end it, even an old
+// generation: whoever holds one was given it. A token from another
+// incarnation of the session or from the future is not genuine.
+func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
+	sid, gen, nonce, err := s.refresh.Decode(raw)
+	if err != nil {
+		return ErrRefreshTokenInvalid
+	}
+	sess, err := s.store.Session(ctx, sid)
+	if errors.Is(err, tokenstore.ErrNotFound) {
+		return ErrRefreshTokenInvalid
+	}
+	if err != nil {
+		return err
+	}
+	if sess.Nonce != nonce || gen > sess.Generation {
+		return ErrRefreshTokenInvalid
+	}
+	now := s.now()
+	if all {
+		_, err := s.RevokeUserSessions(ctx, sess.UserID, now)
+		return err
+	}
+	err = s.RevokeSession(ctx, sid, now)
+	if errors.Is(err, tokenstore.ErrNotFound) {
+		return nil // ended meanwhile: what the caller asked for
+	}
+	return err
+}
+
+// ListSessions returns the live sessions of a user, oldest first.
+func (s *Service) ListSessions(ctx context.Context, userID string) ([]tokenstore.Session, error) {
+	return s.store.ListSessions(ctx, userID)
+}
+
+// RevokeSession ends a session; tokenstore.ErrNotFound if it was not live.
+func (s *Service) RevokeSession(ctx context.Context, id string, now time.Time) error {
+	if err := s.store.RevokeSession(ctx, id, now); err != nil {
+		return err
+	}
+	s.revoked.Add(id, s.forgetAfter(now), now)
+	return nil
+}
+
+// RevokeUserSessions ends every session of a user and returns their ids.
+func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
+	ids, err := s.store.RevokeUserSessions(ctx, userID, now)
+	// Sessions revoked before a failure are revoked all the same.
+	for _, id := range ids {
+		s.revoked.Add(id, s.forgetAfter(now), now)
+	}
+	if err != nil {
+		return ids, fmt.Errorf("sessions: revoke user sessions: %w", err)
+	}
+	return ids, nil
+}
+
+// forgetAfter is when no access token of a session revoked at now can
+// still be accepted.
+func (s *Service) forgetAfter(now time.Time) time.Time {
+	return now.Add(s.cfg.AccessTTL + s.cfg.Leeway)
+}
+
+// Codec is the refresh-token codec the service encodes with.
+func (s *Service) Codec() *token.Refresh { return s.refresh }
