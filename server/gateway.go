@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/identityd/identity/authn"
-	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	identitygw "github.com/identityd/identity/gen/gateway/identity/v1"
 )
 
 // newGateway returns the REST gateway, registered through a gRPC client
@@ -55,7 +55,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithRoutingErrorHandler(s.routingError),
 		runtime.WithDisableHTTPMethodOverride(),
 	)
-	if err := identityv1.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
+	if err := identitygw.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
 		return nil, err
 	}
 	return mux, nil
