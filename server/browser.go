@@ -50,11 +50,6 @@ const (
 	// prefix makes the browser refuse it unless it is Secure, has Path=/
 	// and no Domain: no subdomain can set or overwrite it.
 	RefreshCookie = "__Host-identity_refresh"
-
-	// ReasonCSRFRejected (HTTP 403, PERMISSION_DENIED) answers a call that
-	// would be authenticated by the refresh cookie but lacks HeaderClient
-	// or an allowed Origin, and a CORS preflight from an origin not allowed.
-	ReasonCSRFRejected = "CSRF_REJECTED"
 )
 
 // CORS answers. Preflights are cached for ten minutes (Chromium caps the
@@ -140,7 +135,7 @@ func (s *Server) browserGate(next http.Handler) (http.Handler, error) {
 				// No CORS headers: the browser refuses the request.
 				s.writeError(r.Context(), nil, &runtime.JSONPb{}, w, r, &runtime.HTTPStatusError{
 					HTTPStatus: http.StatusForbidden,
-					Err:        authn.Error(codes.PermissionDenied, ReasonCSRFRejected, "origin not allowed"),
+					Err:        authn.Error(codes.PermissionDenied, identityv1.ErrorReason_CSRF_REJECTED, "origin not allowed"),
 				})
 				return
 			}
@@ -229,7 +224,7 @@ func clearRefreshCookieOn(ctx context.Context, w http.ResponseWriter, info *errd
 		return
 	}
 	switch info.GetReason() {
-	case authn.ReasonRefreshTokenInvalid, authn.ReasonRefreshTokenReused:
+	case identityv1.ErrorReason_REFRESH_TOKEN_INVALID.String(), identityv1.ErrorReason_REFRESH_TOKEN_REUSED.String():
 		http.SetCookie(w, refreshCookie("", 0))
 	}
 }
@@ -297,7 +292,7 @@ func cookieToken(ctx context.Context) (string, error) {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(mdCSRFRejected); len(v) > 0 {
-		return "", authn.Error(codes.PermissionDenied, ReasonCSRFRejected,
+		return "", authn.Error(codes.PermissionDenied, identityv1.ErrorReason_CSRF_REJECTED,
 			"a call authenticated by the refresh cookie needs the "+HeaderClient+": "+ClientBrowser+" header and an allowed Origin")
 	}
 	if v := md.Get(mdRefreshCookie); len(v) == 1 && v[0] != "" {

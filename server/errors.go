@@ -12,6 +12,7 @@ import (
 
 	"github.com/identityd/identity/admin"
 	"github.com/identityd/identity/authn"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/token"
@@ -56,47 +57,47 @@ func toStatus(err error) error {
 	var rl *rateLimitedError
 	switch {
 	case errors.As(err, &inv):
-		return authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, inv.msg)
+		return authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, inv.msg)
 	case errors.As(err, &rl):
 		return authn.RateLimited(rl.msg, rl.retryAfter)
 	case errors.Is(err, tokenstore.ErrUnavailable), errors.Is(err, ratelimit.ErrUnavailable):
-		return authn.Error(codes.Unavailable, authn.ReasonStoreUnavailable, "the session store is unavailable")
+		return authn.Error(codes.Unavailable, identityv1.ErrorReason_STORE_UNAVAILABLE, "the session store is unavailable")
 	case errors.Is(err, users.ErrBadCredentials):
-		return authn.Error(codes.Unauthenticated, authn.ReasonInvalidCredentials, "invalid username or password")
+		return authn.Error(codes.Unauthenticated, identityv1.ErrorReason_INVALID_CREDENTIALS, "invalid username or password")
 	case errors.Is(err, token.ErrExpired):
-		return authn.Error(codes.Unauthenticated, authn.ReasonTokenExpired, "access token expired")
+		return authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_EXPIRED, "access token expired")
 	case errors.Is(err, token.ErrInvalid):
-		return authn.Error(codes.Unauthenticated, authn.ReasonTokenInvalid, "access token invalid")
+		return authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, "access token invalid")
 	case errors.Is(err, errTokenRevoked):
-		return authn.Error(codes.Unauthenticated, authn.ReasonTokenRevoked, "access token revoked")
+		return authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, "access token revoked")
 	case errors.Is(err, tokenstore.ErrReused):
-		return authn.Error(codes.Unauthenticated, authn.ReasonRefreshTokenReused, "refresh token reused: the session has been revoked")
+		return authn.Error(codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_REUSED, "refresh token reused: the session has been revoked")
 	case errors.Is(err, errRefreshTokenInvalid), errors.Is(err, token.ErrSessionEnded):
-		return authn.Error(codes.Unauthenticated, authn.ReasonRefreshTokenInvalid, "refresh token invalid, expired or revoked")
+		return authn.Error(codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_INVALID, "refresh token invalid, expired or revoked")
 	case errors.Is(err, password.ErrBusy):
 		return authn.RateLimited("too many logins in progress, retry shortly", time.Second)
 	case errors.Is(err, users.ErrInvalidUsername):
-		return authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, "invalid username")
+		return authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, "invalid username")
 	case errors.Is(err, users.ErrInvalidPassword):
-		return authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, "invalid password: 1 to 1024 bytes")
+		return authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, "invalid password: 1 to 1024 bytes")
 	case errors.Is(err, users.ErrInvalidRole):
-		return authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, "invalid role")
+		return authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, "invalid role")
 	case errors.Is(err, admin.ErrInvalidSessionID):
-		return authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, "invalid session id")
+		return authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, "invalid session id")
 	case errors.Is(err, admin.ErrNoKeyring), errors.Is(err, admin.ErrNoKeys), errors.Is(err, token.ErrKeysOnDisk):
-		return authn.Error(codes.FailedPrecondition, authn.ReasonFailedPrecondition, err.Error())
+		return authn.Error(codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, err.Error())
 	// Admin errors name the user or session the admin asked about; they
 	// carry no secret, so their text is the message.
 	case errors.Is(err, tokenstore.ErrNotFound):
-		return authn.Error(codes.NotFound, authn.ReasonNotFound, err.Error())
+		return authn.Error(codes.NotFound, identityv1.ErrorReason_NOT_FOUND, err.Error())
 	case errors.Is(err, tokenstore.ErrAlreadyExists):
-		return authn.Error(codes.AlreadyExists, authn.ReasonAlreadyExists, err.Error())
+		return authn.Error(codes.AlreadyExists, identityv1.ErrorReason_ALREADY_EXISTS, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
-		return authn.Error(codes.DeadlineExceeded, authn.ReasonStoreUnavailable, "deadline exceeded")
+		return authn.Error(codes.DeadlineExceeded, identityv1.ErrorReason_STORE_UNAVAILABLE, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "canceled")
 	}
-	return authn.Error(codes.Internal, authn.ReasonInternal, "internal error")
+	return authn.Error(codes.Internal, identityv1.ErrorReason_INTERNAL, "internal error")
 }
 
 // errorUnaryInterceptor maps every handler error through toStatus and logs

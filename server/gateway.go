@@ -19,6 +19,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identitygw "github.com/identityd/identity/gen/gateway/identity/v1"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
 // newGateway returns the REST gateway, registered through a gRPC client
@@ -118,12 +119,12 @@ func (s *Server) writeError(ctx context.Context, mux *runtime.ServeMux, m runtim
 	if info == nil {
 		// An error the gateway raised itself (bad JSON, wrong types,
 		// unknown fields) or a transport failure: give it the same shape.
-		reason, msg := authn.ReasonInvalidRequest, st.Message()
+		reason, msg := identityv1.ErrorReason_INVALID_REQUEST, st.Message()
 		switch st.Code() {
 		case codes.InvalidArgument, codes.NotFound, codes.Unimplemented, codes.OutOfRange:
 			msg = "invalid request: " + msg
 		default:
-			reason, msg = authn.ReasonInternal, "internal error"
+			reason, msg = identityv1.ErrorReason_INTERNAL, "internal error"
 		}
 		st = status.Convert(authn.Error(st.Code(), reason, msg))
 		info = errorInfo(st)
@@ -171,11 +172,11 @@ func (s *Server) routingError(ctx context.Context, mux *runtime.ServeMux, m runt
 	var err error
 	switch httpStatus {
 	case http.StatusNotFound:
-		err = authn.Error(codes.NotFound, authn.ReasonInvalidRequest, "no such path: "+r.URL.Path)
+		err = authn.Error(codes.NotFound, identityv1.ErrorReason_INVALID_REQUEST, "no such path: "+r.URL.Path)
 	case http.StatusMethodNotAllowed:
-		err = authn.Error(codes.Unimplemented, authn.ReasonInvalidRequest, "method "+r.Method+" not allowed on "+r.URL.Path)
+		err = authn.Error(codes.Unimplemented, identityv1.ErrorReason_INVALID_REQUEST, "method "+r.Method+" not allowed on "+r.URL.Path)
 	default:
-		err = authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, http.StatusText(httpStatus))
+		err = authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusText(httpStatus))
 	}
 	s.writeError(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/identityd/identity/authn"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
 // buildHTTP assembles the HTTP port: the gateway for /v1/, and beside it
@@ -64,7 +65,7 @@ func securityHeaders(next http.Handler) http.Handler {
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.cfg.MaxBodyBytes {
-			err := authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest,
+			err := authn.Error(codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST,
 				"request body larger than "+strconv.FormatInt(s.cfg.MaxBodyBytes, 10)+" bytes")
 			s.writeError(r.Context(), nil, &runtime.JSONPb{}, w, r,
 				&runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: err})

@@ -84,7 +84,7 @@ func (h *identityServer) WatchRevocations(req *identityv1.WatchRevocationsReques
 		case <-ctx.Done():
 			return nil
 		case <-s.stopping:
-			return authn.Error(codes.Unavailable, authn.ReasonIdentityUnavailable, "identity is shutting down: watch again")
+			return authn.Error(codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE, "identity is shutting down: watch again")
 		case <-poll.C:
 		}
 	}
