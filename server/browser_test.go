@@ -93,6 +93,7 @@ type call struct {
 	browser bool   // X-Identity-Client: browser
 	cookie  string // refresh cookie value
 	header  http.Header
+	chunked bool // send the body without Content-Length
 }
 
 type answer struct {
@@ -125,7 +126,11 @@ func (ls *liveServer) do(t *testing.T, c call) answer {
 	if c.method == "" {
 		c.method = http.MethodPost
 	}
-	req, err := http.NewRequestWithContext(t.Context(), c.method, ls.base+c.path, strings.NewReader(c.body))
+	var body io.Reader = strings.NewReader(c.body)
+	if c.chunked {
+		body = io.MultiReader(body) // a reader of unknown length
+	}
+	req, err := http.NewRequestWithContext(t.Context(), c.method, ls.base+c.path, body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func (s *Server) buildGRPC() error {
 
 	panics := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		s.log.ErrorContext(ctx, "panic in handler", slog.Any("panic", p))
-		return authn.Error(codes.Internal, identityv1.ErrorReason_INTERNAL, "internal error")
+		return toStatus(errInternal)
 	})
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -120,7 +120,7 @@ func (s *Server) buildGRPC() error {
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	s.health.SetServingStatus("identity.v1.IdentityService", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(s.grpc)
 	metrics.InitializeMetrics(s.grpc)
 	s.inproc = bufconn.Listen(1 << 20)

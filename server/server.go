@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/identityd/identity/admin"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/token"
@@ -325,7 +326,7 @@ func (s *Server) background(ctx context.Context) {
 					s.log.Info("store reachable again: serving")
 				}
 				s.health.SetServingStatus("", st)
-				s.health.SetServingStatus("identity.v1.IdentityService", st)
+				s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, st)
 			}
 		}
 	}

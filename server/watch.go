@@ -1,12 +1,11 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
@@ -84,7 +83,7 @@ func (h *identityServer) WatchRevocations(req *identityv1.WatchRevocationsReques
 		case <-ctx.Done():
 			return nil
 		case <-s.stopping:
-			return authn.Error(codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE, "identity is shutting down: watch again")
+			return fmt.Errorf("%w: watch again", errShuttingDown)
 		case <-poll.C:
 		}
 	}
