@@ -222,7 +222,7 @@ func restStatus(r *http.Request, err error) (*status.Status, int) {
 	}
 	var hs *runtime.HTTPStatusError
 	if errors.As(err, &hs) {
-		err = routingError(hs.HTTPStatus, r, hs.Err)
+		err = routeError(hs.HTTPStatus, r, hs.Err)
 	}
 	if st, ok := status.FromError(err); ok {
 		if errorInfo(st) != nil {
@@ -253,9 +253,9 @@ func foreignStatus(st *status.Status) error {
 	return errInternal
 }
 
-// routingError is the error of a request the gateway could not route,
+// routeError is the error of a request the gateway could not route,
 // decided by the HTTP status the gateway chose; cause may be nil.
-func routingError(httpStatus int, r *http.Request, cause error) error {
+func routeError(httpStatus int, r *http.Request, cause error) error {
 	switch httpStatus {
 	case http.StatusNotFound:
 		return &clientError{errRouteNotFound, "no such path: " + r.URL.Path}

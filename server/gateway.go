@@ -139,5 +139,5 @@ func (s *Server) writeError(ctx context.Context, _ *runtime.ServeMux, m runtime.
 // routingError answers unknown paths (404) and wrong methods (405) in the
 // contract's error shape.
 func (s *Server) routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
-	s.writeError(ctx, mux, m, w, r, routingError(httpStatus, r, nil))
+	s.writeError(ctx, mux, m, w, r, routeError(httpStatus, r, nil))
 }
