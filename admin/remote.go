@@ -31,15 +31,15 @@ func NewRemote(client identityv1.AdminServiceClient) *Remote {
 // RemoteError is a failure identityd reported.
 type RemoteError struct {
 	Code codes.Code
-	// Reason is the google.rpc.ErrorInfo reason (INVALID_REQUEST, …), empty
-	// when the status carried none (then the failure is likely not
-	// identityd's own, e.g. the connection).
-	Reason  string
+	// Reason is the google.rpc.ErrorInfo reason (INVALID_REQUEST, …),
+	// ERROR_REASON_UNSPECIFIED when the status carried none (then the
+	// failure is likely not identityd's own, e.g. the connection).
+	Reason  identityv1.ErrorReason
 	Message string
 }
 
 func (e *RemoteError) Error() string {
-	if e.Reason != "" {
+	if e.Reason != identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return fmt.Sprintf("%s: %s", e.Reason, e.Message)
 	}
 	return fmt.Sprintf("%s: %s", e.Code, e.Message)
@@ -54,7 +54,7 @@ func (e *RemoteError) Is(target error) bool {
 	case tokenstore.ErrAlreadyExists:
 		return e.Code == codes.AlreadyExists
 	case tokenstore.ErrUnavailable:
-		return e.Code == codes.Unavailable && e.Reason == "STORE_UNAVAILABLE"
+		return e.Code == codes.Unavailable && e.Reason == identityv1.ErrorReason_STORE_UNAVAILABLE
 	}
 	return false
 }
@@ -76,7 +76,7 @@ func FromStatus(err error) error {
 	re := &RemoteError{Code: st.Code(), Message: st.Message()}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			re.Reason = info.GetReason()
+			re.Reason = identityv1.ErrorReason(identityv1.ErrorReason_value[info.GetReason()])
 			break
 		}
 	}

@@ -119,9 +119,9 @@ func newRemote(t *testing.T) (*admin.Remote, *recordingServer) {
 	return admin.NewRemote(identityv1.NewAdminServiceClient(conn)), rec
 }
 
-func identityError(t *testing.T, code codes.Code, reason, msg string) error {
+func identityError(t *testing.T, code codes.Code, reason identityv1.ErrorReason, msg string) error {
 	t.Helper()
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: "identity", Reason: reason})
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: "identity", Reason: reason.String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,44 +204,44 @@ func TestRemoteErrors(t *testing.T) {
 		err        error
 		call       func(context.Context, *admin.Remote) error
 		is         error
-		wantReason string
+		wantReason identityv1.ErrorReason
 		msg        []string
 	}{
 		{
 			name: "already exists",
-			err:  identityError(t, codes.AlreadyExists, "ALREADY_EXISTS", "already exists"),
+			err:  identityError(t, codes.AlreadyExists, identityv1.ErrorReason_ALREADY_EXISTS, "already exists"),
 			call: func(ctx context.Context, r *admin.Remote) error {
 				_, err := r.CreateUser(ctx, "alice", "pw", nil)
 				return err
 			},
-			is: tokenstore.ErrAlreadyExists, wantReason: "ALREADY_EXISTS",
+			is: tokenstore.ErrAlreadyExists, wantReason: identityv1.ErrorReason_ALREADY_EXISTS,
 			msg: []string{"ALREADY_EXISTS", "already exists"},
 		},
 		{
 			name: "not found",
-			err:  identityError(t, codes.NotFound, "NOT_FOUND", "not found"),
+			err:  identityError(t, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, "not found"),
 			call: func(ctx context.Context, r *admin.Remote) error { return r.RevokeSession(ctx, "s1") },
-			is:   tokenstore.ErrNotFound, wantReason: "NOT_FOUND",
+			is:   tokenstore.ErrNotFound, wantReason: identityv1.ErrorReason_NOT_FOUND,
 			msg: []string{"NOT_FOUND: not found"},
 		},
 		{
 			name: "invalid request",
-			err:  identityError(t, codes.InvalidArgument, "INVALID_REQUEST", "invalid password: 1 to 1024 bytes"),
+			err:  identityError(t, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, "invalid password: 1 to 1024 bytes"),
 			call: func(ctx context.Context, r *admin.Remote) error {
 				_, err := r.UpdateUser(ctx, "alice", users.Change{})
 				return err
 			},
-			wantReason: "INVALID_REQUEST",
+			wantReason: identityv1.ErrorReason_INVALID_REQUEST,
 			msg:        []string{"INVALID_REQUEST: invalid password: 1 to 1024 bytes"},
 		},
 		{
 			name: "store unavailable",
-			err:  identityError(t, codes.Unavailable, "STORE_UNAVAILABLE", "the session store is unavailable"),
+			err:  identityError(t, codes.Unavailable, identityv1.ErrorReason_STORE_UNAVAILABLE, "the session store is unavailable"),
 			call: func(ctx context.Context, r *admin.Remote) error {
 				_, err := r.ListSessions(ctx, "alice")
 				return err
 			},
-			is: tokenstore.ErrUnavailable, wantReason: "STORE_UNAVAILABLE",
+			is: tokenstore.ErrUnavailable, wantReason: identityv1.ErrorReason_STORE_UNAVAILABLE,
 			msg: []string{"STORE_UNAVAILABLE"},
 		},
 		{
@@ -265,7 +265,7 @@ func TestRemoteErrors(t *testing.T) {
 				t.Fatalf("err = %v (%T), want a *RemoteError", err, err)
 			}
 			if re.Reason != tt.wantReason || re.Code != status.Code(tt.err) {
-				t.Errorf("RemoteError = %+v, want code %v reason %q", re, status.Code(tt.err), tt.wantReason)
+				t.Errorf("RemoteError = %+v, want code %v reason %v", re, status.Code(tt.err), tt.wantReason)
 			}
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("errors.Is(%v, %v) = false", err, tt.is)
@@ -302,7 +302,7 @@ func TestRemoteUnreachable(t *testing.T) {
 	defer cancel()
 	_, err = r.ListUsers(ctx)
 	var re *admin.RemoteError
-	if !errors.As(err, &re) || re.Code != codes.Unavailable || re.Reason != "" {
+	if !errors.As(err, &re) || re.Code != codes.Unavailable || re.Reason != identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		t.Fatalf("err = %v, want Unavailable without a reason", err)
 	}
 	if errors.Is(err, tokenstore.ErrUnavailable) {

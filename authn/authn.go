@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/token"
 )
 
@@ -61,10 +62,10 @@ func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 func RequireRole(ctx context.Context, role string) error {
 	c, ok := ClaimsFromContext(ctx)
 	if !ok {
-		return Error(codes.Unauthenticated, ReasonTokenInvalid, "no verified access token")
+		return Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, "no verified access token")
 	}
 	if !slices.Contains(c.Roles, role) {
-		return Error(codes.PermissionDenied, ReasonPermissionDenied, "the "+role+" role is required")
+		return Error(codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED, "the "+role+" role is required")
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	"github.com/identityd/identity/examples/greeter"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
 // byName is a Verifier for interceptor tests: the token is the username;
@@ -22,7 +23,7 @@ import (
 var byName = authn.VerifierFunc(func(_ context.Context, tok string) (*authn.Claims, error) {
 	switch tok {
 	case "revoked":
-		return nil, authn.Error(codes.Unauthenticated, authn.ReasonTokenRevoked, "access token revoked")
+		return nil, authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, "access token revoked")
 	case "admin":
 		return &authn.Claims{Subject: "u_admin", Username: "admin", Roles: []string{"admin"}, SessionID: "s-admin"}, nil
 	}
@@ -43,25 +44,25 @@ func TestUnaryInterceptor(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, auth string
 		code               codes.Code
-		reason             string
-		user               string // the caller the handler sees; "" if it runs unauthenticated
+		reason             identityv1.ErrorReason // unused when code is OK
+		user               string                 // the caller the handler sees; "" if it runs unauthenticated
 	}{
-		{"valid token", "/pkg.Shop/GetOrder", "Bearer bob", codes.OK, "", "bob"},
-		{"scheme in any case", "/pkg.Shop/GetOrder", "bearer bob", codes.OK, "", "bob"},
-		{"no token", "/pkg.Shop/GetOrder", "", codes.Unauthenticated, authn.ReasonTokenInvalid, ""},
-		{"not a bearer token", "/pkg.Shop/GetOrder", "Basic Ym9iOnB3", codes.Unauthenticated, authn.ReasonTokenInvalid, ""},
-		{"empty bearer", "/pkg.Shop/GetOrder", "Bearer ", codes.Unauthenticated, authn.ReasonTokenInvalid, ""},
-		{"verifier's error passes through", "/pkg.Shop/GetOrder", "Bearer revoked", codes.Unauthenticated, authn.ReasonTokenRevoked, ""},
-		{"skipped method", "/pkg.Public/Ping", "", codes.OK, "", ""},
-		{"health always skipped", "/grpc.health.v1.Health/Check", "", codes.OK, "", ""},
-		{"reflection always skipped", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "", codes.OK, "", ""},
-		{"role by method: denied", "/pkg.Shop/DeleteOrder", "Bearer bob", codes.PermissionDenied, authn.ReasonPermissionDenied, ""},
-		{"role by method: granted", "/pkg.Shop/DeleteOrder", "Bearer admin", codes.OK, "", "admin"},
-		{"role by service: denied", "/pkg.Admin/Purge", "Bearer bob", codes.PermissionDenied, authn.ReasonPermissionDenied, ""},
-		{"role by service: granted", "/pkg.Admin/Purge", "Bearer admin", codes.OK, "", "admin"},
-		{"exempt method", "/pkg.Admin/Stats", "Bearer bob", codes.OK, "", "bob"},
-		{"token checked before role", "/pkg.Admin/Purge", "", codes.Unauthenticated, authn.ReasonTokenInvalid, ""},
-		{"prefix is not a service match", "/pkg.AdminX/Purge", "Bearer bob", codes.OK, "", "bob"},
+		{"valid token", "/pkg.Shop/GetOrder", "Bearer bob", codes.OK, 0, "bob"},
+		{"scheme in any case", "/pkg.Shop/GetOrder", "bearer bob", codes.OK, 0, "bob"},
+		{"no token", "/pkg.Shop/GetOrder", "", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, ""},
+		{"not a bearer token", "/pkg.Shop/GetOrder", "Basic Ym9iOnB3", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, ""},
+		{"empty bearer", "/pkg.Shop/GetOrder", "Bearer ", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, ""},
+		{"verifier's error passes through", "/pkg.Shop/GetOrder", "Bearer revoked", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, ""},
+		{"skipped method", "/pkg.Public/Ping", "", codes.OK, 0, ""},
+		{"health always skipped", "/grpc.health.v1.Health/Check", "", codes.OK, 0, ""},
+		{"reflection always skipped", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "", codes.OK, 0, ""},
+		{"role by method: denied", "/pkg.Shop/DeleteOrder", "Bearer bob", codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED, ""},
+		{"role by method: granted", "/pkg.Shop/DeleteOrder", "Bearer admin", codes.OK, 0, "admin"},
+		{"role by service: denied", "/pkg.Admin/Purge", "Bearer bob", codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED, ""},
+		{"role by service: granted", "/pkg.Admin/Purge", "Bearer admin", codes.OK, 0, "admin"},
+		{"exempt method", "/pkg.Admin/Stats", "Bearer bob", codes.OK, 0, "bob"},
+		{"token checked before role", "/pkg.Admin/Purge", "", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, ""},
+		{"prefix is not a service match", "/pkg.AdminX/Purge", "Bearer bob", codes.OK, 0, "bob"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -96,12 +97,12 @@ func TestUnaryInterceptor(t *testing.T) {
 func TestRequireRole(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	wantStatus(t, authn.RequireRole(ctx, "admin"), codes.Unauthenticated, authn.ReasonTokenInvalid)
+	wantStatus(t, authn.RequireRole(ctx, "admin"), codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 	ctx = authn.WithClaims(ctx, &authn.Claims{Username: "bob", Roles: []string{"ops"}})
 	if err := authn.RequireRole(ctx, "ops"); err != nil {
 		t.Fatal(err)
 	}
-	wantStatus(t, authn.RequireRole(ctx, "admin"), codes.PermissionDenied, authn.ReasonPermissionDenied)
+	wantStatus(t, authn.RequireRole(ctx, "admin"), codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED)
 }
 
 // The example service, with its interceptors on a real gRPC server: unary
@@ -120,11 +121,11 @@ func TestGreeterInterceptors(t *testing.T) {
 		t.Fatalf("HelloStream = %q, %v", got, err)
 	}
 	_, err = greeter.HelloStream(ctx, conn)
-	wantStatus(t, err, codes.Unauthenticated, authn.ReasonTokenInvalid)
+	wantStatus(t, err, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 	_, err = greeter.Hello(greeter.WithToken(ctx, "revoked"), conn)
-	wantStatus(t, err, codes.Unauthenticated, authn.ReasonTokenRevoked)
+	wantStatus(t, err, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 	_, err = greeter.AdminHello(greeter.WithToken(ctx, "bob"), conn)
-	wantStatus(t, err, codes.PermissionDenied, authn.ReasonPermissionDenied)
+	wantStatus(t, err, codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED)
 	if got, err := greeter.AdminHello(greeter.WithToken(ctx, "admin"), conn); err != nil || !strings.Contains(got, "admin") {
 		t.Fatalf("AdminHello as admin = %q, %v", got, err)
 	}

@@ -9,40 +9,23 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
 // Domain is the ErrorInfo domain of every identity error.
 const Domain = "identity"
-
-// The contract's ErrorInfo reasons (DESIGN.md, "Errors"). A client of any
-// service protected by authn sees the same reasons as a client of identity.
-const (
-	ReasonInvalidCredentials  = "INVALID_CREDENTIALS"
-	ReasonTokenExpired        = "TOKEN_EXPIRED"
-	ReasonTokenInvalid        = "TOKEN_INVALID"
-	ReasonTokenRevoked        = "TOKEN_REVOKED"
-	ReasonRefreshTokenInvalid = "REFRESH_TOKEN_INVALID"
-	ReasonRefreshTokenReused  = "REFRESH_TOKEN_REUSED"
-	ReasonInvalidRequest      = "INVALID_REQUEST"
-	ReasonRateLimited         = "RATE_LIMITED"
-	ReasonStoreUnavailable    = "STORE_UNAVAILABLE"
-	// Beyond the contract's table: admin calls and internal failures.
-	ReasonPermissionDenied    = "PERMISSION_DENIED"
-	ReasonNotFound            = "NOT_FOUND"
-	ReasonAlreadyExists       = "ALREADY_EXISTS"
-	ReasonFailedPrecondition  = "FAILED_PRECONDITION"
-	ReasonVerifierStale       = "VERIFIER_STALE"
-	ReasonIdentityUnavailable = "IDENTITY_UNAVAILABLE"
-	ReasonInternal            = "INTERNAL"
-)
 
 // MetadataRetryAfter is the ErrorInfo metadata key holding whole seconds to
 // wait before retrying (RATE_LIMITED); the REST gateway turns it into a
 // Retry-After header.
 const MetadataRetryAfter = "retry_after_seconds"
 
-// Error returns a gRPC status error with a google.rpc.ErrorInfo detail.
-func Error(code codes.Code, reason, msg string) error {
+// Error returns a gRPC status error with a google.rpc.ErrorInfo detail of
+// the identity domain and reason. The reasons are identity.v1.ErrorReason,
+// so a client of any service protected by authn sees the same reasons as a
+// client of identity.
+func Error(code codes.Code, reason identityv1.ErrorReason, msg string) error {
 	return errorWith(code, reason, msg, nil)
 }
 
@@ -55,7 +38,7 @@ func RateLimited(msg string, retryAfter time.Duration) error {
 	}
 	st := status.New(codes.ResourceExhausted, msg)
 	st, err := st.WithDetails(
-		&errdetails.ErrorInfo{Reason: ReasonRateLimited, Domain: Domain,
+		&errdetails.ErrorInfo{Reason: identityv1.ErrorReason_RATE_LIMITED.String(), Domain: Domain,
 			Metadata: map[string]string{MetadataRetryAfter: strconv.FormatInt(secs, 10)}},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Duration(secs) * time.Second)},
 	)
@@ -65,8 +48,8 @@ func RateLimited(msg string, retryAfter time.Duration) error {
 	return st.Err()
 }
 
-func errorWith(code codes.Code, reason, msg string, md map[string]string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: md})
+func errorWith(code codes.Code, reason identityv1.ErrorReason, msg string, md map[string]string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason.String(), Domain: Domain, Metadata: md})
 	if err != nil {
 		// WithDetails only fails for a nil or unmarshalable detail.
 		return status.Error(code, msg)
@@ -74,13 +57,15 @@ func errorWith(code codes.Code, reason, msg string, md map[string]string) error 
 	return st.Err()
 }
 
-// Reason returns the ErrorInfo reason of an identity error ("" if none).
-func Reason(err error) string {
+// Reason returns the ErrorInfo reason of an identity error:
+// ERROR_REASON_UNSPECIFIED when err carries no identity ErrorInfo, or one
+// whose reason this version does not know (a newer server's).
+func Reason(err error) identityv1.ErrorReason {
 	info := ErrorInfo(err)
 	if info == nil {
-		return ""
+		return identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	}
-	return info.GetReason()
+	return identityv1.ErrorReason(identityv1.ErrorReason_value[info.GetReason()])
 }
 
 // ErrorInfo returns the identity ErrorInfo detail of err, or nil.

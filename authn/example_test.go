@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/identityd/identity/authn"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
 // registerMyService stands for the generated Register…Server call of the
@@ -177,7 +178,7 @@ func ExampleRequireRole() {
 func ExampleVerifierFunc() {
 	v := authn.VerifierFunc(func(_ context.Context, tok string) (*authn.Claims, error) {
 		if tok != "let-me-in" {
-			return nil, authn.Error(codes.Unauthenticated, authn.ReasonTokenInvalid, "access token invalid")
+			return nil, authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, "access token invalid")
 		}
 		return &authn.Claims{Subject: "u_1", Username: "tester"}, nil
 	})
@@ -192,13 +193,13 @@ func ExampleVerifierFunc() {
 
 // A client of a protected service tells the failures apart by reason.
 func ExampleReason() {
-	err := authn.Error(codes.Unavailable, authn.ReasonVerifierStale, "cannot check the token")
+	err := authn.Error(codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE, "cannot check the token")
 	switch authn.Reason(err) {
-	case authn.ReasonTokenExpired:
+	case identityv1.ErrorReason_TOKEN_EXPIRED:
 		fmt.Println("refresh the access token and retry")
-	case authn.ReasonTokenRevoked, authn.ReasonTokenInvalid:
+	case identityv1.ErrorReason_TOKEN_REVOKED, identityv1.ErrorReason_TOKEN_INVALID:
 		fmt.Println("log in again")
-	case authn.ReasonVerifierStale, authn.ReasonIdentityUnavailable:
+	case identityv1.ErrorReason_VERIFIER_STALE, identityv1.ErrorReason_IDENTITY_UNAVAILABLE:
 		fmt.Println("retry later")
 	}
 	// Output: retry later

@@ -58,14 +58,14 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 }
 
 // wantStatus fails t unless err is a status with code and (if reason is
-// not empty) the identity ErrorInfo reason.
-func wantStatus(t testing.TB, err error, code codes.Code, reason string) {
+// not ERROR_REASON_UNSPECIFIED) the identity ErrorInfo reason.
+func wantStatus(t testing.TB, err error, code codes.Code, reason identityv1.ErrorReason) {
 	t.Helper()
 	if got := status.Code(err); got != code {
 		t.Fatalf("error = %v; want code %v", err, code)
 	}
-	if reason != "" && authn.Reason(err) != reason {
-		t.Fatalf("error = %v (reason %q); want reason %q", err, authn.Reason(err), reason)
+	if reason != identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED && authn.Reason(err) != reason {
+		t.Fatalf("error = %v (reason %v); want reason %v", err, authn.Reason(err), reason)
 	}
 }
 
@@ -153,7 +153,7 @@ func newFakeIdentity(t testing.TB, clock *fakeClock) *fakeIdentity {
 	f.verify = func(_ context.Context, raw string) (*identityv1.VerifyResponse, error) {
 		c, err := ver.Verify(raw)
 		if err != nil {
-			return nil, authn.Error(codes.Unauthenticated, authn.ReasonTokenInvalid, "access token invalid")
+			return nil, authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, "access token invalid")
 		}
 		return &identityv1.VerifyResponse{Subject: c.Subject, Username: c.Username, Roles: c.Roles, SessionId: c.SessionID,
 			IssuedAt: timestamppb.New(c.IssuedAt), ExpiresAt: timestamppb.New(c.ExpiresAt)}, nil

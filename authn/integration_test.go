@@ -72,15 +72,15 @@ func TestGreeterProtectedByIdentityd(t *testing.T) {
 				t.Fatalf("HelloStream as bob = %q, %v", got, err)
 			}
 			_, err := greeter.AdminHello(greeter.WithToken(ctx, bob.GetAccessToken()), conn)
-			wantStatus(t, err, codes.PermissionDenied, authn.ReasonPermissionDenied)
+			wantStatus(t, err, codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED)
 			if got, err := greeter.AdminHello(greeter.WithToken(ctx, alice.GetAccessToken()), conn); err != nil || got != "hello, admin alice" {
 				t.Fatalf("AdminHello as alice = %q, %v", got, err)
 			}
 			_, err = greeter.Hello(ctx, conn)
-			wantStatus(t, err, codes.Unauthenticated, authn.ReasonTokenInvalid)
+			wantStatus(t, err, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 			for _, bad := range []string{"garbage", bob.GetRefreshToken(), bob.GetAccessToken() + "x"} {
 				_, err = greeter.Hello(greeter.WithToken(ctx, bad), conn)
-				wantStatus(t, err, codes.Unauthenticated, authn.ReasonTokenInvalid)
+				wantStatus(t, err, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 			}
 			if h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 				t.Fatalf("health without a token: %v, %v", h, err)
@@ -94,7 +94,7 @@ func TestGreeterProtectedByIdentityd(t *testing.T) {
 	for name, conn := range conns {
 		err := eventually(5*time.Second, 5*time.Millisecond, func() error {
 			_, err := hello(t, conn, bob.GetAccessToken())
-			if authn.Reason(err) != authn.ReasonTokenRevoked {
+			if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
 				return fmt.Errorf("%s: after logout: %v", name, err)
 			}
 			return nil
@@ -207,7 +207,7 @@ func TestIdentitydDown(t *testing.T) {
 	d.stop()
 	stopped := time.Now()
 	_, err = hello(t, remoteConn, fresh.GetAccessToken())
-	wantStatus(t, err, codes.Unavailable, authn.ReasonIdentityUnavailable)
+	wantStatus(t, err, codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE)
 	// Local keeps verifying (the keys and the revocation set are here)...
 	if _, err := hello(t, localConn, alice.GetAccessToken()); err != nil {
 		t.Fatalf("local, just after identityd stopped: %v", err)
@@ -223,7 +223,7 @@ func TestIdentitydDown(t *testing.T) {
 			return errNotYet
 		}
 		failedAfter = time.Since(stopped)
-		wantStatus(t, err, codes.Unavailable, authn.ReasonVerifierStale)
+		wantStatus(t, err, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 		return nil
 	})
 	if err != nil {
@@ -240,7 +240,7 @@ func TestIdentitydDown(t *testing.T) {
 		if err == nil {
 			return errNotYet
 		}
-		wantStatus(t, err, codes.Unavailable, authn.ReasonIdentityUnavailable)
+		wantStatus(t, err, codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE)
 		return nil
 	})
 	if err != nil {
@@ -257,7 +257,7 @@ func TestIdentitydDown(t *testing.T) {
 	d.restart()
 	err = eventually(10*time.Second, 10*time.Millisecond, func() error {
 		_, err := hello(t, localConn, alice.GetAccessToken())
-		if authn.Reason(err) != authn.ReasonTokenRevoked {
+		if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
 			return fmt.Errorf("revoked while identityd was down: %v", err)
 		}
 		return nil
@@ -315,7 +315,7 @@ func TestRevocationPropagation(t *testing.T) {
 		for {
 			_, err := l.Verify(t.Context(), p.GetAccessToken())
 			if err != nil {
-				wantStatus(t, err, codes.Unauthenticated, authn.ReasonTokenRevoked)
+				wantStatus(t, err, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 				lat = append(lat, time.Since(returned))
 				break
 			}

@@ -16,12 +16,12 @@ import (
 // The contract's answers, built once: they carry nothing specific to a
 // call, and a status error is never modified once made.
 var (
-	errMissingToken = Error(codes.Unauthenticated, ReasonTokenInvalid, "missing bearer access token")
-	errTokenInvalid = Error(codes.Unauthenticated, ReasonTokenInvalid, "access token invalid")
-	errTokenExpired = Error(codes.Unauthenticated, ReasonTokenExpired, "access token expired")
-	errTokenRevoked = Error(codes.Unauthenticated, ReasonTokenRevoked, "access token revoked")
-	errStale        = Error(codes.Unavailable, ReasonVerifierStale, "cannot check the token: no recent word from the identity service")
-	errUnavailable  = Error(codes.Unavailable, ReasonIdentityUnavailable, "the identity service is unavailable")
+	errMissingToken = Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, "missing bearer access token")
+	errTokenInvalid = Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, "access token invalid")
+	errTokenExpired = Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_EXPIRED, "access token expired")
+	errTokenRevoked = Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, "access token revoked")
+	errStale        = Error(codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE, "cannot check the token: no recent word from the identity service")
+	errUnavailable  = Error(codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE, "the identity service is unavailable")
 )
 
 // Local verifies access tokens in process: the signature with identity's

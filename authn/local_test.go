@@ -76,7 +76,7 @@ func verifyOK(t *testing.T, v authn.Verifier, tok, wantSID string) {
 	}
 }
 
-func verifyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, reason string) {
+func verifyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, reason identityv1.ErrorReason) {
 	t.Helper()
 	_, err := v.Verify(t.Context(), tok)
 	wantStatus(t, err, code, reason)
@@ -84,7 +84,7 @@ func verifyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, re
 
 // eventuallyFails waits (briefly: the feed runs on its own goroutine)
 // until Verify fails as described.
-func eventuallyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, reason string) {
+func eventuallyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, reason identityv1.ErrorReason) {
 	t.Helper()
 	err := eventually(5*time.Second, time.Millisecond, func() error {
 		_, err := v.Verify(t.Context(), tok)
@@ -119,7 +119,7 @@ func TestLocalFailsClosedUntilCaughtUpAndWhenStale(t *testing.T) {
 	f.waitStreams(t, 1)
 	// Connected, keys fetched, but no heartbeat: the stream may still be
 	// replaying revocations, so nothing is vouched for.
-	verifyFails(t, l, tok, codes.Unavailable, authn.ReasonVerifierStale)
+	verifyFails(t, l, tok, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 
 	f.heartbeat("c1")
 	waitReady(t, l)
@@ -129,7 +129,7 @@ func TestLocalFailsClosedUntilCaughtUpAndWhenStale(t *testing.T) {
 	clock.Advance(5 * time.Second)
 	verifyOK(t, l, tok, "s1")
 	clock.Advance(time.Millisecond)
-	verifyFails(t, l, tok, codes.Unavailable, authn.ReasonVerifierStale)
+	verifyFails(t, l, tok, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 
 	// A heartbeat makes it fresh again.
 	f.heartbeat("c1")
@@ -148,14 +148,14 @@ func TestLocalRevocationEvents(t *testing.T) {
 	verifyOK(t, l, s2, "s2") // both cached now
 
 	f.revoke("c1", "s1", clock.Now().Add(15*time.Minute))
-	eventuallyFails(t, l, s1, codes.Unauthenticated, authn.ReasonTokenRevoked)
+	eventuallyFails(t, l, s1, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 	verifyOK(t, l, s2, "s2")
 
 	// A revoked session stays revoked while the feed is stale: what is
 	// known to be revoked is said, only the rest fails closed.
 	clock.Advance(6 * time.Second)
-	verifyFails(t, l, s1, codes.Unauthenticated, authn.ReasonTokenRevoked)
-	verifyFails(t, l, s2, codes.Unavailable, authn.ReasonVerifierStale)
+	verifyFails(t, l, s1, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
+	verifyFails(t, l, s2, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 }
 
 func TestLocalResumesFromItsCursor(t *testing.T) {
@@ -167,7 +167,7 @@ func TestLocalResumesFromItsCursor(t *testing.T) {
 	f.heartbeat("c0")
 	f.revoke("c7", "s1", clock.Now().Add(time.Hour))
 	tok := f.issue(t, "s1")
-	eventuallyFails(t, l, tok, codes.Unauthenticated, authn.ReasonTokenRevoked)
+	eventuallyFails(t, l, tok, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 
 	f.dropStreams()
 	f.waitStreams(t, 2)
@@ -175,7 +175,7 @@ func TestLocalResumesFromItsCursor(t *testing.T) {
 		t.Fatalf("WatchRevocations cursors = %q; want the whole history first, then a resume after c7", got)
 	}
 	// What was learnt before the drop is kept.
-	verifyFails(t, l, tok, codes.Unauthenticated, authn.ReasonTokenRevoked)
+	verifyFails(t, l, tok, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 }
 
 func TestLocalResetDistrustsOlderTokens(t *testing.T) {
@@ -194,7 +194,7 @@ func TestLocalResetDistrustsOlderTokens(t *testing.T) {
 	// identity could not resume: revocations may have been lost.
 	f.send(&identityv1.WatchRevocationsResponse{Cursor: "c9", Reset_: true})
 	f.heartbeat("c9")
-	eventuallyFails(t, l, before, codes.Unavailable, authn.ReasonVerifierStale)
+	eventuallyFails(t, l, before, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 	// With a fallback, identity is asked instead (once lf has seen the
 	// reset: its stream is its own).
 	err := eventually(5*time.Second, time.Millisecond, func() error {
@@ -248,13 +248,13 @@ func TestLocalFallbackWhileStale(t *testing.T) {
 	// Whatever identity answers is the answer: here, the session revoked.
 	fallback.mu.Lock()
 	fallback.verify = func(context.Context, string) (*identityv1.VerifyResponse, error) {
-		return nil, authn.Error(codes.Unauthenticated, authn.ReasonTokenRevoked, "access token revoked")
+		return nil, authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, "access token revoked")
 	}
 	fallback.mu.Unlock()
-	verifyFails(t, l, tok, codes.Unauthenticated, authn.ReasonTokenRevoked)
+	verifyFails(t, l, tok, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 	// identity unreachable too: UNAVAILABLE, never OK.
 	fallbackConn.Close()
-	verifyFails(t, l, tok, codes.Unavailable, authn.ReasonIdentityUnavailable)
+	verifyFails(t, l, tok, codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE)
 }
 
 func TestLocalRevokedSetIsBoundedAndFailsClosedWhenFull(t *testing.T) {
@@ -272,7 +272,7 @@ func TestLocalRevokedSetIsBoundedAndFailsClosedWhenFull(t *testing.T) {
 	f.revoke("c1", "s1", clock.Now().Add(10*time.Minute))
 	f.revoke("c2", "s2", clock.Now().Add(10*time.Minute))
 	f.revoke("c3", "s3", clock.Now().Add(20*time.Minute))
-	eventuallyFails(t, l, live, codes.Unavailable, authn.ReasonVerifierStale)
+	eventuallyFails(t, l, live, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 
 	// Past every forget_after, the set empties and trust returns.
 	clock.Advance(21 * time.Minute)
@@ -317,7 +317,7 @@ func TestLocalLearnsRotatedKeysAtOnceButRateLimited(t *testing.T) {
 	for range 50 {
 		wg.Go(func() {
 			_, err := l.Verify(context.Background(), f.issue(t, "s3"))
-			if authn.Reason(err) != authn.ReasonTokenInvalid {
+			if authn.Reason(err) != identityv1.ErrorReason_TOKEN_INVALID {
 				t.Errorf("token of a key not refetchable yet: %v, want TOKEN_INVALID", err)
 			}
 		})
@@ -339,7 +339,7 @@ func TestLocalWithoutKeysIsUnavailableNotInvalid(t *testing.T) {
 	tok := f.issue(t, "s1")
 	// The keys cannot be fetched: the token may be perfectly good, so the
 	// caller is told to retry, not that its token is bad.
-	verifyFails(t, l, tok, codes.Unavailable, authn.ReasonVerifierStale)
+	verifyFails(t, l, tok, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 	f.keysDown.Store(false)
 	verifyOK(t, l, tok, "s1")
 }
@@ -374,10 +374,10 @@ func TestLocalRejectsWhatTheServerRejects(t *testing.T) {
 		{"oversized", "eyJ" + strings.Repeat("A", token.MaxTokenSize)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			verifyFails(t, l, tc.tok, codes.Unauthenticated, authn.ReasonTokenInvalid)
+			verifyFails(t, l, tc.tok, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 		})
 	}
-	verifyFails(t, l, "", codes.Unauthenticated, authn.ReasonTokenInvalid)
+	verifyFails(t, l, "", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 
 	// Expiry: accepted within the leeway (from the cache too), then
 	// TOKEN_EXPIRED, exactly as identity would answer.
@@ -386,7 +386,7 @@ func TestLocalRejectsWhatTheServerRejects(t *testing.T) {
 	eventuallyOK(t, l, tok)
 	clock.Advance(6 * time.Second)
 	f.heartbeat("c0")
-	eventuallyFails(t, l, tok, codes.Unauthenticated, authn.ReasonTokenExpired)
+	eventuallyFails(t, l, tok, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_EXPIRED)
 }
 
 func TestLocalWithJWKSURL(t *testing.T) {
@@ -425,7 +425,7 @@ func TestLocalWithJWKSURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifyOK(t, l, tok, "s1")
-	verifyFails(t, l, f.issue(t, "s2"), codes.Unavailable, authn.ReasonVerifierStale)
+	verifyFails(t, l, f.issue(t, "s2"), codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 	mu.Lock()
 	jwksStatus = http.StatusOK
 	mu.Unlock()

@@ -39,13 +39,13 @@ func TestRemotePassesIdentityAnswersThrough(t *testing.T) {
 		if status.Code(got) != status.Code(want) || authn.Reason(got) != authn.Reason(want) || status.Convert(got).Message() != status.Convert(want).Message() {
 			t.Errorf("Verify(%.8q…) = %v; identity says %v", tok, got, want)
 		}
-		wantStatus(t, got, codes.Unauthenticated, authn.ReasonTokenInvalid)
+		wantStatus(t, got, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 	}
 	if _, err := p.api.Logout(t.Context(), &identityv1.LogoutRequest{RefreshToken: pair.GetRefreshToken()}); err != nil {
 		t.Fatal(err)
 	}
-	verifyFails(t, r, pair.GetAccessToken(), codes.Unauthenticated, authn.ReasonTokenRevoked)
-	verifyFails(t, r, "", codes.Unauthenticated, authn.ReasonTokenInvalid)
+	verifyFails(t, r, pair.GetAccessToken(), codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
+	verifyFails(t, r, "", codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 }
 
 func TestRemoteUnavailable(t *testing.T) {
@@ -75,18 +75,18 @@ func TestRemoteUnavailable(t *testing.T) {
 	}
 	storeDown := newFakeIdentity(t, clock)
 	storeDown.verify = func(context.Context, string) (*identityv1.VerifyResponse, error) {
-		return nil, authn.Error(codes.Unavailable, authn.ReasonStoreUnavailable, "the session store is unavailable")
+		return nil, authn.Error(codes.Unavailable, identityv1.ErrorReason_STORE_UNAVAILABLE, "the session store is unavailable")
 	}
 
 	for _, tc := range []struct {
 		name   string
 		r      *authn.Remote
-		reason string
+		reason identityv1.ErrorReason
 	}{
-		{"nothing listening", mustRemote(t, dead), authn.ReasonIdentityUnavailable},
-		{"no answer in time", mustRemote(t, hanging.conn, authn.WithCallTimeout(100*time.Millisecond)), authn.ReasonIdentityUnavailable},
-		{"no ErrorInfo", mustRemote(t, broken.conn), authn.ReasonIdentityUnavailable},
-		{"identity's own UNAVAILABLE", mustRemote(t, storeDown.conn), authn.ReasonStoreUnavailable},
+		{"nothing listening", mustRemote(t, dead), identityv1.ErrorReason_IDENTITY_UNAVAILABLE},
+		{"no answer in time", mustRemote(t, hanging.conn, authn.WithCallTimeout(100*time.Millisecond)), identityv1.ErrorReason_IDENTITY_UNAVAILABLE},
+		{"no ErrorInfo", mustRemote(t, broken.conn), identityv1.ErrorReason_IDENTITY_UNAVAILABLE},
+		{"identity's own UNAVAILABLE", mustRemote(t, storeDown.conn), identityv1.ErrorReason_STORE_UNAVAILABLE},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -151,12 +151,12 @@ func TestRemoteCache(t *testing.T) {
 	// Failures are never cached.
 	f.mu.Lock()
 	f.verify = func(context.Context, string) (*identityv1.VerifyResponse, error) {
-		return nil, authn.Error(codes.Unauthenticated, authn.ReasonTokenRevoked, "access token revoked")
+		return nil, authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, "access token revoked")
 	}
 	f.mu.Unlock()
 	other := f.issue(t, "s2")
 	for range 2 {
-		verifyFails(t, r, other, codes.Unauthenticated, authn.ReasonTokenRevoked)
+		verifyFails(t, r, other, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 	}
 }
 
@@ -191,13 +191,13 @@ func TestRemoteCacheFollowsRevocations(t *testing.T) {
 	verify := f.verify
 	f.verify = func(ctx context.Context, raw string) (*identityv1.VerifyResponse, error) {
 		if raw == s1 {
-			return nil, authn.Error(codes.Unauthenticated, authn.ReasonTokenRevoked, "access token revoked")
+			return nil, authn.Error(codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, "access token revoked")
 		}
 		return verify(ctx, raw)
 	}
 	f.mu.Unlock()
 	f.revoke("c1", "s1", clock.Now().Add(time.Hour))
-	eventuallyFails(t, r, s1, codes.Unauthenticated, authn.ReasonTokenRevoked)
+	eventuallyFails(t, r, s1, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
 	calls := f.verifyCalls.Load()
 	verifyOK(t, r, s2, "s2")
 	if f.verifyCalls.Load() != calls {

@@ -27,15 +27,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
@@ -50,11 +46,6 @@ const (
 	// prefix makes the browser refuse it unless it is Secure, has Path=/
 	// and no Domain: no subdomain can set or overwrite it.
 	RefreshCookie = "__Host-identity_refresh"
-
-	// ReasonCSRFRejected (HTTP 403, PERMISSION_DENIED) answers a call that
-	// would be authenticated by the refresh cookie but lacks HeaderClient
-	// or an allowed Origin, and a CORS preflight from an origin not allowed.
-	ReasonCSRFRejected = "CSRF_REJECTED"
 )
 
 // CORS answers. Preflights are cached for ten minutes (Chromium caps the
@@ -138,10 +129,7 @@ func (s *Server) browserGate(next http.Handler) (http.Handler, error) {
 			h.Add("Vary", "Access-Control-Request-Headers")
 			if !listed {
 				// No CORS headers: the browser refuses the request.
-				s.writeError(r.Context(), nil, &runtime.JSONPb{}, w, r, &runtime.HTTPStatusError{
-					HTTPStatus: http.StatusForbidden,
-					Err:        authn.Error(codes.PermissionDenied, ReasonCSRFRejected, "origin not allowed"),
-				})
+				s.writeError(r.Context(), nil, nil, w, r, errOriginNotAllowed)
 				return
 			}
 			h.Set("Access-Control-Allow-Methods", corsAllowMethods)
@@ -224,12 +212,12 @@ func stripRefreshToken(ctx context.Context, m proto.Message) (any, error) {
 
 // clearRefreshCookieOn clears the cookie in cookie mode when the error says
 // its token is dead, so the browser stops sending it.
-func clearRefreshCookieOn(ctx context.Context, w http.ResponseWriter, info *errdetails.ErrorInfo) {
+func clearRefreshCookieOn(ctx context.Context, w http.ResponseWriter, reason identityv1.ErrorReason) {
 	if !browserFrom(ctx).cookieMode {
 		return
 	}
-	switch info.GetReason() {
-	case authn.ReasonRefreshTokenInvalid, authn.ReasonRefreshTokenReused:
+	switch reason {
+	case identityv1.ErrorReason_REFRESH_TOKEN_INVALID, identityv1.ErrorReason_REFRESH_TOKEN_REUSED:
 		http.SetCookie(w, refreshCookie("", 0))
 	}
 }
@@ -297,8 +285,7 @@ func cookieToken(ctx context.Context) (string, error) {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(mdCSRFRejected); len(v) > 0 {
-		return "", authn.Error(codes.PermissionDenied, ReasonCSRFRejected,
-			"a call authenticated by the refresh cookie needs the "+HeaderClient+": "+ClientBrowser+" header and an allowed Origin")
+		return "", errCSRFRejected
 	}
 	if v := md.Get(mdRefreshCookie); len(v) == 1 && v[0] != "" {
 		return v[0], nil

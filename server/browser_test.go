@@ -92,6 +92,7 @@ type call struct {
 	browser bool   // X-Identity-Client: browser
 	cookie  string // refresh cookie value
 	header  http.Header
+	chunked bool // send the body without Content-Length
 }
 
 type answer struct {
@@ -101,15 +102,17 @@ type answer struct {
 	cookie *http.Cookie // the refresh cookie set by the answer, if any
 }
 
-func (a answer) reason() string {
+// reason is the identity ErrorInfo reason of the error body,
+// ERROR_REASON_UNSPECIFIED if it has none (or an unknown one).
+func (a answer) reason() identityv1.ErrorReason {
 	details, _ := a.body["details"].([]any)
 	for _, d := range details {
 		if m, ok := d.(map[string]any); ok && m["domain"] == authn.Domain {
 			r, _ := m["reason"].(string)
-			return r
+			return identityv1.ErrorReason(identityv1.ErrorReason_value[r])
 		}
 	}
-	return ""
+	return identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
 func (a answer) str(field string) string {
@@ -122,7 +125,11 @@ func (ls *liveServer) do(t *testing.T, c call) answer {
 	if c.method == "" {
 		c.method = http.MethodPost
 	}
-	req, err := http.NewRequestWithContext(t.Context(), c.method, ls.base+c.path, strings.NewReader(c.body))
+	var body io.Reader = strings.NewReader(c.body)
+	if c.chunked {
+		body = io.MultiReader(body) // a reader of unknown length
+	}
+	req, err := http.NewRequestWithContext(t.Context(), c.method, ls.base+c.path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +244,7 @@ func TestCookieModeRefreshAndLogout(t *testing.T) {
 		t.Fatalf("logout: status %d, cookie %v", a.status, a.cookie)
 	}
 	a = ls.do(t, call{path: "/v1/refresh", body: `{}`, browser: true, origin: ls.base, cookie: rotated})
-	if a.status != http.StatusUnauthorized || a.reason() != authn.ReasonRefreshTokenInvalid {
+	if a.status != http.StatusUnauthorized || a.reason() != identityv1.ErrorReason_REFRESH_TOKEN_INVALID {
 		t.Fatalf("refresh after logout: %d %s", a.status, a.reason())
 	}
 	if a.cookie == nil || a.cookie.MaxAge >= 0 {
@@ -246,7 +253,7 @@ func TestCookieModeRefreshAndLogout(t *testing.T) {
 
 	// Cookie mode with no cookie at all: no session.
 	a = ls.do(t, call{path: "/v1/refresh", body: `{}`, browser: true, origin: ls.base})
-	if a.status != http.StatusUnauthorized || a.reason() != authn.ReasonRefreshTokenInvalid || a.header.Get("WWW-Authenticate") == "" {
+	if a.status != http.StatusUnauthorized || a.reason() != identityv1.ErrorReason_REFRESH_TOKEN_INVALID || a.header.Get("WWW-Authenticate") == "" {
 		t.Errorf("refresh without cookie: %d %s %q", a.status, a.reason(), a.header.Get("WWW-Authenticate"))
 	}
 }
@@ -271,8 +278,8 @@ func TestCSRFRejectsCookieCalls(t *testing.T) {
 			c := tc.c
 			c.path, c.body, c.cookie = path, `{}`, rt
 			a := ls.do(t, c)
-			if a.status != http.StatusForbidden || a.reason() != ReasonCSRFRejected {
-				t.Errorf("%s %s: %d %q, want 403 %s", tc.name, path, a.status, a.reason(), ReasonCSRFRejected)
+			if a.status != http.StatusForbidden || a.reason() != identityv1.ErrorReason_CSRF_REJECTED {
+				t.Errorf("%s %s: %d %q, want 403 %s", tc.name, path, a.status, a.reason(), identityv1.ErrorReason_CSRF_REJECTED)
 			}
 			if a.body["code"] != float64(codes.PermissionDenied) || a.str("message") == "" {
 				t.Errorf("%s %s: body not in the error shape: %v", tc.name, path, a.body)
@@ -332,7 +339,7 @@ func TestCORS(t *testing.T) {
 
 	for _, origin := range []string{"https://evil.example", "http://app.example.com", "https://app.example.com:8443", "null"} {
 		a = preflight(origin)
-		if a.status != http.StatusForbidden || a.reason() != ReasonCSRFRejected {
+		if a.status != http.StatusForbidden || a.reason() != identityv1.ErrorReason_CSRF_REJECTED {
 			t.Errorf("preflight from %s: %d %s, want 403", origin, a.status, a.reason())
 		}
 		if cors := corsHeaders(a.header); len(cors) > 0 {
@@ -361,7 +368,7 @@ func TestCookieMetadataCannotBeInjected(t *testing.T) {
 	// A direct gRPC caller setting the gateway's metadata gets nothing from it.
 	ctx := metadata.AppendToOutgoingContext(t.Context(), mdRefreshCookie, rt, mdBrowser, "1")
 	_, err := client.Refresh(ctx, &identityv1.RefreshRequest{})
-	if status.Code(err) != codes.InvalidArgument || authn.Reason(err) != authn.ReasonInvalidRequest {
+	if status.Code(err) != codes.InvalidArgument || authn.Reason(err) != identityv1.ErrorReason_INVALID_REQUEST {
 		t.Errorf("gRPC Refresh with injected cookie metadata: %v, want INVALID_ARGUMENT (refresh_token required)", err)
 	}
 	ctx = metadata.AppendToOutgoingContext(t.Context(), mdCSRFRejected, "1")
@@ -376,7 +383,7 @@ func TestCookieMetadataCannotBeInjected(t *testing.T) {
 		"X-Identity-Refresh-Cookie":               {rt},
 		"Grpc-Metadata-X-Identity-Browser":        {"1"},
 	}})
-	if a.status != http.StatusBadRequest || a.reason() != authn.ReasonInvalidRequest {
+	if a.status != http.StatusBadRequest || a.reason() != identityv1.ErrorReason_INVALID_REQUEST {
 		t.Errorf("REST refresh with metadata headers: %d %s, want 400 INVALID_REQUEST", a.status, a.reason())
 	}
 
@@ -412,7 +419,7 @@ func TestDemoPage(t *testing.T) {
 	}
 
 	off := startLiveServer(t, nil)
-	if a := off.do(t, call{method: http.MethodGet, path: "/demo/"}); a.status != http.StatusNotFound || a.reason() != authn.ReasonInvalidRequest {
+	if a := off.do(t, call{method: http.MethodGet, path: "/demo/"}); a.status != http.StatusNotFound || a.reason() != identityv1.ErrorReason_INVALID_REQUEST {
 		t.Errorf("demo off: GET /demo/ = %d %s, want the gateway's 404", a.status, a.reason())
 	}
 }

@@ -2,24 +2,28 @@ package server
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/identityd/identity/authn"
+	identitygw "github.com/identityd/identity/gen/gateway/identity/v1"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
+
+// jsonMarshaler is the REST JSON: proto field names (snake_case, as in
+// OAuth 2.0), every field present, and unknown request fields refused.
+var jsonMarshaler = &runtime.JSONPb{
+	MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+}
 
 // newGateway returns the REST gateway, registered through a gRPC client
 // connection to this server (over the in-process listener), so REST calls
@@ -34,10 +38,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 	}
 	s.gwConn = conn
 	mux := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		// Only the Authorization header (which the gateway forwards by
 		// itself) reaches the server: Grpc-Metadata-* and every other
 		// header are dropped, so a caller cannot inject trusted metadata.
@@ -55,7 +56,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithRoutingErrorHandler(s.routingError),
 		runtime.WithDisableHTTPMethodOverride(),
 	)
-	if err := identityv1.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
+	if err := identitygw.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
 		return nil, err
 	}
 	return mux, nil
@@ -99,38 +100,14 @@ func (s *Server) trusted(a netip.Addr) bool {
 	return false
 }
 
-// writeError writes every REST error in one shape: google.rpc.Status JSON
-// ({code, message, details}) with an identity ErrorInfo, the HTTP status of
-// the code, WWW-Authenticate on 401 and Retry-After on 429.
-func (s *Server) writeError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	httpStatus := 0
-	var hs *runtime.HTTPStatusError
-	if errors.As(err, &hs) {
-		httpStatus = hs.HTTPStatus
-		err = hs.Err
-	}
-	st := status.Convert(err)
-	if st.Code() == codes.InvalidArgument && strings.Contains(st.Message(), "request body too large") {
-		httpStatus = http.StatusRequestEntityTooLarge
-		st = status.New(codes.InvalidArgument, "request body larger than the limit")
-	}
+// writeError is the gateway's error handler, and the HTTP layer's: every
+// REST error is written in one shape, google.rpc.Status JSON ({code,
+// message, details}) with an identity ErrorInfo, built by restStatus
+// (errors.go), with WWW-Authenticate on 401 and Retry-After on 429. m may
+// be nil outside the gateway.
+func (s *Server) writeError(ctx context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	st, httpStatus := restStatus(r, err)
 	info := errorInfo(st)
-	if info == nil {
-		// An error the gateway raised itself (bad JSON, wrong types,
-		// unknown fields) or a transport failure: give it the same shape.
-		reason, msg := authn.ReasonInvalidRequest, st.Message()
-		switch st.Code() {
-		case codes.InvalidArgument, codes.NotFound, codes.Unimplemented, codes.OutOfRange:
-			msg = "invalid request: " + msg
-		default:
-			reason, msg = authn.ReasonInternal, "internal error"
-		}
-		st = status.Convert(authn.Error(st.Code(), reason, msg))
-		info = errorInfo(st)
-	}
-	if httpStatus == 0 {
-		httpStatus = runtime.HTTPStatusFromCode(st.Code())
-	}
 	h := w.Header()
 	h.Del("Trailer")
 	h.Del("Transfer-Encoding")
@@ -139,13 +116,16 @@ func (s *Server) writeError(ctx context.Context, mux *runtime.ServeMux, m runtim
 	if httpStatus == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
-	clearRefreshCookieOn(ctx, w, info)
+	clearRefreshCookieOn(ctx, w, identityv1.ErrorReason(identityv1.ErrorReason_value[info.GetReason()]))
 	if httpStatus == http.StatusTooManyRequests {
 		if v := info.GetMetadata()[authn.MetadataRetryAfter]; v != "" {
 			h.Set("Retry-After", v)
 		} else {
 			h.Set("Retry-After", "1")
 		}
+	}
+	if m == nil {
+		m = jsonMarshaler
 	}
 	body, merr := m.Marshal(st.Proto())
 	if merr != nil {
@@ -156,26 +136,8 @@ func (s *Server) writeError(ctx context.Context, mux *runtime.ServeMux, m runtim
 	_, _ = w.Write(body)
 }
 
-func errorInfo(st *status.Status) *errdetails.ErrorInfo {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == authn.Domain {
-			return info
-		}
-	}
-	return nil
-}
-
 // routingError answers unknown paths (404) and wrong methods (405) in the
 // contract's error shape.
 func (s *Server) routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
-	var err error
-	switch httpStatus {
-	case http.StatusNotFound:
-		err = authn.Error(codes.NotFound, authn.ReasonInvalidRequest, "no such path: "+r.URL.Path)
-	case http.StatusMethodNotAllowed:
-		err = authn.Error(codes.Unimplemented, authn.ReasonInvalidRequest, "method "+r.Method+" not allowed on "+r.URL.Path)
-	default:
-		err = authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest, http.StatusText(httpStatus))
-	}
-	s.writeError(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
+	s.writeError(ctx, mux, m, w, r, routeError(httpStatus, r, nil))
 }

@@ -60,7 +60,7 @@ func (s *Server) buildGRPC() error {
 
 	panics := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		s.log.ErrorContext(ctx, "panic in handler", slog.Any("panic", p))
-		return authn.Error(codes.Internal, authn.ReasonInternal, "internal error")
+		return toStatus(errInternal)
 	})
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		s.log.Log(ctx, slog.Level(lvl), msg, fields...)

@@ -2,16 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc/codes"
-
-	"github.com/identityd/identity/authn"
 )
 
 // buildHTTP assembles the HTTP port: the gateway for /v1/, and beside it
@@ -58,27 +56,58 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// limitBody answers 413 for a declared oversized body before the gateway
-// reads it, and caps the reader for chunked bodies (the gateway then fails
-// decoding with "request body too large", which writeError maps to 413).
+// limitBody caps REST request bodies at MaxBodyBytes (413). A body that
+// declares its size is refused before the gateway reads it. A chunked one
+// is cut off by http.MaxBytesReader while the gateway decodes it, and the
+// gateway reports that as a decode error (INVALID_ARGUMENT) that has lost
+// the *http.MaxBytesError, so cappedBody records that the limit was hit and
+// the error handler answers 413 from that record (bodyLimitHit).
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.cfg.MaxBodyBytes {
-			err := authn.Error(codes.InvalidArgument, authn.ReasonInvalidRequest,
-				"request body larger than "+strconv.FormatInt(s.cfg.MaxBodyBytes, 10)+" bytes")
-			s.writeError(r.Context(), nil, &runtime.JSONPb{}, w, r,
-				&runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: err})
+			s.writeError(r.Context(), nil, nil, w, r, bodyTooLarge(s.cfg.MaxBodyBytes))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		r.Body = &cappedBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), limit: s.cfg.MaxBodyBytes}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func bodyTooLarge(limit int64) error {
+	return &clientError{errBodyTooLarge, "request body larger than " + strconv.FormatInt(limit, 10) + " bytes"}
+}
+
+// cappedBody is a request body behind http.MaxBytesReader that remembers
+// whether a read went past the limit.
+type cappedBody struct {
+	io.ReadCloser
+	limit    int64
+	exceeded bool
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var tooLarge *http.MaxBytesError
+	if err != nil && errors.As(err, &tooLarge) {
+		b.exceeded = true
+	}
+	return n, err
+}
+
+// bodyLimitHit reports whether reading r's body went past limitBody's cap.
+// The gateway hands its error handler the request limitBody passed on
+// (with another context, the same Body).
+func bodyLimitHit(r *http.Request) (limit int64, hit bool) {
+	if b, ok := r.Body.(*cappedBody); ok && b.exceeded {
+		return b.limit, true
+	}
+	return 0, false
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	body, err := s.keys.JWKS()
 	if err != nil {
-		s.writeError(r.Context(), nil, &runtime.JSONPb{}, w, r, toStatus(err))
+		s.writeError(r.Context(), nil, nil, w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/jwk-set+json")

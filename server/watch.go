@@ -18,13 +18,6 @@ const cursorOrigin = "origin"
 // more are waiting and are read at once.
 const watchPage = 500
 
-// errShuttingDown ends the streams of a server that stops.
-var errShuttingDown = errors.New("identity is shutting down: watch again")
-
-// errWatcherTooSlow ends a stream that fell too far behind the feed: the
-// client resumes from its cursor.
-var errWatcherTooSlow = errors.New("revocation stream fell behind: watch again from the last cursor")
-
 // WatchRevocations streams revocation events after the client's cursor,
 // then follows new ones as the instance's one revocation feed reads them.
 // A resuming client's missed events are read from the store once, at the

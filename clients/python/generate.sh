@@ -32,6 +32,7 @@ protoc \
 	--grpc_python_out="$out" \
 	--plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" \
 	identity/v1/identity.proto \
+	identity/v1/errors.proto \
 	google/api/annotations.proto \
 	google/api/http.proto \
 	rpc_status.proto

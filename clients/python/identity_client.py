@@ -3,7 +3,7 @@
 
 It walks one session through its life and prints one line per step, never a
 token or a password. Any failure prints the gRPC code, the ErrorInfo reason
-(DESIGN.md's error table) and the message to stderr and exits 1; bad usage
+(identity.v1.ErrorReason) and the message to stderr and exits 1; bad usage
 exits 2.
 
 The stubs come from generate.sh; put its output directory on PYTHONPATH:
@@ -21,7 +21,7 @@ try:
     import grpc
 
     import rpc_status_pb2
-    from identity.v1 import identity_pb2, identity_pb2_grpc
+    from identity.v1 import errors_pb2, identity_pb2, identity_pb2_grpc
 except ImportError as e:  # pragma: no cover - environment problem
     print(f"identity_client: cannot import the gRPC stubs ({e}); "
           "run generate.sh OUTDIR and put OUTDIR on PYTHONPATH", file=sys.stderr)
@@ -100,7 +100,7 @@ def run(stub, username, password):
     try:
         call("verify after logout", stub.Verify, identity_pb2.VerifyRequest(token=new.access_token))
     except StepFailed as f:
-        if f.reason != "TOKEN_REVOKED":
+        if f.reason != errors_pb2.ErrorReason.Name(errors_pb2.TOKEN_REVOKED):
             raise
         print(f"verify after logout ok: rejected {f.code} {f.reason}")
     else:

@@ -158,11 +158,11 @@ func (c *cli) explain(err error) error {
 		return fmt.Errorf("cannot reach Redis: %w", err)
 	case !errors.As(err, &re):
 		return err
-	case re.Code == codes.Unavailable && re.Reason == "":
+	case re.Code == codes.Unavailable && re.Reason == identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
 		return fmt.Errorf("cannot reach identityd at %s (is it running? or give --redis-url): %s", c.cfg.server, re.Message)
 	case re.Code == codes.Unauthenticated || re.Code == codes.PermissionDenied:
 		return fmt.Errorf("identityd refused the credentials: %w", err)
-	case re.Code == codes.DeadlineExceeded && re.Reason == "":
+	case re.Code == codes.DeadlineExceeded && re.Reason == identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
 		return fmt.Errorf("timed out after %s (--timeout)", c.cfg.timeout)
 	}
 	return err

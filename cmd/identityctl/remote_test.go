@@ -118,9 +118,9 @@ func startFakeIdentityd(t *testing.T) (*fakeIdentityd, string) {
 	return f, lis.Addr().String()
 }
 
-func identityErr(t *testing.T, code codes.Code, reason, msg string) error {
+func identityErr(t *testing.T, code codes.Code, reason identityv1.ErrorReason, msg string) error {
 	t.Helper()
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: "identity", Reason: reason})
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: "identity", Reason: reason.String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestRemoteWithLogin(t *testing.T) {
 	if len(f.logouts) != 1 || f.logouts[0] != fakeRefresh {
 		t.Errorf("Logout got %q, want the session of the login ended", f.logouts)
 	}
-	f.loginErr = identityErr(t, codes.Unauthenticated, "INVALID_CREDENTIALS", "invalid username or password")
+	f.loginErr = identityErr(t, codes.Unauthenticated, identityv1.ErrorReason_INVALID_CREDENTIALS, "invalid username or password")
 	f.mu.Unlock()
 
 	r = runWith(t, env, "", "--user", "root", "--password-file", pwFile, "user", "list")
@@ -229,19 +229,19 @@ func TestRemoteErrors(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{"not found", identityErr(t, codes.NotFound, "NOT_FOUND", "not found"),
+		{"not found", identityErr(t, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, "not found"),
 			[]string{"session", "list", "bob"}, "identityctl: user \"bob\" not found\n"},
-		{"session not found", identityErr(t, codes.NotFound, "NOT_FOUND", "not found"),
+		{"session not found", identityErr(t, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, "not found"),
 			[]string{"session", "revoke", "x"}, "identityctl: session \"x\" not found (expired or already revoked)\n"},
-		{"already exists", identityErr(t, codes.AlreadyExists, "ALREADY_EXISTS", "already exists"),
+		{"already exists", identityErr(t, codes.AlreadyExists, identityv1.ErrorReason_ALREADY_EXISTS, "already exists"),
 			[]string{"user", "add", "bob", "--password-stdin"}, "identityctl: user \"bob\" already exists\n"},
-		{"invalid", identityErr(t, codes.InvalidArgument, "INVALID_REQUEST", "invalid role"),
+		{"invalid", identityErr(t, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, "invalid role"),
 			[]string{"user", "add", "bob", "--password-stdin"}, "identityctl: INVALID_REQUEST: invalid role\n"},
-		{"expired token", identityErr(t, codes.Unauthenticated, "TOKEN_EXPIRED", "access token expired"),
+		{"expired token", identityErr(t, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_EXPIRED, "access token expired"),
 			[]string{"user", "list"}, "identityctl: identityd refused the credentials: TOKEN_EXPIRED: access token expired\n"},
-		{"not an admin", identityErr(t, codes.PermissionDenied, "PERMISSION_DENIED", "the admin role is required"),
+		{"not an admin", identityErr(t, codes.PermissionDenied, identityv1.ErrorReason_PERMISSION_DENIED, "the admin role is required"),
 			[]string{"key", "rotate"}, "identityctl: identityd refused the credentials: PERMISSION_DENIED: the admin role is required\n"},
-		{"store down", identityErr(t, codes.Unavailable, "STORE_UNAVAILABLE", "the session store is unavailable"),
+		{"store down", identityErr(t, codes.Unavailable, identityv1.ErrorReason_STORE_UNAVAILABLE, "the session store is unavailable"),
 			[]string{"user", "list"}, "identityctl: STORE_UNAVAILABLE: the session store is unavailable\n"},
 	}
 	for _, tt := range tests {

@@ -34,7 +34,7 @@ const (
 //
 // IdentityService logs users in, rotates refresh tokens, revokes sessions and
 // verifies access tokens. Every failure carries a google.rpc.ErrorInfo with
-// domain "identity" and one of the reasons listed in DESIGN.md.
+// domain "identity" and a reason of ErrorReason (errors.proto).
 type IdentityServiceClient interface {
 	// Login exchanges a username and password for an access token and a refresh token.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*TokenPair, error)
@@ -150,7 +150,7 @@ type IdentityService_WatchRevocationsClient = grpc.ServerStreamingClient[WatchRe
 //
 // IdentityService logs users in, rotates refresh tokens, revokes sessions and
 // verifies access tokens. Every failure carries a google.rpc.ErrorInfo with
-// domain "identity" and one of the reasons listed in DESIGN.md.
+// domain "identity" and a reason of ErrorReason (errors.proto).
 type IdentityServiceServer interface {
 	// Login exchanges a username and password for an access token and a refresh token.
 	Login(context.Context, *LoginRequest) (*TokenPair, error)

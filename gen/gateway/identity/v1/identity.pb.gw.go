@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extIdentityv1 "github.com/identityd/identity/gen/identity/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_IdentityService_Login_0(ctx context.Context, marshaler runtime.Marshaler, client IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_IdentityService_Login_0(ctx context.Context, marshaler runtime.Marshaler, client extIdentityv1.IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LoginRequest
+		protoReq extIdentityv1.LoginRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -50,9 +51,9 @@ func request_IdentityService_Login_0(ctx context.Context, marshaler runtime.Mars
 	return msg, metadata, err
 }
 
-func local_request_IdentityService_Login_0(ctx context.Context, marshaler runtime.Marshaler, server IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_IdentityService_Login_0(ctx context.Context, marshaler runtime.Marshaler, server extIdentityv1.IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LoginRequest
+		protoReq extIdentityv1.LoginRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -62,9 +63,9 @@ func local_request_IdentityService_Login_0(ctx context.Context, marshaler runtim
 	return msg, metadata, err
 }
 
-func request_IdentityService_Refresh_0(ctx context.Context, marshaler runtime.Marshaler, client IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_IdentityService_Refresh_0(ctx context.Context, marshaler runtime.Marshaler, client extIdentityv1.IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq RefreshRequest
+		protoReq extIdentityv1.RefreshRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -77,9 +78,9 @@ func request_IdentityService_Refresh_0(ctx context.Context, marshaler runtime.Ma
 	return msg, metadata, err
 }
 
-func local_request_IdentityService_Refresh_0(ctx context.Context, marshaler runtime.Marshaler, server IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_IdentityService_Refresh_0(ctx context.Context, marshaler runtime.Marshaler, server extIdentityv1.IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq RefreshRequest
+		protoReq extIdentityv1.RefreshRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -89,9 +90,9 @@ func local_request_IdentityService_Refresh_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
-func request_IdentityService_Logout_0(ctx context.Context, marshaler runtime.Marshaler, client IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_IdentityService_Logout_0(ctx context.Context, marshaler runtime.Marshaler, client extIdentityv1.IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LogoutRequest
+		protoReq extIdentityv1.LogoutRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -104,9 +105,9 @@ func request_IdentityService_Logout_0(ctx context.Context, marshaler runtime.Mar
 	return msg, metadata, err
 }
 
-func local_request_IdentityService_Logout_0(ctx context.Context, marshaler runtime.Marshaler, server IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_IdentityService_Logout_0(ctx context.Context, marshaler runtime.Marshaler, server extIdentityv1.IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LogoutRequest
+		protoReq extIdentityv1.LogoutRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -116,9 +117,9 @@ func local_request_IdentityService_Logout_0(ctx context.Context, marshaler runti
 	return msg, metadata, err
 }
 
-func request_IdentityService_Verify_0(ctx context.Context, marshaler runtime.Marshaler, client IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_IdentityService_Verify_0(ctx context.Context, marshaler runtime.Marshaler, client extIdentityv1.IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq VerifyRequest
+		protoReq extIdentityv1.VerifyRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -131,9 +132,9 @@ func request_IdentityService_Verify_0(ctx context.Context, marshaler runtime.Mar
 	return msg, metadata, err
 }
 
-func local_request_IdentityService_Verify_0(ctx context.Context, marshaler runtime.Marshaler, server IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_IdentityService_Verify_0(ctx context.Context, marshaler runtime.Marshaler, server extIdentityv1.IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq VerifyRequest
+		protoReq extIdentityv1.VerifyRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -143,9 +144,9 @@ func local_request_IdentityService_Verify_0(ctx context.Context, marshaler runti
 	return msg, metadata, err
 }
 
-func request_IdentityService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, client IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_IdentityService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, client extIdentityv1.IdentityServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq WhoAmIRequest
+		protoReq extIdentityv1.WhoAmIRequest
 		metadata runtime.ServerMetadata
 	)
 	if req.Body != nil {
@@ -155,9 +156,9 @@ func request_IdentityService_WhoAmI_0(ctx context.Context, marshaler runtime.Mar
 	return msg, metadata, err
 }
 
-func local_request_IdentityService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, server IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_IdentityService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, server extIdentityv1.IdentityServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq WhoAmIRequest
+		protoReq extIdentityv1.WhoAmIRequest
 		metadata runtime.ServerMetadata
 	)
 	msg, err := server.WhoAmI(ctx, &protoReq)
@@ -169,7 +170,7 @@ func local_request_IdentityService_WhoAmI_0(ctx context.Context, marshaler runti
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterIdentityServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterIdentityServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server IdentityServiceServer) error {
+func RegisterIdentityServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extIdentityv1.IdentityServiceServer) error {
 	mux.Handle(http.MethodPost, pattern_IdentityService_Login_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -301,15 +302,15 @@ func RegisterIdentityServiceHandlerFromEndpoint(ctx context.Context, mux *runtim
 // RegisterIdentityServiceHandler registers the http handlers for service IdentityService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterIdentityServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterIdentityServiceHandlerClient(ctx, mux, NewIdentityServiceClient(conn))
+	return RegisterIdentityServiceHandlerClient(ctx, mux, extIdentityv1.NewIdentityServiceClient(conn))
 }
 
 // RegisterIdentityServiceHandlerClient registers the http handlers for service IdentityService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "IdentityServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "IdentityServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extIdentityv1.IdentityServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extIdentityv1.IdentityServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "IdentityServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterIdentityServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client IdentityServiceClient) error {
+// "extIdentityv1.IdentityServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterIdentityServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extIdentityv1.IdentityServiceClient) error {
 	mux.Handle(http.MethodPost, pattern_IdentityService_Login_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
