@@ -87,6 +87,18 @@ func binary(t testing.TB, name string) string {
 	return b.path
 }
 
+// ModuleRoot is the root directory of this module (for tests that read
+// files elsewhere in the tree).
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	goBin, _ := goCommand()
+	root, err := moduleRoot(goBin)
+	if err != nil {
+		t.Fatalf("testidentityd: %v", err)
+	}
+	return root
+}
+
 // buildCommand runs `go build ./cmd/<name>` in the module root, or finds
 // the binary in EnvBinDir.
 func buildCommand(name string) (path string, missing bool, err error) {
@@ -163,6 +175,9 @@ func goCommand() (string, error) {
 // directory (the package under test), from `go env GOMOD`, else found by
 // walking up.
 func moduleRoot(goBin string) (string, error) {
+	if goBin == "" {
+		goBin = "go"
+	}
 	if out, err := exec.Command(goBin, "env", "GOMOD").Output(); err == nil {
 		if mod := strings.TrimSpace(string(out)); mod != "" && mod != os.DevNull {
 			return filepath.Dir(mod), nil
