@@ -24,7 +24,6 @@ type inProcessOptions struct {
 	configure []func(*server.Config)
 	redisURL  string
 	logger    *slog.Logger
-	hasher    *password.Hasher
 }
 
 // InProcessConfig changes the server's configuration, which starts as
@@ -42,12 +41,6 @@ func InProcessRedisURL(url string) InProcessOption {
 // InProcessLogger is the server's logger (default: discard).
 func InProcessLogger(l *slog.Logger) InProcessOption {
 	return func(o *inProcessOptions) { o.logger = l }
-}
-
-// InProcessHasher is the server's password hasher (default: one with
-// CheapHash).
-func InProcessHasher(h *password.Hasher) InProcessOption {
-	return func(o *inProcessOptions) { o.hasher = h }
 }
 
 // InProcess is identity's real server (package server) running inside the
@@ -152,11 +145,11 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (*s
 	if err != nil {
 		return fail(err)
 	}
-	hasher := o.hasher
-	if hasher == nil {
-		if hasher, err = password.New(password.WithParams(CheapHash)); err != nil {
-			return fail(err)
-		}
+	// Cheap hashes: users made by AddUser are checked at CheapHash's
+	// cost anyway, and this keeps the unknown-user dummy cheap too.
+	hasher, err := password.New(password.WithParams(CheapHash))
+	if err != nil {
+		return fail(err)
 	}
 	srv, err := server.New(ctx, cfg, server.Deps{Store: store, Keys: keys, Hasher: hasher, Limiter: limiter, Logger: o.logger})
 	if err != nil {
