@@ -12,6 +12,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/token"
 )
 
@@ -33,11 +34,11 @@ import (
 // paired-* benchmarks measure it directly (speed-vs-raw), immune to a
 // machine whose speed drifts between sub-benchmarks.
 func BenchmarkVerify(b *testing.B) {
-	p := startInproc(b)
-	tok := p.login(b, "bench", p.user(b, "bench", "reader")).GetAccessToken()
+	p := testidentityd.StartInProcess(b)
+	tok := p.Login(b, "bench", testidentityd.AddUser(b, p.Store, "bench", "", "reader")).GetAccessToken()
 	ctx := context.Background()
 
-	resp, err := p.api.GetPublicKeys(ctx, &identityv1.GetPublicKeysRequest{})
+	resp, err := p.API.GetPublicKeys(ctx, &identityv1.GetPublicKeysRequest{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func BenchmarkVerify(b *testing.B) {
 	keyfunc := func(*jwt.Token) (any, error) { return pub, nil }
 
 	newLocal := func(b *testing.B, opts ...authn.LocalOption) *authn.Local {
-		l, err := authn.NewLocal(append([]authn.LocalOption{authn.WithKeysFromConn(p.conn), discard}, opts...)...)
+		l, err := authn.NewLocal(append([]authn.LocalOption{authn.WithKeysFromConn(p.Conn), discard}, opts...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -151,7 +152,7 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	})
 	b.Run("remote-cached", func(b *testing.B) {
-		r := mustRemote(b, p.conn, authn.WithCache(10_000, time.Minute), authn.WithRevocationWatch(), discard)
+		r := mustRemote(b, p.Conn, authn.WithCache(10_000, time.Minute), authn.WithRevocationWatch(), discard)
 		b.Cleanup(func() { r.Close() })
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -160,7 +161,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		run(b, r)
 	})
-	b.Run("remote", func(b *testing.B) { run(b, mustRemote(b, p.conn)) })
+	b.Run("remote", func(b *testing.B) { run(b, mustRemote(b, p.Conn)) })
 	b.Run("interceptor-local-signature", func(b *testing.B) { intercept(b, newLocal(b, authn.WithCache(0, 0))) })
 	b.Run("interceptor-local-cached", func(b *testing.B) { intercept(b, newLocal(b)) })
 }

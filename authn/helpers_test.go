@@ -16,13 +16,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/identityd/identity/authn"
 	"github.com/identityd/identity/examples/greeter"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 )
@@ -66,19 +66,6 @@ func wantStatus(t testing.TB, err error, code codes.Code, reason identityv1.Erro
 	}
 	if reason != identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED && authn.Reason(err) != reason {
 		t.Fatalf("error = %v (reason %v); want reason %v", err, authn.Reason(err), reason)
-	}
-}
-
-// eventually polls cond every interval until it returns nil or timeout
-// passes, and returns cond's last error.
-func eventually(timeout, interval time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(interval)
 	}
 }
 
@@ -167,18 +154,8 @@ func newFakeIdentity(t testing.TB, clock *fakeClock) *fakeIdentity {
 	identityv1.RegisterIdentityServiceServer(srv, f)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	f.conn = dial(t, lis.Addr().String())
+	f.conn = testidentityd.Dial(t, lis.Addr().String())
 	return f
-}
-
-func dial(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // issue returns a token for session sid, issued now (by the fake clock).
@@ -268,7 +245,7 @@ func (f *fakeIdentity) dropStreams() {
 // and one is open.
 func (f *fakeIdentity) waitStreams(t testing.TB, n int) {
 	t.Helper()
-	err := eventually(5*time.Second, time.Millisecond, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if len(f.cursors) < n || len(f.streams) == 0 {
@@ -276,9 +253,6 @@ func (f *fakeIdentity) waitStreams(t testing.TB, n int) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func (f *fakeIdentity) watchCursors() []string {
@@ -298,7 +272,7 @@ func serveGreeter(t testing.TB, v authn.Verifier) *grpc.ClientConn {
 	srv := greeter.NewServer(v)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return dial(t, lis.Addr().String())
+	return testidentityd.Dial(t, lis.Addr().String())
 }
 
 // hello calls Greeter.Hello with tok.

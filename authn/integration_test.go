@@ -2,6 +2,7 @@ package authn_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/identityd/identity/authn"
 	"github.com/identityd/identity/examples/greeter"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/testidentityd"
 )
 
 // The scenarios of issue 4 against a real identityd process and Redis.
@@ -42,20 +44,20 @@ func runGreeter(t *testing.T, cfg greeter.Config) *grpc.ClientConn {
 			t.Errorf("greeter.Run: %v", err)
 		}
 	})
-	return dial(t, lis.Addr().String())
+	return testidentityd.Dial(t, lis.Addr().String())
 }
 
 func TestGreeterProtectedByIdentityd(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, nil)
-	bobPW := d.addUser(t, "bob")
-	alice := d.login(t, "alice", d.password) // bootstrap user: role admin
-	bob := d.login(t, "bob", bobPW)
+	bobPW := testidentityd.AddUser(t, d.Store(t), "bob", "")
+	alice := d.Login(t, "alice", d.Password) // bootstrap user: role admin
+	bob := d.Login(t, "bob", bobPW)
 
 	modes := map[string]greeter.Config{
-		"remote":     {IdentityAddr: d.grpcAddr, Mode: "remote"},
-		"local-grpc": {IdentityAddr: d.grpcAddr, Mode: "local"},
-		"local-jwks": {IdentityAddr: d.grpcAddr, Mode: "local", JWKSURL: d.jwksURL()},
+		"remote":     {IdentityAddr: d.GRPCAddr, Mode: "remote"},
+		"local-grpc": {IdentityAddr: d.GRPCAddr, Mode: "local"},
+		"local-jwks": {IdentityAddr: d.GRPCAddr, Mode: "local", JWKSURL: d.JWKSURL()},
 	}
 	conns := map[string]*grpc.ClientConn{}
 	for name, cfg := range modes {
@@ -90,18 +92,15 @@ func TestGreeterProtectedByIdentityd(t *testing.T) {
 
 	// Logout: every mode refuses bob's access token with TOKEN_REVOKED,
 	// the local ones as soon as the revocation event arrives.
-	d.logout(t, bob)
+	d.Logout(t, bob)
 	for name, conn := range conns {
-		err := eventually(5*time.Second, 5*time.Millisecond, func() error {
+		testidentityd.Eventually(t, 5*time.Second, func() error {
 			_, err := hello(t, conn, bob.GetAccessToken())
 			if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
 				return fmt.Errorf("%s: after logout: %v", name, err)
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
 		if _, err := hello(t, conn, alice.GetAccessToken()); err != nil {
 			t.Fatalf("%s: alice after bob's logout: %v", name, err)
 		}
@@ -111,16 +110,16 @@ func TestGreeterProtectedByIdentityd(t *testing.T) {
 func TestKeyRotationWithoutRestart(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, map[string]string{"key-publish-ahead": "1s"})
-	admin := d.login(t, "alice", d.password)
+	admin := d.Login(t, "alice", d.Password)
 	// Key refresh far off: only the refetch an unknown kid triggers can
 	// teach these verifiers the new key.
-	jwks, err := authn.NewLocal(authn.WithJWKSURL(d.jwksURL()), authn.WithRevocationsFromConn(d.conn),
+	jwks, err := authn.NewLocal(authn.WithJWKSURL(d.JWKSURL()), authn.WithRevocationsFromConn(d.Conn),
 		authn.WithKeyRefresh(time.Hour), quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer jwks.Close()
-	grpcKeys, err := authn.NewLocal(authn.WithKeysFromConn(d.conn), authn.WithKeyRefresh(time.Hour), quiet(t))
+	grpcKeys, err := authn.NewLocal(authn.WithKeysFromConn(d.Conn), authn.WithKeyRefresh(time.Hour), quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,22 +138,19 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 	// on identityd, so identityd's own key manager (its publish-ahead,
 	// and no reload delay) makes the new key.
 	ctx := greeter.WithToken(t.Context(), admin.GetAccessToken())
-	keys, err := identityv1.NewAdminServiceClient(d.conn).RotateKeys(ctx, &identityv1.RotateKeysRequest{})
+	keys, err := identityv1.NewAdminServiceClient(d.Conn).RotateKeys(ctx, &identityv1.RotateKeysRequest{})
 	if err != nil {
 		t.Fatalf("RotateKeys: %v", err)
 	}
 	oldKid := kidOf(t, admin.GetAccessToken())
 	var rotated *identityv1.TokenPair
-	err = eventually(10*time.Second, 100*time.Millisecond, func() error {
-		rotated = d.login(t, "alice", d.password)
+	testidentityd.Eventually(t, 10*time.Second, func() error {
+		rotated = d.Login(t, "alice", d.Password)
 		if kidOf(t, rotated.GetAccessToken()) == oldKid {
 			return fmt.Errorf("still signed by %s (keys: %v)", oldKid, keys.GetKeys())
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, conn := range conns {
 		if _, err := hello(t, conn, rotated.GetAccessToken()); err != nil {
 			t.Fatalf("%s: token of the rotated-in key: %v", name, err)
@@ -168,12 +164,12 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 func TestIdentitydDown(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, nil)
-	alice := d.login(t, "alice", d.password)
-	fresh := d.login(t, "alice", d.password)
+	alice := d.Login(t, "alice", d.Password)
+	fresh := d.Login(t, "alice", d.Password)
 
 	// The verifiers' own connection retries fast, so the test does not
 	// wait out gRPC's default reconnect backoff after the restart.
-	conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(d.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond,
 		}, MinConnectTimeout: time.Second}))
@@ -204,7 +200,7 @@ func TestIdentitydDown(t *testing.T) {
 		}
 	}
 
-	d.stop()
+	d.Stop()
 	stopped := time.Now()
 	_, err = hello(t, remoteConn, fresh.GetAccessToken())
 	wantStatus(t, err, codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE)
@@ -217,54 +213,45 @@ func TestIdentitydDown(t *testing.T) {
 	}
 	// ...until the staleness bound, then fails closed.
 	var failedAfter time.Duration
-	err = eventually(staleness+3*time.Second, 10*time.Millisecond, func() error {
+	testidentityd.Eventually(t, staleness+3*time.Second, func() error {
 		_, err := hello(t, localConn, alice.GetAccessToken())
 		if err == nil {
-			return errNotYet
+			return errors.New("local has not failed closed")
 		}
 		failedAfter = time.Since(stopped)
 		wantStatus(t, err, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("local never failed closed: %v", err)
-	}
 	// The last heartbeat came up to a second before the stop.
 	if failedAfter < staleness-1200*time.Millisecond {
 		t.Fatalf("local failed closed %v after identityd stopped, before the %v staleness bound", failedAfter, staleness)
 	}
 	t.Logf("local verifier failed closed %v after identityd stopped (staleness %v)", failedAfter.Round(time.Millisecond), staleness)
 	// With a fallback, identity is asked, and it is down: UNAVAILABLE.
-	err = eventually(3*time.Second, 10*time.Millisecond, func() error {
+	testidentityd.Eventually(t, 3*time.Second, func() error {
 		_, err := hello(t, fallbackConn, alice.GetAccessToken())
 		if err == nil {
-			return errNotYet
+			return errors.New("the verifier with a fallback still accepts the token")
 		}
 		wantStatus(t, err, codes.Unavailable, identityv1.ErrorReason_IDENTITY_UNAVAILABLE)
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// While identityd is down, alice's session is revoked in the store
 	// (as `identityctl --redis-url ... session revoke` does). Back up,
 	// identityd replays it to the verifier, which resumes from its
 	// cursor: the token is refused, and a new one accepted.
-	if err := d.store(t).RevokeSession(t.Context(), alice.GetSessionId(), time.Now()); err != nil {
+	if err := d.Store(t).RevokeSession(t.Context(), alice.GetSessionId(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	d.restart()
-	err = eventually(10*time.Second, 10*time.Millisecond, func() error {
+	d.Restart()
+	testidentityd.Eventually(t, 10*time.Second, func() error {
 		_, err := hello(t, localConn, alice.GetAccessToken())
 		if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
 			return fmt.Errorf("revoked while identityd was down: %v", err)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := hello(t, localConn, fresh.GetAccessToken()); err != nil {
 		t.Fatalf("local after identityd came back: %v", err)
 	}
@@ -284,8 +271,8 @@ func TestIdentitydDown(t *testing.T) {
 func TestRevocationPropagation(t *testing.T) {
 	const sessions = 200
 	d := startIdentityd(t, nil)
-	pw := d.addUser(t, "load")
-	l, err := authn.NewLocal(authn.WithKeysFromConn(d.conn), quiet(t))
+	pw := testidentityd.AddUser(t, d.Store(t), "load", "")
+	l, err := authn.NewLocal(authn.WithKeysFromConn(d.Conn), quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +284,7 @@ func TestRevocationPropagation(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := w; i < sessions; i += 8 {
-				pairs[i] = d.login(t, "load", pw)
+				pairs[i] = d.Login(t, "load", pw)
 			}
 		})
 	}
@@ -310,7 +297,7 @@ func TestRevocationPropagation(t *testing.T) {
 
 	lat := make([]time.Duration, 0, sessions)
 	for _, p := range pairs {
-		d.logout(t, p)
+		d.Logout(t, p)
 		returned := time.Now()
 		for {
 			_, err := l.Verify(t.Context(), p.GetAccessToken())

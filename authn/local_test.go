@@ -17,6 +17,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 )
@@ -54,15 +55,12 @@ func waitReady(t *testing.T, l *authn.Local) {
 // may open after the first ones are sent).
 func heartbeatUntilReady(t *testing.T, f *fakeIdentity, l *authn.Local) {
 	t.Helper()
-	err := eventually(5*time.Second, 0, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		f.heartbeat("c0")
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
 		defer cancel()
 		return l.WaitReady(ctx)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func verifyOK(t *testing.T, v authn.Verifier, tok, wantSID string) {
@@ -86,27 +84,23 @@ func verifyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, re
 // until Verify fails as described.
 func eventuallyFails(t *testing.T, v authn.Verifier, tok string, code codes.Code, reason identityv1.ErrorReason) {
 	t.Helper()
-	err := eventually(5*time.Second, time.Millisecond, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		_, err := v.Verify(t.Context(), tok)
 		if status.Code(err) != code || authn.Reason(err) != reason {
-			return fmt.Errorf("not yet: %v", err)
+			return fmt.Errorf("Verify has not failed with %v/%s yet: %v", code, reason, err)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("Verify never failed with %v/%s: %v", code, reason, err)
-	}
 }
 
 func eventuallyOK(t *testing.T, v authn.Verifier, tok string) {
 	t.Helper()
-	err := eventually(5*time.Second, time.Millisecond, func() error {
-		_, err := v.Verify(t.Context(), tok)
-		return err
+	testidentityd.Eventually(t, 5*time.Second, func() error {
+		if _, err := v.Verify(t.Context(), tok); err != nil {
+			return fmt.Errorf("Verify has not succeeded yet: %w", err)
+		}
+		return nil
 	})
-	if err != nil {
-		t.Fatalf("Verify never succeeded: %v", err)
-	}
 }
 
 func TestLocalFailsClosedUntilCaughtUpAndWhenStale(t *testing.T) {
@@ -183,7 +177,7 @@ func TestLocalResetDistrustsOlderTokens(t *testing.T) {
 	clock := newFakeClock()
 	f := newFakeIdentity(t, clock)
 	l := newLocal(t, f)
-	lf := newLocal(t, f, authn.WithRemoteFallback(dial(t, f.conn.Target())))
+	lf := newLocal(t, f, authn.WithRemoteFallback(testidentityd.Dial(t, f.conn.Target())))
 	fallback := f
 	f.waitStreams(t, 2)
 	f.heartbeat("c0")
@@ -197,7 +191,7 @@ func TestLocalResetDistrustsOlderTokens(t *testing.T) {
 	eventuallyFails(t, l, before, codes.Unavailable, identityv1.ErrorReason_VERIFIER_STALE)
 	// With a fallback, identity is asked instead (once lf has seen the
 	// reset: its stream is its own).
-	err := eventually(5*time.Second, time.Millisecond, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		calls := fallback.verifyCalls.Load()
 		verifyOK(t, lf, before, "s1")
 		if fallback.verifyCalls.Load() != calls+1 {
@@ -205,16 +199,13 @@ func TestLocalResetDistrustsOlderTokens(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Tokens issued after the reset (and the clock leeway) are checked
 	// locally again.
 	clock.Advance(token.DefaultLeeway + time.Second)
 	f.heartbeat("c9")
 	after := f.issue(t, "s2")
 	eventuallyOK(t, l, after)
-	err = eventually(5*time.Second, time.Millisecond, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		f.heartbeat("c9") // until lf has seen one since the clock moved
 		calls := fallback.verifyCalls.Load()
 		verifyOK(t, lf, after, "s2")
@@ -223,16 +214,13 @@ func TestLocalResetDistrustsOlderTokens(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestLocalFallbackWhileStale(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	f := newFakeIdentity(t, clock)
-	fallbackConn := dial(t, f.conn.Target())
+	fallbackConn := testidentityd.Dial(t, f.conn.Target())
 	l := newLocal(t, f, authn.WithRemoteFallback(fallbackConn))
 	fallback := f
 	f.waitStreams(t, 1)

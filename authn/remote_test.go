@@ -13,14 +13,15 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/testidentityd"
 )
 
 func TestRemotePassesIdentityAnswersThrough(t *testing.T) {
 	t.Parallel()
-	p := startInproc(t)
-	pw := p.user(t, "carol", "ops")
-	pair := p.login(t, "carol", pw)
-	r := mustRemote(t, p.conn)
+	p := testidentityd.StartInProcess(t)
+	pw := testidentityd.AddUser(t, p.Store, "carol", "", "ops")
+	pair := p.Login(t, "carol", pw)
+	r := mustRemote(t, p.Conn)
 	defer r.Close()
 
 	c, err := r.Verify(t.Context(), pair.GetAccessToken())
@@ -34,14 +35,14 @@ func TestRemotePassesIdentityAnswersThrough(t *testing.T) {
 
 	// identity's own errors come through as they are: code, reason, message.
 	for _, tok := range []string{"garbage", pair.GetRefreshToken()} {
-		_, want := p.api.Verify(t.Context(), &identityv1.VerifyRequest{Token: tok})
+		_, want := p.API.Verify(t.Context(), &identityv1.VerifyRequest{Token: tok})
 		_, got := r.Verify(t.Context(), tok)
 		if status.Code(got) != status.Code(want) || authn.Reason(got) != authn.Reason(want) || status.Convert(got).Message() != status.Convert(want).Message() {
 			t.Errorf("Verify(%.8q…) = %v; identity says %v", tok, got, want)
 		}
 		wantStatus(t, got, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 	}
-	if _, err := p.api.Logout(t.Context(), &identityv1.LogoutRequest{RefreshToken: pair.GetRefreshToken()}); err != nil {
+	if _, err := p.API.Logout(t.Context(), &identityv1.LogoutRequest{RefreshToken: pair.GetRefreshToken()}); err != nil {
 		t.Fatal(err)
 	}
 	verifyFails(t, r, pair.GetAccessToken(), codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED)
@@ -59,7 +60,7 @@ func TestRemoteUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := dial(t, lis.Addr().String())
+	dead := testidentityd.Dial(t, lis.Addr().String())
 	lis.Close()
 
 	hanging := newFakeIdentity(t, clock)
@@ -172,7 +173,7 @@ func TestRemoteCacheFollowsRevocations(t *testing.T) {
 	s1, s2 := f.issue(t, "s1"), f.issue(t, "s2")
 
 	// Cached once the watch is fresh.
-	if err := eventually(5*time.Second, time.Millisecond, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		verifyOK(t, r, s1, "s1")
 		calls := f.verifyCalls.Load()
 		verifyOK(t, r, s1, "s1")
@@ -180,9 +181,7 @@ func TestRemoteCacheFollowsRevocations(t *testing.T) {
 			return errors.New("not served from the cache")
 		}
 		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	verifyOK(t, r, s2, "s2")
 
 	// A revocation event drops the session's cached tokens at once:

@@ -42,7 +42,7 @@ func (r response) String() string {
 // here must get an HTTP answer.
 func (d *identityd) do(t testing.TB, method, path string, body io.Reader, header http.Header) response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, d.baseURL+path, body)
+	req, err := http.NewRequestWithContext(t.Context(), method, d.BaseURL+path, body)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -142,7 +142,7 @@ func (d *identityd) requireTokenPair(t testing.TB, r response) tokenPair {
 	if tp.AccessToken == "" || tp.RefreshToken == "" || tp.SessionID == "" {
 		t.Fatalf("TokenPair lacks a token or the session id: %v", r)
 	}
-	d.remember(tp.AccessToken, tp.RefreshToken)
+	d.Remember(tp.AccessToken, tp.RefreshToken)
 	return tp
 }
 
@@ -402,12 +402,12 @@ func (d *identityd) loginVia(t testing.TB, p via, username, password string) tok
 	if p == viaREST {
 		return d.login(t, username, password)
 	}
-	resp, err := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: username, Password: password})
+	resp, err := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: username, Password: password})
 	if err != nil {
 		t.Fatalf("gRPC Login: %v", err)
 	}
 	tp := pairFromProto(resp)
-	d.remember(tp.AccessToken, tp.RefreshToken)
+	d.Remember(tp.AccessToken, tp.RefreshToken)
 	return tp
 }
 
@@ -420,12 +420,12 @@ func (d *identityd) refreshVia(t testing.TB, p via, refreshToken string) (tokenP
 		}
 		return d.requireTokenPair(t, r), nil
 	}
-	resp, err := d.api.Refresh(rpcContext(t), &identityv1.RefreshRequest{RefreshToken: refreshToken})
+	resp, err := d.API.Refresh(rpcContext(t), &identityv1.RefreshRequest{RefreshToken: refreshToken})
 	if f := grpcFailure(t, err); f != nil {
 		return tokenPair{}, f
 	}
 	tp := pairFromProto(resp)
-	d.remember(tp.AccessToken, tp.RefreshToken)
+	d.Remember(tp.AccessToken, tp.RefreshToken)
 	return tp, nil
 }
 
@@ -441,7 +441,7 @@ func (d *identityd) logoutVia(t testing.TB, p via, refreshToken string, all bool
 		}
 		return nil
 	}
-	_, err := d.api.Logout(rpcContext(t), &identityv1.LogoutRequest{RefreshToken: refreshToken, AllSessions: all})
+	_, err := d.API.Logout(rpcContext(t), &identityv1.LogoutRequest{RefreshToken: refreshToken, AllSessions: all})
 	return grpcFailure(t, err)
 }
 
@@ -455,7 +455,7 @@ func (d *identityd) verifyVia(t testing.TB, p via, token string) (identity, *fai
 		}
 		return requireIdentity(t, r), nil
 	}
-	resp, err := d.api.Verify(rpcContext(t), &identityv1.VerifyRequest{Token: token})
+	resp, err := d.API.Verify(rpcContext(t), &identityv1.VerifyRequest{Token: token})
 	if f := grpcFailure(t, err); f != nil {
 		return identity{}, f
 	}
@@ -472,7 +472,7 @@ func (d *identityd) whoAmIVia(t testing.TB, p via, token string) (identity, *fai
 		}
 		return requireIdentity(t, r), nil
 	}
-	resp, err := d.api.WhoAmI(bearerContext(t, token), &identityv1.WhoAmIRequest{})
+	resp, err := d.API.WhoAmI(bearerContext(t, token), &identityv1.WhoAmIRequest{})
 	if f := grpcFailure(t, err); f != nil {
 		return identity{}, f
 	}

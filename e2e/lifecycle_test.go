@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/internal/testredis"
 )
 
@@ -22,7 +21,7 @@ func TestSessionLifetimes(t *testing.T) {
 
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
-		tp := d.login(t, d.username, d.password)
+		tp := d.login(t, d.Username, d.Password)
 		if until := time.Until(tp.RefreshTokenExpiresAt); until > 3*time.Second {
 			t.Errorf("refresh_token_expires_at is %v away, want about the 2s idle lifetime", until.Round(time.Millisecond))
 		}
@@ -34,15 +33,15 @@ func TestSessionLifetimes(t *testing.T) {
 	t.Run("absolute", func(t *testing.T) {
 		t.Parallel()
 		start := time.Now()
-		tp := d.login(t, d.username, d.password)
+		tp := d.login(t, d.Username, d.Password)
 		// Refresh often, well inside the idle lifetime, until the session ends:
 		// the refreshes in its last moments must fail cleanly too.
 		var endedAt time.Time
-		err := eventually(7*time.Second, 20*time.Millisecond, func() error {
+		testidentityd.Eventually(t, 7*time.Second, func() error {
 			next, f := d.refreshVia(t, viaREST, tp.RefreshToken)
 			if f == nil {
 				tp = next
-				return errors.New("the session is still alive")
+				return errors.New("the session (--refresh-absolute-ttl 4s) is still alive")
 			}
 			if f.code != codes.Unauthenticated || f.reason != "REFRESH_TOKEN_INVALID" {
 				t.Fatalf("refresh %v after login (--refresh-absolute-ttl 4s): want Unauthenticated REFRESH_TOKEN_INVALID, got %v",
@@ -51,9 +50,6 @@ func TestSessionLifetimes(t *testing.T) {
 			endedAt = time.Now()
 			return nil
 		})
-		if err != nil {
-			t.Fatalf("7s after login with --refresh-absolute-ttl 4s: %v", err)
-		}
 		if age := endedAt.Sub(start); age < 3*time.Second {
 			t.Errorf("session ended after %v, before its 4s absolute lifetime", age.Round(time.Millisecond))
 		}
@@ -67,10 +63,10 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	t.Parallel()
 	r := testredis.NewServer(t)
 	a := startIdentityd(t, opts{redis: r})
-	b := startIdentityd(t, opts{redis: r, password: a.password})
+	b := startIdentityd(t, opts{redis: r, password: a.Password})
 
-	tp := a.login(t, a.username, a.password)
-	b.remember(tp.AccessToken, tp.RefreshToken)
+	tp := a.login(t, a.Username, a.Password)
+	b.Remember(tp.AccessToken, tp.RefreshToken)
 	// b verifies a's token, twice, so any cache of b's holds it.
 	for range 2 {
 		if _, f := b.verifyVia(t, viaGRPC, tp.AccessToken); f != nil {
@@ -78,14 +74,14 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 		}
 	}
 	next := b.refresh(t, tp.RefreshToken)
-	a.remember(next.AccessToken, next.RefreshToken)
+	a.Remember(next.AccessToken, next.RefreshToken)
 	requireSuccess(t, second(a.verifyVia(t, viaREST, next.AccessToken)))
 	requireSuccess(t, second(b.verifyVia(t, viaREST, next.AccessToken)))
 
 	requireSuccess(t, a.logoutVia(t, viaREST, next.RefreshToken, false))
 	// "From that moment": allow only the time a revocation feed needs to
 	// cross processes, far less than the access token's minute.
-	err := eventually(2*time.Second, 50*time.Millisecond, func() error {
+	testidentityd.Eventually(t, 2*time.Second, func() error {
 		_, f := b.verifyVia(t, viaREST, next.AccessToken)
 		if f == nil {
 			return errors.New("instance b still accepts the logged-out session's access token")
@@ -95,9 +91,6 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	b.requireTokenRejected(t, next.AccessToken, "TOKEN_REVOKED")
 	_, f := b.refreshVia(t, viaGRPC, next.RefreshToken)
 	requireFailure(t, f, codes.Unauthenticated, "REFRESH_TOKEN_INVALID")
@@ -111,20 +104,13 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 // testAdminRevocation: revocations made with identityctl directly in the
 // store (disable a user, revoke a session) reach the running identityd.
 func testAdminRevocation(t *testing.T, d *identityd) {
-	if bins.identityctl == "" {
-		skipOrFail(t, "identityctl unavailable: %v", bins.ctlErr)
-	}
 	ctl := func(args ...string) {
 		t.Helper()
-		cmd := exec.Command(bins.identityctl, append([]string{"--redis-url", d.redisURL}, args...)...)
-		cmd.Env = cleanEnv()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("identityctl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
+		d.Identityctl(t, "", args...)
 	}
 	revokedSoon := func(token string) {
 		t.Helper()
-		err := eventually(2*time.Second, 50*time.Millisecond, func() error {
+		testidentityd.Eventually(t, 2*time.Second, func() error {
 			_, f := d.verifyVia(t, viaREST, token)
 			if f == nil {
 				return errors.New("the access token still verifies")
@@ -134,9 +120,6 @@ func testAdminRevocation(t *testing.T, d *identityd) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
 		d.requireTokenRejected(t, token, "TOKEN_REVOKED")
 	}
 

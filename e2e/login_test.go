@@ -21,7 +21,7 @@ import (
 func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 	before := time.Now()
 
-	r := d.loginREST(t, d.username, d.password)
+	r := d.loginREST(t, d.Username, d.Password)
 	tp := d.requireTokenPair(t, r)
 	requireTokenPairJSON(t, r)
 
@@ -54,7 +54,7 @@ func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 	sub, _ := c["sub"].(string)
 	iat, exp := claimInt(t, c, "iat"), claimInt(t, c, "exp")
 	nbf := claimInt(t, c, "nbf")
-	for name, want := range map[string]any{"iss": "identity", "sid": tp.SessionID, "preferred_username": d.username} {
+	for name, want := range map[string]any{"iss": "identity", "sid": tp.SessionID, "preferred_username": d.Username} {
 		if c[name] != want {
 			t.Errorf("claim %s = %v, want %v", name, c[name], want)
 		}
@@ -62,7 +62,7 @@ func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 	if aud := c["aud"]; aud != "identity" && !reflect.DeepEqual(aud, []any{"identity"}) {
 		t.Errorf("claim aud = %v, want \"identity\"", aud)
 	}
-	if sub == "" || sub == d.username {
+	if sub == "" || sub == d.Username {
 		t.Errorf("claim sub = %q, want a stable user id (not empty, not the username)", sub)
 	}
 	if jti, _ := c["jti"].(string); jti == "" {
@@ -77,7 +77,7 @@ func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 
 	// Verify and WhoAmI over REST: the same identity, exact JSON shape.
 	want := identity{
-		Subject: sub, Username: d.username, SessionID: tp.SessionID,
+		Subject: sub, Username: d.Username, SessionID: tp.SessionID,
 		IssuedAt: time.Unix(iat, 0).UTC(), ExpiresAt: time.Unix(exp, 0).UTC(),
 	}
 	vr := d.verifyREST(t, tp.AccessToken)
@@ -92,23 +92,23 @@ func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 	}
 
 	// The same over gRPC.
-	gv, err := d.api.Verify(rpcContext(t), &identityv1.VerifyRequest{Token: tp.AccessToken})
+	gv, err := d.API.Verify(rpcContext(t), &identityv1.VerifyRequest{Token: tp.AccessToken})
 	if err != nil {
 		t.Fatalf("gRPC Verify: %v", err)
 	}
 	checkIdentity(t, "gRPC Verify", fromProto(gv), want)
-	gw, err := d.api.WhoAmI(bearerContext(t, tp.AccessToken), &identityv1.WhoAmIRequest{})
+	gw, err := d.API.WhoAmI(bearerContext(t, tp.AccessToken), &identityv1.WhoAmIRequest{})
 	if err != nil {
 		t.Fatalf("gRPC WhoAmI: %v", err)
 	}
 	checkIdentity(t, "gRPC WhoAmI", fromProto(gw), want)
 
 	// A gRPC login gives a session of its own whose token REST accepts.
-	gp, err := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: d.username, Password: d.password})
+	gp, err := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: d.Username, Password: d.Password})
 	if err != nil {
 		t.Fatalf("gRPC Login: %v", err)
 	}
-	d.remember(gp.GetAccessToken(), gp.GetRefreshToken())
+	d.Remember(gp.GetAccessToken(), gp.GetRefreshToken())
 	if gp.GetTokenType() != "Bearer" || gp.GetExpiresIn() != accessTTL || gp.GetSessionId() == "" ||
 		gp.GetAccessTokenExpiresAt() == nil || gp.GetRefreshTokenExpiresAt() == nil || gp.GetRefreshToken() == "" {
 		t.Errorf("gRPC Login TokenPair incomplete: type %q expires_in %d session %q", gp.GetTokenType(), gp.GetExpiresIn(), gp.GetSessionId())
@@ -232,11 +232,11 @@ func checkIdentity(t testing.TB, what string, got, want identity) {
 // testInvalidCredentials: a wrong password and an unknown user get the same
 // answer, so the answer does not reveal which usernames exist.
 func testInvalidCredentials(t *testing.T, d *identityd) {
-	wrong := "wrong-" + d.password
-	d.remember(wrong)
+	wrong := "wrong-" + d.Password
+	d.Remember(wrong)
 
-	badPassword := d.loginREST(t, d.username, wrong)
-	unknownUser := d.loginREST(t, "nobody-"+randomHex(4), d.password)
+	badPassword := d.loginREST(t, d.Username, wrong)
+	unknownUser := d.loginREST(t, "nobody-"+randomHex(4), d.Password)
 	requireError(t, badPassword, http.StatusUnauthorized, "INVALID_CREDENTIALS")
 	requireError(t, unknownUser, http.StatusUnauthorized, "INVALID_CREDENTIALS")
 	if !reflect.DeepEqual(decodeObject(t, badPassword), decodeObject(t, unknownUser)) {
@@ -246,8 +246,8 @@ func testInvalidCredentials(t *testing.T, d *identityd) {
 		t.Errorf("WWW-Authenticate differs: %q vs %q", a, b)
 	}
 
-	_, err1 := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: d.username, Password: wrong})
-	_, err2 := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: "nobody-" + randomHex(4), Password: d.password})
+	_, err1 := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: d.Username, Password: wrong})
+	_, err2 := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: "nobody-" + randomHex(4), Password: d.Password})
 	s1 := requireStatusError(t, err1, codes.Unauthenticated, "INVALID_CREDENTIALS")
 	s2 := requireStatusError(t, err2, codes.Unauthenticated, "INVALID_CREDENTIALS")
 	if s1.Message() != s2.Message() || len(s1.Details()) != len(s2.Details()) {
@@ -259,12 +259,12 @@ func testInvalidCredentials(t *testing.T, d *identityd) {
 		name, username, password string
 		allowed                  []statusReason
 	}{
-		{"empty username", "", d.password, []statusReason{{400, "INVALID_REQUEST"}}},
-		{"empty password", d.username, "", []statusReason{{400, "INVALID_REQUEST"}}},
-		{"NUL in username", d.username[:2] + "\x00" + d.username[2:], d.password, badLogin},
-		{"newline after username", d.username + "\n", d.password, badLogin},
-		{"password of 1025 bytes", d.username, strings.Repeat("p", 1025), badLogin},
-		{"correct password with a suffix", d.username, d.password + "x", []statusReason{{401, "INVALID_CREDENTIALS"}}},
+		{"empty username", "", d.Password, []statusReason{{400, "INVALID_REQUEST"}}},
+		{"empty password", d.Username, "", []statusReason{{400, "INVALID_REQUEST"}}},
+		{"NUL in username", d.Username[:2] + "\x00" + d.Username[2:], d.Password, badLogin},
+		{"newline after username", d.Username + "\n", d.Password, badLogin},
+		{"password of 1025 bytes", d.Username, strings.Repeat("p", 1025), badLogin},
+		{"correct password with a suffix", d.Username, d.Password + "x", []statusReason{{401, "INVALID_CREDENTIALS"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,12 +303,12 @@ func testOperationalEndpoints(t *testing.T, d *identityd) {
 		}
 	}
 
-	hc, err := grpc_health_v1.NewHealthClient(d.conn).Check(rpcContext(t), &grpc_health_v1.HealthCheckRequest{})
+	hc, err := grpc_health_v1.NewHealthClient(d.Conn).Check(rpcContext(t), &grpc_health_v1.HealthCheckRequest{})
 	if err != nil || hc.GetStatus() != grpc_health_v1.HealthCheckResponse_SERVING {
 		t.Errorf("grpc.health.v1.Health/Check: %v %v, want SERVING", hc.GetStatus(), err)
 	}
 
-	stream, err := reflectionpb.NewServerReflectionClient(d.conn).ServerReflectionInfo(rpcContext(t))
+	stream, err := reflectionpb.NewServerReflectionClient(d.Conn).ServerReflectionInfo(rpcContext(t))
 	if err != nil {
 		t.Fatalf("reflection: %v", err)
 	}

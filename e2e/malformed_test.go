@@ -91,14 +91,14 @@ func testMalformedRequests(t *testing.T, d *identityd) {
 	t.Run("gRPC oversized fields", func(t *testing.T) {
 		t.Parallel()
 		// A field far past any sane size but inside the message limit.
-		_, err := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: strings.Repeat("u", 512<<10), Password: "x"})
+		_, err := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: strings.Repeat("u", 512<<10), Password: "x"})
 		if f := grpcFailure(t, err); f == nil ||
 			!(f.code == codes.InvalidArgument && f.reason == "INVALID_REQUEST" ||
 				f.code == codes.Unauthenticated && f.reason == "INVALID_CREDENTIALS") {
 			t.Errorf("Login with a 512 KiB username: want INVALID_REQUEST or INVALID_CREDENTIALS, got %v", f)
 		}
 		// Past the gRPC default message size: refused by the transport.
-		_, err = d.api.Verify(rpcContext(t), &identityv1.VerifyRequest{Token: strings.Repeat("t", 5<<20)})
+		_, err = d.API.Verify(rpcContext(t), &identityv1.VerifyRequest{Token: strings.Repeat("t", 5<<20)})
 		if c := status.Code(err); c != codes.ResourceExhausted && c != codes.InvalidArgument {
 			t.Errorf("Verify with a 5 MiB token: want RESOURCE_EXHAUSTED or INVALID_ARGUMENT, got %v", err)
 		}

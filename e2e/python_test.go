@@ -8,10 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/identityd/identity/internal/testidentityd"
 )
 
 // systemPython is Debian's interpreter, where python3-grpcio and
@@ -22,11 +23,7 @@ const systemPython = "/usr/bin/python3"
 // clients/python/identity_client.py against a live identityd.
 func testPythonClient(t *testing.T, d *identityd) {
 	requirePythonToolchain(t)
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "clients", "python")
+	dir := filepath.Join(testidentityd.ModuleRoot(t), "clients", "python")
 	stubs := t.TempDir()
 
 	if out, err := exec.Command("bash", filepath.Join(dir, "generate.sh"), stubs).CombinedOutput(); err != nil {
@@ -38,7 +35,7 @@ func testPythonClient(t *testing.T, d *identityd) {
 		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, systemPython, filepath.Join(dir, "identity_client.py"), "--addr", addr)
-		cmd.Env = append(cleanEnv(),
+		cmd.Env = append(testidentityd.CleanEnv(),
 			"PYTHONPATH="+stubs,
 			"PYTHONDONTWRITEBYTECODE=1",
 			"IDENTITY_USERNAME="+username,
@@ -66,17 +63,17 @@ func testPythonClient(t *testing.T, d *identityd) {
 
 	t.Run("happy path", func(t *testing.T) {
 		t.Parallel()
-		stdout, stderr, code := client(t, d.grpcAddr, d.username, d.password)
+		stdout, stderr, code := client(t, d.GRPCAddr, d.Username, d.Password)
 		if code != 0 {
 			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 		}
 		sid := `session_id=[^ \n]+`
 		want := []string{
 			`^login ok: ` + sid + ` token_type=Bearer expires_in=60$`,
-			`^verify ok: subject=[^ ]+ username=` + d.username + ` roles=admin ` + sid + `$`,
-			`^whoami ok: subject=[^ ]+ username=` + d.username + ` roles=admin ` + sid + `$`,
+			`^verify ok: subject=[^ ]+ username=` + d.Username + ` roles=admin ` + sid + `$`,
+			`^whoami ok: subject=[^ ]+ username=` + d.Username + ` roles=admin ` + sid + `$`,
 			`^refresh ok: rotated ` + sid + ` expires_in=60$`,
-			`^verify refreshed ok: subject=[^ ]+ username=` + d.username + ` roles=admin ` + sid + `$`,
+			`^verify refreshed ok: subject=[^ ]+ username=` + d.Username + ` roles=admin ` + sid + `$`,
 			`^logout ok: ` + sid + `$`,
 			`^verify after logout ok: rejected UNAUTHENTICATED TOKEN_REVOKED$`,
 			`^all steps ok$`,
@@ -102,9 +99,9 @@ func testPythonClient(t *testing.T, d *identityd) {
 
 	t.Run("wrong password", func(t *testing.T) {
 		t.Parallel()
-		wrong := "wrong-" + d.password
-		d.remember(wrong)
-		stdout, stderr, code := client(t, d.grpcAddr, d.username, wrong)
+		wrong := "wrong-" + d.Password
+		d.Remember(wrong)
+		stdout, stderr, code := client(t, d.GRPCAddr, d.Username, wrong)
 		if code != 1 {
 			t.Fatalf("exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 		}
@@ -115,11 +112,7 @@ func testPythonClient(t *testing.T, d *identityd) {
 
 	t.Run("unreachable server", func(t *testing.T) {
 		t.Parallel()
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stdout, stderr, code := client(t, "127.0.0.1:"+strconv.Itoa(port), d.username, d.password)
+		stdout, stderr, code := client(t, testidentityd.FreeAddr(t), d.Username, d.Password)
 		if code != 1 || !strings.Contains(stderr, "login failed: UNAVAILABLE") {
 			t.Fatalf("exit %d, want 1 with UNAVAILABLE\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 		}
@@ -130,14 +123,14 @@ func requirePythonToolchain(t *testing.T) {
 	t.Helper()
 	const install = "apt-get install protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf"
 	if _, err := os.Stat(systemPython); err != nil {
-		skipOrFail(t, "%s not found (%s)", systemPython, install)
+		testidentityd.SkipOrFail(t, "%s not found (%s)", systemPython, install)
 	}
 	if out, err := exec.Command(systemPython, "-c", "import grpc, google.protobuf").CombinedOutput(); err != nil {
-		skipOrFail(t, "%s cannot import grpc and protobuf (%s): %s", systemPython, install, bytes.TrimSpace(out))
+		testidentityd.SkipOrFail(t, "%s cannot import grpc and protobuf (%s): %s", systemPython, install, bytes.TrimSpace(out))
 	}
 	for _, tool := range []string{"protoc", "grpc_python_plugin"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipOrFail(t, "%s not on PATH (%s)", tool, install)
+			testidentityd.SkipOrFail(t, "%s not on PATH (%s)", tool, install)
 		}
 	}
 }

@@ -1,13 +1,14 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/identityd/identity/internal/testidentityd"
 )
 
 // graceWait outlasts the shared instance's --refresh-grace 1s.
@@ -19,7 +20,7 @@ func testRefreshRotation(t *testing.T, d *identityd) {
 	for _, p := range protocols {
 		t.Run(string(p), func(t *testing.T) {
 			t.Parallel()
-			tp0 := d.loginVia(t, p, d.username, d.password)
+			tp0 := d.loginVia(t, p, d.Username, d.Password)
 
 			tp1, f := d.refreshVia(t, p, tp0.RefreshToken)
 			requireSuccess(t, f)
@@ -34,8 +35,8 @@ func testRefreshRotation(t *testing.T, d *identityd) {
 			}
 			id, f := d.verifyVia(t, p, tp1.AccessToken)
 			requireSuccess(t, f)
-			if id.SessionID != tp0.SessionID || id.Username != d.username {
-				t.Errorf("refreshed access token: session %q user %q, want %q %q", id.SessionID, id.Username, tp0.SessionID, d.username)
+			if id.SessionID != tp0.SessionID || id.Username != d.Username {
+				t.Errorf("refreshed access token: session %q user %q, want %q %q", id.SessionID, id.Username, tp0.SessionID, d.Username)
 			}
 
 			// Within the grace window the previous token is answered with
@@ -104,7 +105,7 @@ func isAlnum(c byte) bool {
 // token and the session advances once), then rule 3 (the previous token
 // after the grace window is theft: the whole session dies).
 func testConcurrentRefreshAndReuse(t *testing.T, d *identityd) {
-	tp0 := d.login(t, d.username, d.password)
+	tp0 := d.login(t, d.Username, d.Password)
 
 	const n = 20
 	results := make([]tokenPair, n)
@@ -170,8 +171,8 @@ func testLogout(t *testing.T, d *identityd) {
 	for _, p := range protocols {
 		t.Run(string(p), func(t *testing.T) {
 			t.Parallel()
-			a := d.loginVia(t, p, d.username, d.password)
-			other := d.loginVia(t, p, d.username, d.password)
+			a := d.loginVia(t, p, d.Username, d.Password)
+			other := d.loginVia(t, p, d.Username, d.Password)
 			a1, f := d.refreshVia(t, p, a.RefreshToken) // a session with history
 			requireSuccess(t, f)
 
@@ -214,7 +215,7 @@ func testLogoutAllSessions(t *testing.T, d *identityd) {
 				sessions = append(sessions, d.loginVia(t, q, carol, carolPW))
 			}
 			daves := d.loginVia(t, p, dave, davePW)
-			alices := d.loginVia(t, p, d.username, d.password)
+			alices := d.loginVia(t, p, d.Username, d.Password)
 
 			requireSuccess(t, d.logoutVia(t, p, sessions[0].RefreshToken, true))
 
@@ -225,7 +226,7 @@ func testLogoutAllSessions(t *testing.T, d *identityd) {
 					d.requireTokenRejected(t, s.AccessToken, "TOKEN_REVOKED")
 				})
 			}
-			for user, s := range map[string]tokenPair{dave: daves, d.username: alices} {
+			for user, s := range map[string]tokenPair{dave: daves, d.Username: alices} {
 				id, f := d.verifyVia(t, p, s.AccessToken)
 				if f != nil || id.Username != user {
 					t.Fatalf("after carol's logout of all sessions, %s's access token: %+v %v", user, id, f)
@@ -247,7 +248,7 @@ func testLogoutAllSessions(t *testing.T, d *identityd) {
 func TestAccessTokenExpiry(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, opts{flags: map[string]string{"access-ttl": "2s", "leeway": "0s"}})
-	tp := d.login(t, d.username, d.password)
+	tp := d.login(t, d.Username, d.Password)
 	if tp.ExpiresIn != 2 {
 		t.Errorf("expires_in = %d, want 2 (--access-ttl 2s)", tp.ExpiresIn)
 	}
@@ -255,10 +256,10 @@ func TestAccessTokenExpiry(t *testing.T) {
 
 	// Poll: valid until exp, TOKEN_EXPIRED from then on.
 	var expiredAt time.Time
-	err := eventually(5*time.Second, 100*time.Millisecond, func() error {
+	testidentityd.Eventually(t, 5*time.Second, func() error {
 		_, f := d.verifyVia(t, viaREST, tp.AccessToken)
 		if f == nil {
-			return errors.New("the access token still verifies")
+			return fmt.Errorf("the access token (exp %v) still verifies", exp.Format(time.RFC3339))
 		}
 		if f.reason != "TOKEN_EXPIRED" {
 			t.Fatalf("while waiting for expiry: %v", f)
@@ -266,9 +267,6 @@ func TestAccessTokenExpiry(t *testing.T) {
 		expiredAt = time.Now()
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("5s after login, exp %v: %v", exp.Format(time.RFC3339), err)
-	}
 	if expiredAt.Before(exp.Add(-100 * time.Millisecond)) {
 		t.Errorf("TOKEN_EXPIRED at %v, before the token's exp %v (leeway 0s)", expiredAt, exp)
 	}

@@ -22,7 +22,7 @@ func TestStoreOutageFailsClosed(t *testing.T) {
 	t.Parallel()
 	r := testredis.NewServer(t)
 	d := startIdentityd(t, opts{redis: r})
-	tp := d.login(t, d.username, d.password)
+	tp := d.login(t, d.Username, d.Password)
 	tp = d.refresh(t, tp.RefreshToken)
 	requireSuccess(t, second(d.verifyVia(t, viaREST, tp.AccessToken)))
 
@@ -68,14 +68,14 @@ func TestStoreOutageFailsClosed(t *testing.T) {
 			return unavailable("gRPC Refresh", f)
 		},
 		"REST Login": func() (bool, error) {
-			f := restFailure(t, d.loginREST(t, d.username, d.password))
+			f := restFailure(t, d.loginREST(t, d.Username, d.Password))
 			if f == nil {
 				return false, errors.New("REST Login succeeded")
 			}
 			return unavailable("REST Login", f)
 		},
 		"gRPC Login": func() (bool, error) {
-			_, err := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: d.username, Password: d.password})
+			_, err := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: d.Username, Password: d.Password})
 			f := grpcFailure(t, err)
 			if f == nil {
 				return false, errors.New("gRPC Login succeeded")
@@ -112,7 +112,7 @@ func TestStoreOutageFailsClosed(t *testing.T) {
 			return f == nil, nil
 		},
 		"REST Login": func() (bool, error) {
-			f := restFailure(t, d.loginREST(t, d.username, d.password))
+			f := restFailure(t, d.loginREST(t, d.Username, d.Password))
 			if f != nil && f.code != codes.Unavailable {
 				return false, fmt.Errorf("login after the outage: %v", f)
 			}
@@ -167,7 +167,7 @@ func TestEmbeddedStore(t *testing.T) {
 	d := startIdentityd(t, opts{embedded: true})
 
 	first := ""
-	for line := range strings.SplitSeq(d.stderr.String(), "\n") {
+	for line := range strings.SplitSeq(d.Log.String(), "\n") {
 		if strings.TrimSpace(line) != "" {
 			first = line
 			break
@@ -177,9 +177,9 @@ func TestEmbeddedStore(t *testing.T) {
 		t.Errorf("first log line %q does not say the store is in memory", first)
 	}
 
-	tp := d.login(t, d.username, d.password)
+	tp := d.login(t, d.Username, d.Password)
 	id := requireIdentity(t, d.verifyREST(t, tp.AccessToken))
-	if id.Username != d.username || id.SessionID != tp.SessionID {
+	if id.Username != d.Username || id.SessionID != tp.SessionID {
 		t.Errorf("verify: %+v", id)
 	}
 	next := d.refresh(t, tp.RefreshToken)
@@ -198,10 +198,10 @@ func TestEmbeddedStore(t *testing.T) {
 func TestLoginRateLimit(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, opts{flags: map[string]string{"login-failures-per-user": "5"}})
-	wrong := "wrong-" + d.password
-	d.remember(wrong)
+	wrong := "wrong-" + d.Password
+	d.Remember(wrong)
 
-	for _, user := range []string{d.username, "ghost-" + randomHex(4)} {
+	for _, user := range []string{d.Username, "ghost-" + randomHex(4)} {
 		t.Run(user, func(t *testing.T) {
 			for i := 1; i <= 5; i++ {
 				r := d.loginREST(t, user, wrong)
@@ -212,11 +212,11 @@ func TestLoginRateLimit(t *testing.T) {
 			}
 			requireError(t, d.loginREST(t, user, wrong), http.StatusTooManyRequests, "RATE_LIMITED")
 			requireError(t, d.loginREST(t, user, wrong), http.StatusTooManyRequests, "RATE_LIMITED")
-			_, err := d.api.Login(rpcContext(t), &identityv1.LoginRequest{Username: user, Password: wrong})
+			_, err := d.API.Login(rpcContext(t), &identityv1.LoginRequest{Username: user, Password: wrong})
 			requireStatusError(t, err, codes.ResourceExhausted, "RATE_LIMITED")
 		})
 	}
-	requireError(t, d.loginREST(t, d.username, d.password), http.StatusTooManyRequests, "RATE_LIMITED")
+	requireError(t, d.loginREST(t, d.Username, d.Password), http.StatusTooManyRequests, "RATE_LIMITED")
 
 	// The limit is per username: another one is not affected.
 	requireError(t, d.loginREST(t, "someone-"+randomHex(4), wrong), http.StatusUnauthorized, "INVALID_CREDENTIALS")

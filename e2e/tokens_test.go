@@ -23,7 +23,7 @@ import (
 // JWT library, the token's kid names one of them, and nothing private is
 // published.
 func testJWKS(t *testing.T, d *identityd) {
-	tp := d.login(t, d.username, d.password)
+	tp := d.login(t, d.Username, d.Password)
 
 	r := d.do(t, http.MethodGet, "/.well-known/jwks.json", nil, nil)
 	if ct := r.header.Get("Content-Type"); !strings.Contains(ct, "json") {
@@ -73,12 +73,12 @@ func testJWKS(t *testing.T, d *identityd) {
 	if err != nil || !tok.Valid {
 		t.Fatalf("the access token does not verify with the JWKS key %q: %v", kid, err)
 	}
-	if claims["sid"] != tp.SessionID || claims["preferred_username"] != d.username {
-		t.Errorf("verified claims sid %v preferred_username %v, want %q %q", claims["sid"], claims["preferred_username"], tp.SessionID, d.username)
+	if claims["sid"] != tp.SessionID || claims["preferred_username"] != d.Username {
+		t.Errorf("verified claims sid %v preferred_username %v, want %q %q", claims["sid"], claims["preferred_username"], tp.SessionID, d.Username)
 	}
 
 	// The same keys over gRPC.
-	gk, err := d.api.GetPublicKeys(rpcContext(t), &identityv1.GetPublicKeysRequest{})
+	gk, err := d.API.GetPublicKeys(rpcContext(t), &identityv1.GetPublicKeysRequest{})
 	if err != nil {
 		t.Fatalf("gRPC GetPublicKeys: %v", err)
 	}
@@ -98,8 +98,8 @@ func testJWKS(t *testing.T, d *identityd) {
 // testForgedAccessTokens: every forgery is TOKEN_INVALID on Verify and
 // WhoAmI, REST and gRPC, and none of them disturbs the real session.
 func testForgedAccessTokens(t *testing.T, d *identityd) {
-	tp := d.login(t, d.username, d.password)
-	other := d.login(t, d.username, d.password)
+	tp := d.login(t, d.Username, d.Password)
+	other := d.login(t, d.Username, d.Password)
 	valid := decodeJWT(t, tp.AccessToken)
 	kid, _ := valid.header["kid"].(string)
 	keys := fetchJWKS(t, d)
@@ -190,7 +190,7 @@ func testForgedAccessTokens(t *testing.T, d *identityd) {
 			t.Parallel()
 			// A missing required field is INVALID_REQUEST (DESIGN.md, Details).
 			requireError(t, d.verifyREST(t, ""), http.StatusBadRequest, "INVALID_REQUEST")
-			_, err := d.api.Verify(rpcContext(t), &identityv1.VerifyRequest{})
+			_, err := d.API.Verify(rpcContext(t), &identityv1.VerifyRequest{})
 			requireStatusError(t, err, codes.InvalidArgument, "INVALID_REQUEST")
 		})
 
@@ -215,14 +215,14 @@ func testForgedAccessTokens(t *testing.T, d *identityd) {
 		}
 		t.Run("gRPC WhoAmI without metadata", func(t *testing.T) {
 			t.Parallel()
-			_, err := d.api.WhoAmI(rpcContext(t), &identityv1.WhoAmIRequest{})
+			_, err := d.API.WhoAmI(rpcContext(t), &identityv1.WhoAmIRequest{})
 			requireStatusError(t, err, codes.Unauthenticated, "TOKEN_INVALID")
 		})
 	})
 
 	// None of that revoked or confused the real session.
 	id, f := d.verifyVia(t, viaREST, tp.AccessToken)
-	if f != nil || id.SessionID != tp.SessionID || id.Username != d.username {
+	if f != nil || id.SessionID != tp.SessionID || id.Username != d.Username {
 		t.Errorf("after the forgeries the real token gives %+v %v", id, f)
 	}
 }

@@ -3,14 +3,9 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"net"
 	"runtime"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/password"
@@ -25,9 +20,9 @@ import (
 //	go test -run '^$' -bench . -benchmem ./server/
 //
 // The handler benchmarks call IdentityService's methods directly on the
-// memory store (no gRPC, no network); the GRPC ones go through a real gRPC
-// server on loopback TCP with the production interceptor chain, client and
-// server in this process. The load tool (cmd/identityload) measures a real
+// memory store (no gRPC, no network); BenchmarkGRPC (grpc_bench_test.go)
+// goes through a real gRPC server on loopback TCP with the production
+// interceptor chain, client and server in this process. The load tool (cmd/identityload) measures a real
 // identityd against DESIGN.md's targets; these only track per-call cost and
 // allocations. Nothing here asserts a timing.
 
@@ -67,30 +62,6 @@ func newBenchServer(b *testing.B) *benchServer {
 		b.Fatal(err)
 	}
 	return &benchServer{s: s, api: &identityServer{s: s}}
-}
-
-// serve runs the gRPC and HTTP ports on loopback until the benchmark ends
-// (so the revocation feed is polled, as in identityd) and returns a client
-// connection to the gRPC port.
-func (bs *benchServer) serve(b *testing.B) *grpc.ClientConn {
-	b.Helper()
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	hlis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = bs.s.Serve(ctx, glis, hlis, time.Second); close(done) }()
-	conn, err := grpc.NewClient("passthrough:///"+glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close(); cancel(); <-done })
-	return conn
 }
 
 func (bs *benchServer) login(b *testing.B) *identityv1.TokenPair {
@@ -203,59 +174,5 @@ func BenchmarkLogin(b *testing.B) {
 				return
 			}
 		}
-	})
-}
-
-// BenchmarkGRPC goes through gRPC over loopback with every interceptor:
-// noop is grpc.health.v1.Health/Check (the baseline DESIGN.md's ratios use),
-// verify and refresh the RPCs. Client and server share this process's CPUs.
-func BenchmarkGRPC(b *testing.B) {
-	bs := newBenchServer(b)
-	conn := bs.serve(b)
-	api := identityv1.NewIdentityServiceClient(conn)
-	health := healthpb.NewHealthClient(conn)
-	ctx := b.Context()
-	at := bs.login(b).GetAccessToken()
-	b.Run("noop", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetParallelism(16)
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	})
-	b.Run("verify", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetParallelism(16)
-		b.RunParallel(func(pb *testing.PB) {
-			req := &identityv1.VerifyRequest{Token: at}
-			for pb.Next() {
-				if _, err := api.Verify(ctx, req); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	})
-	b.Run("refresh", func(b *testing.B) {
-		rts := bs.refreshTokens(b, 16*runtime.GOMAXPROCS(0))
-		b.ReportAllocs()
-		b.SetParallelism(16)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			rt := <-rts
-			for pb.Next() {
-				tp, err := api.Refresh(ctx, &identityv1.RefreshRequest{RefreshToken: rt})
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				rt = tp.GetRefreshToken()
-			}
-		})
 	})
 }

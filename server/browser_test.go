@@ -1,11 +1,8 @@
-package server
+package server_test
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,75 +10,35 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
-	"github.com/identityd/identity/password"
-	"github.com/identityd/identity/ratelimit"
-	"github.com/identityd/identity/token"
-	"github.com/identityd/identity/tokenstore"
-	"github.com/identityd/identity/users"
+	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/server"
 )
 
 const appOrigin = "https://app.example.com"
 
-// liveServer is a whole Server on loopback ports (the embedded store), for
-// tests of what the REST and gRPC sides answer.
+// liveServer is a whole Server on loopback ports (the embedded store, the
+// user alice), for tests of what the REST and gRPC sides answer.
 type liveServer struct {
 	base string // http://127.0.0.1:port
 	grpc *grpc.ClientConn
 }
 
-func startLiveServer(t *testing.T, mutate func(*Config)) *liveServer {
+func startLiveServer(t *testing.T, mutate func(*server.Config)) *liveServer {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cfg := DefaultConfig()
-	cfg.AllowedOrigins = []string{appOrigin}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	store := tokenstore.NewMemory(tokenstore.WithIdleTTL(cfg.RefreshIdleTTL))
-	keys, err := token.LoadOrCreate(ctx, store, "EdDSA", cfg.TokenOptions(nil, nil)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hasher, err := password.New(password.WithParams(password.Params{Memory: 8, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := users.New(store, hasher, time.Now, rand.Reader).Create(ctx, "alice", "wonderland", nil); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(ctx, cfg, Deps{Store: store, Keys: keys, Hasher: hasher, Limiter: ratelimit.NewMemory()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, grpcLis, httpLis, time.Second) }()
-	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
+	s := testidentityd.StartInProcess(t, testidentityd.InProcessConfig(func(c *server.Config) {
+		c.LoginRatePerIP = server.DefaultConfig().LoginRatePerIP
+		c.AllowedOrigins = []string{appOrigin}
+		if mutate != nil {
+			mutate(c)
 		}
-		store.Close()
-	})
-	return &liveServer{base: "http://" + httpLis.Addr().String(), grpc: conn}
+	}))
+	testidentityd.AddUser(t, s.Store, "alice", "wonderland")
+	return &liveServer{base: s.BaseURL, grpc: s.Conn}
 }
 
 type call struct {
@@ -140,10 +97,10 @@ func (ls *liveServer) do(t *testing.T, c call) answer {
 		req.Header.Set("Origin", c.origin)
 	}
 	if c.browser {
-		req.Header.Set(HeaderClient, ClientBrowser)
+		req.Header.Set(server.HeaderClient, server.ClientBrowser)
 	}
 	if c.cookie != "" {
-		req.AddCookie(&http.Cookie{Name: RefreshCookie, Value: c.cookie})
+		req.AddCookie(&http.Cookie{Name: server.RefreshCookie, Value: c.cookie})
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -158,7 +115,7 @@ func (ls *liveServer) do(t *testing.T, c call) answer {
 		}
 	}
 	for _, ck := range resp.Cookies() {
-		if ck.Name == RefreshCookie {
+		if ck.Name == server.RefreshCookie {
 			a.cookie = ck
 		}
 	}
@@ -193,12 +150,12 @@ func TestCookieModeLogin(t *testing.T) {
 	}
 	c := a.cookie
 	if c == nil {
-		t.Fatalf("no %s cookie; Set-Cookie: %q", RefreshCookie, a.header.Values("Set-Cookie"))
+		t.Fatalf("no %s cookie; Set-Cookie: %q", server.RefreshCookie, a.header.Values("Set-Cookie"))
 	}
 	if !strings.HasPrefix(c.Value, "rt1.") || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.Domain != "" {
 		t.Errorf("cookie attributes: %q", c.Raw)
 	}
-	idle := DefaultConfig().RefreshIdleTTL
+	idle := server.DefaultConfig().RefreshIdleTTL
 	if maxAge := time.Duration(c.MaxAge) * time.Second; maxAge > idle || maxAge < idle-time.Minute {
 		t.Errorf("cookie Max-Age %v, want the refresh lifetime %v", maxAge, idle)
 	}
@@ -272,7 +229,7 @@ func TestCSRFRejectsCookieCalls(t *testing.T) {
 		{"sibling port", call{browser: true, origin: strings.Replace(ls.base, "127.0.0.1:", "127.0.0.1:1", 1)}},
 		{"no Origin", call{browser: true}},
 		{"null Origin", call{browser: true, origin: "null"}},
-		{"wrong header value", call{origin: ls.base, header: http.Header{HeaderClient: {"curl"}}}},
+		{"wrong header value", call{origin: ls.base, header: http.Header{server.HeaderClient: {"curl"}}}},
 	} {
 		for _, path := range []string{"/v1/refresh", "/v1/logout"} {
 			c := tc.c
@@ -366,12 +323,12 @@ func TestCookieMetadataCannotBeInjected(t *testing.T) {
 	client := identityv1.NewIdentityServiceClient(ls.grpc)
 
 	// A direct gRPC caller setting the gateway's metadata gets nothing from it.
-	ctx := metadata.AppendToOutgoingContext(t.Context(), mdRefreshCookie, rt, mdBrowser, "1")
+	ctx := metadata.AppendToOutgoingContext(t.Context(), server.MDRefreshCookie, rt, server.MDBrowser, "1")
 	_, err := client.Refresh(ctx, &identityv1.RefreshRequest{})
 	if status.Code(err) != codes.InvalidArgument || authn.Reason(err) != identityv1.ErrorReason_INVALID_REQUEST {
 		t.Errorf("gRPC Refresh with injected cookie metadata: %v, want INVALID_ARGUMENT (refresh_token required)", err)
 	}
-	ctx = metadata.AppendToOutgoingContext(t.Context(), mdCSRFRejected, "1")
+	ctx = metadata.AppendToOutgoingContext(t.Context(), server.MDCSRFRejected, "1")
 	bearer := ls.do(t, call{path: "/v1/login", body: aliceLogin})
 	if _, err := client.Refresh(ctx, &identityv1.RefreshRequest{RefreshToken: bearer.str("refresh_token")}); err != nil {
 		t.Errorf("gRPC Refresh with a body token and injected CSRF metadata: %v", err)
@@ -395,7 +352,7 @@ func TestCookieMetadataCannotBeInjected(t *testing.T) {
 
 func TestDemoPage(t *testing.T) {
 	t.Parallel()
-	on := startLiveServer(t, func(c *Config) { c.WebDemo = true })
+	on := startLiveServer(t, func(c *server.Config) { c.WebDemo = true })
 	for path, ctype := range map[string]string{
 		"/demo/":                   "text/html",
 		"/demo/demo.js":            "text/javascript",
@@ -438,31 +395,6 @@ func TestSecurityHeadersEverywhere(t *testing.T) {
 		if a.header.Get("X-Content-Type-Options") != "nosniff" || a.header.Get("Content-Security-Policy") == "" || a.header.Get("X-Frame-Options") != "DENY" {
 			t.Errorf("%s %s: security headers missing: %v", c.method, c.path, a.header)
 		}
-	}
-}
-
-func TestNormalizeOrigin(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"https://App.Example.com":     "https://app.example.com",
-		"https://app.example.com/":    "https://app.example.com",
-		"https://app.example.com:443": "https://app.example.com",
-		"http://localhost:80":         "http://localhost",
-		"http://localhost:8080":       "http://localhost:8080",
-		" http://[::1]:3000 ":         "http://[::1]:3000",
-	} {
-		if got, err := NormalizeOrigin(in); err != nil || got != want {
-			t.Errorf("NormalizeOrigin(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "*", "null", "app.example.com", "ftp://x", "https://x/path", "https://x?q", "https://u@x", "https://"} {
-		if got, err := NormalizeOrigin(bad); err == nil {
-			t.Errorf("NormalizeOrigin(%q) = %q, want an error", bad, got)
-		}
-	}
-	s := &Server{cfg: Config{AllowedOrigins: []string{"*"}}}
-	if _, err := s.browserGate(http.NotFoundHandler()); err == nil {
-		t.Error("browserGate accepted the origin *")
 	}
 }
 

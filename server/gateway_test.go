@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"net/http"
@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/server"
 )
 
 // The errors the gateway and the HTTP layer raise themselves, before any
@@ -17,7 +18,7 @@ import (
 func TestGatewayOwnErrors(t *testing.T) {
 	t.Parallel()
 	const limit = 4 << 10
-	ls := startLiveServer(t, func(c *Config) { c.MaxBodyBytes = limit })
+	ls := startLiveServer(t, func(c *server.Config) { c.MaxBodyBytes = limit })
 	big := `{"username":"` + strings.Repeat("a", 2*limit) + `","password":"x"}`
 	json := http.Header{"Content-Type": {"application/json"}}
 	for _, tc := range []struct {

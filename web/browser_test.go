@@ -1,4 +1,4 @@
-package web
+package web_test
 
 // These tests run the client's own test suites from `go test ./...`, so the
 // README's one test command (and CI) covers the browser side too:
@@ -6,15 +6,18 @@ package web
 //   - TestClientUnit: node --test test/unit/ (queue, single flight, tabs),
 //   - TestClientTypes: tsc checks the JSDoc types of the client and demo,
 //   - TestBrowser: node --test test/browser/, Playwright driving Debian's
-//     Chromium against a real identityd (built here) and redis-server.
+//     Chromium against a real identityd and redis-server, which it starts
+//     with internal/testidentityd and hands to the node tests in
+//     TESTIDENTITYD_* environment variables.
 //
-// A missing node, npm, Chromium or redis-server skips them with the reason,
-// except under CI=true, where it fails. node_modules (playwright-core and
+// A missing node, npm, Chromium, go or redis-server skips them with the
+// reason, except under CI=true, where it fails. node_modules (playwright-core and
 // typescript, pinned in package-lock.json) is installed with `npm ci` when
 // absent; .ci/run does that beforehand.
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -23,23 +26,20 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/web"
 )
 
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format+" (CI=true: failing instead of skipping)", args...)
-	}
-	t.Skipf(format, args...)
-}
+func TestMain(m *testing.M) { testidentityd.Main(m) }
+
+// browserAccessTTL is identityd's --access-ttl for the browser tests; it
+// must match ACCESS_TTL_MS in test/browser/demo.test.js (harness.js checks).
+const browserAccessTTL = "3s"
 
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		skipOrFail(t, "web: %s not on PATH: %v", name, err)
-	}
-	return p
+	return testidentityd.RequireTool(t, name)
 }
 
 var npmCI struct {
@@ -124,20 +124,28 @@ func TestBrowser(t *testing.T) {
 		chromium = "/usr/bin/chromium"
 	}
 	if _, err := os.Stat(chromium); err != nil {
-		skipOrFail(t, "web: no Chromium at %s (apt-get install chromium): %v", chromium, err)
+		testidentityd.SkipOrFail(t, "web: no Chromium at %s (apt-get install chromium): %v", chromium, err)
 	}
-	requireTool(t, "redis-server")
-	goBin := requireTool(t, "go")
 	requireNodeModules(t)
 
-	bin := filepath.Join(t.TempDir(), "identityd")
-	build := exec.Command(goBin, "build", "-o", bin, "./cmd/identityd")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/identityd: %v\n%s", err, out)
-	}
-	out := run(t, 4*time.Minute, []string{"IDENTITY_BIN=" + bin, "CHROMIUM_PATH=" + chromium},
-		node, "--test", "--test-concurrency=1", "test/browser/")
+	// identityd (built from this tree) with a private redis-server; the
+	// node tests serve the allowlisted origin's page on this port. The
+	// harness fails the test if the bootstrap password or a refresh token
+	// reaches identityd's log.
+	allowedOrigin := fmt.Sprintf("http://localhost:%d", testidentityd.FreePort(t))
+	d := testidentityd.Start(t, testidentityd.WithFlags(map[string]string{
+		"access-ttl":        browserAccessTTL,
+		"leeway":            "0s",
+		"web-demo":          "true",
+		"allowed-origins":   allowedOrigin,
+		"login-rate-per-ip": "100000",
+	}))
+	env := append(d.ScriptEnv(),
+		"TESTIDENTITYD_ACCESS_TTL="+browserAccessTTL,
+		"TESTIDENTITYD_ALLOWED_ORIGIN="+allowedOrigin,
+		"CHROMIUM_PATH="+chromium,
+	)
+	out := run(t, 4*time.Minute, env, node, "--test", "--test-concurrency=1", "test/browser/")
 	t.Log(summary(out))
 	if !strings.Contains(out, "# pass ") || strings.Contains(out, "# pass 0\n") {
 		t.Fatalf("the browser tests ran no test:\n%s", out)
@@ -153,16 +161,16 @@ func TestBrowser(t *testing.T) {
 func TestDemoFS(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"index.html", "demo.js", "demo.css", "identity-client.js"} {
-		if b, err := fs.ReadFile(DemoFS(), name); err != nil || len(b) == 0 {
+		if b, err := fs.ReadFile(web.DemoFS(), name); err != nil || len(b) == 0 {
 			t.Errorf("DemoFS %s: %v", name, err)
 		}
 	}
 	for _, bad := range []string{"../web.go", "/index.html", "demo/index.html", "web.go", "nope.js"} {
-		if _, err := DemoFS().Open(bad); err == nil {
+		if _, err := web.DemoFS().Open(bad); err == nil {
 			t.Errorf("DemoFS opened %q", bad)
 		}
 	}
-	html, _ := fs.ReadFile(DemoFS(), "index.html")
+	html, _ := fs.ReadFile(web.DemoFS(), "index.html")
 	for _, id := range []string{"username", "password", "login", "status", "call", "calls", "logout", "logout-all"} {
 		if !strings.Contains(string(html), `id="`+id+`"`) {
 			t.Errorf("index.html lacks #%s (the page's test contract)", id)

@@ -1,19 +1,18 @@
-// What the browser tests run against: a private redis-server, a real
-// identityd (built from this tree unless IDENTITY_BIN names a binary) with
-// a short access-token lifetime and the demo on, two static pages on other
-// origins of the same site (one allowlisted, one not), and Debian's
-// Chromium driven by playwright-core. Everything listens on loopback and
-// is stopped by stop(), also when the test process is interrupted.
-import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// What the browser tests run against: a real identityd with a private
+// redis-server, started by the Go side (TestBrowser in browser_test.go,
+// through internal/testidentityd) with a short access-token lifetime, the
+// demo on and one allowlisted origin, and described to these tests by the
+// TESTIDENTITYD_* environment variables; in front of it, a recorder of what
+// reaches it, two static pages on other origins of the same site (one
+// allowlisted, one not), and Debian's Chromium driven by playwright-core.
+// Everything listens on loopback.
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const repoRoot = path.resolve(webDir, '..');
 export const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 /** Flags for Chromium on a machine with no network but loopback. */
@@ -32,14 +31,10 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Why the browser tests cannot run here, or '' if they can. */
 export function missingPrerequisite() {
-  if (!existsSync(chromiumPath)) return `no Chromium at ${chromiumPath} (apt-get install chromium)`;
-  for (const bin of ['redis-server', ...(process.env.IDENTITY_BIN ? [] : ['go'])]) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-    } catch {
-      return `no ${bin} on PATH`;
-    }
+  if (!process.env.TESTIDENTITYD_HTTP_ADDR) {
+    return 'no identityd given (TESTIDENTITYD_HTTP_ADDR unset): run them with `go test -run TestBrowser ./web/`, which starts identityd and Redis';
   }
+  if (!existsSync(chromiumPath)) return `no Chromium at ${chromiumPath} (apt-get install chromium)`;
   if (!existsSync(path.join(webDir, 'node_modules', 'playwright-core'))) return 'playwright-core not installed (npm ci in web/)';
   return '';
 }
@@ -55,110 +50,46 @@ export function freePort() {
   });
 }
 
-async function waitFor(what, timeoutMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      if (await probe()) return;
-    } catch (err) {
-      last = String(err?.message ?? err);
-    }
-    await sleep(50);
-  }
-  throw new Error(`${what} not ready after ${timeoutMs} ms ${last}`);
-}
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const c = net.connect(port, '127.0.0.1');
-    c.setTimeout(500, () => { c.destroy(); resolve(false); });
-    c.on('error', () => resolve(false));
-    c.on('connect', () => c.write('PING\r\n'));
-    c.on('data', (d) => { c.destroy(); resolve(d.toString().startsWith('+PONG')); });
-  });
-}
-
 /**
- * Starts everything; returns the addresses and a stop function.
+ * Starts what the tests need in front of the identityd the Go side runs;
+ * returns the addresses and a stop function.
  * @param {{accessTTL: string}} options
  */
 export async function startStack({ accessTTL }) {
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'identity-browser-'));
-  /** @type {import('node:child_process').ChildProcess[]} */
-  const children = [];
+  const env = process.env;
+  if (env.TESTIDENTITYD_ACCESS_TTL !== accessTTL) {
+    throw new Error(`identityd runs with --access-ttl ${env.TESTIDENTITYD_ACCESS_TTL}, these tests need ${accessTTL} (TestBrowser in browser_test.go sets it)`);
+  }
+  const target = Number(new URL(`http://${env.TESTIDENTITYD_HTTP_ADDR}`).port);
+  const allowedOrigin = String(env.TESTIDENTITYD_ALLOWED_ORIGIN);
+  const allowedPort = Number(new URL(allowedOrigin).port);
+  const password = String(env.TESTIDENTITYD_PASSWORD);
+
   /** @type {http.Server[]} */
   const servers = [];
-  let logs = '';
   const stop = async () => {
-    for (const s of servers) s.close();
-    for (const c of children.reverse()) {
-      if (c.exitCode === null && c.signalCode === null) {
-        c.kill('SIGTERM');
-        await Promise.race([new Promise((r) => c.once('exit', r)), sleep(5000)]);
-        if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-      }
+    for (const s of servers) {
+      s.close();
+      s.closeAllConnections();
     }
-    rmSync(tmp, { recursive: true, force: true });
   };
-  const onSignal = () => { stop().finally(() => process.exit(130)); };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-
   try {
-    let bin = process.env.IDENTITY_BIN;
-    if (!bin) {
-      bin = path.join(tmp, 'identityd');
-      execFileSync('go', ['build', '-o', bin, './cmd/identityd'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
-    }
-
-    const redisPort = await freePort();
-    const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmp], { stdio: 'ignore' });
-    children.push(redis);
-    await waitFor('redis-server', 10_000, () => redisPing(redisPort));
-
-    const [httpPort, grpcPort, proxyPort, allowedPort, evilPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const [proxyPort, evilPort] = await Promise.all([freePort(), freePort()]);
     const api = `http://localhost:${proxyPort}`;
-    const allowedOrigin = `http://localhost:${allowedPort}`;
     const evilOrigin = `http://localhost:${evilPort}`;
-    const password = `pw-${Math.random().toString(36).slice(2)}`;
-    const pwFile = path.join(tmp, 'password');
-    writeFileSync(pwFile, password, { mode: 0o600 });
-    const identityd = spawn(bin, [
-      '--http-addr', `127.0.0.1:${httpPort}`,
-      '--grpc-addr', `127.0.0.1:${grpcPort}`,
-      '--redis-url', `redis://127.0.0.1:${redisPort}/0`,
-      '--access-ttl', accessTTL,
-      '--leeway', '0s',
-      '--web-demo',
-      '--allowed-origins', allowedOrigin,
-      '--login-rate-per-ip', '100000',
-    ], {
-      env: { ...cleanEnv(), IDENTITY_BOOTSTRAP_USER: 'alice', IDENTITY_BOOTSTRAP_PASSWORD_FILE: pwFile },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(identityd);
-    identityd.stdout.on('data', (d) => { logs += d; });
-    identityd.stderr.on('data', (d) => { logs += d; });
-    await waitFor('identityd', 20_000, async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).ok);
-
     // The browser reaches identityd through a recorder, so the tests count
     // what really went on the wire (a request a CORS preflight stopped
     // never reaches it).
     /** @type {WireEntry[]} */
     const wire = [];
-    servers.push(await recorder(proxyPort, httpPort, wire));
+    servers.push(await recorder(proxyPort, target, wire));
     servers.push(await pageServer(allowedPort, allowedPage(api)));
     servers.push(await pageServer(evilPort, evilPage(api)));
-    return { api, demo: `${api}/demo/`, allowedOrigin, evilOrigin, password, wire, stop, logs: () => logs };
+    return { api, demo: `${api}/demo/`, allowedOrigin, evilOrigin, password, wire, stop };
   } catch (err) {
     await stop();
     throw err;
   }
-}
-
-function cleanEnv() {
-  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('IDENTITY_') && k !== 'REDIS_URL'));
 }
 
 /**
@@ -195,6 +126,7 @@ function recorder(port, target, wire) {
     up.on('error', () => { entry.status = 502; res.writeHead(502).end(); });
     req.pipe(up);
   });
+  srv.on('close', () => agent.destroy());
   return new Promise((resolve) => srv.listen(port, '127.0.0.1', () => resolve(srv)));
 }
 

@@ -1,0 +1,449 @@
+package testidentityd
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/tokenstore"
+)
+
+// Option configures Start.
+type Option func(*options)
+
+type options struct {
+	embedded     bool
+	redis        *testredis.Server
+	redisURL     string
+	flags        map[string]string
+	env          []string
+	keysDir      string
+	username     string
+	password     string
+	roles        []string
+	readyTimeout time.Duration
+	stopTimeout  time.Duration
+}
+
+// WithFlags sets identityd flags (name without dashes → value), over
+// identityd's own defaults and earlier WithFlags. Every flag is passed as
+// --name=value, so boolean flags take "true" or "false".
+func WithFlags(flags map[string]string) Option {
+	return func(o *options) { maps.Copy(o.flags, flags) }
+}
+
+// WithFlag sets one flag, as WithFlags.
+func WithFlag(name, value string) Option {
+	return func(o *options) { o.flags[name] = value }
+}
+
+// WithEnv adds environment variables ("NAME=value") to identityd's. Its
+// environment is otherwise the test's, less IDENTITY_* and REDIS_URL.
+func WithEnv(kv ...string) Option {
+	return func(o *options) { o.env = append(o.env, kv...) }
+}
+
+// WithEmbeddedStore runs identityd on its in-memory store (no --redis-url).
+func WithEmbeddedStore() Option {
+	return func(o *options) { o.embedded, o.redis, o.redisURL = true, nil, "" }
+}
+
+// WithRedis runs identityd on srv, for tests that share one Redis between
+// instances or stop it under identityd. Without a store option, identityd
+// gets a private redis-server of its own (testredis.NewServer).
+func WithRedis(srv *testredis.Server) Option {
+	return func(o *options) { o.embedded, o.redis, o.redisURL = false, srv, "" }
+}
+
+// WithRedisURL runs identityd on the Redis at url, which the test owns.
+func WithRedisURL(url string) Option {
+	return func(o *options) { o.embedded, o.redis, o.redisURL = false, nil, url }
+}
+
+// WithKeysDir passes --keys-dir: identityd signs with the PEM keys in dir.
+func WithKeysDir(dir string) Option {
+	return func(o *options) { o.keysDir = dir }
+}
+
+// WithBootstrapUser names the bootstrap user (default "alice") and its
+// password (default: a random one). An empty username starts identityd
+// without one.
+func WithBootstrapUser(username, pw string) Option {
+	return func(o *options) { o.username, o.password = username, pw }
+}
+
+// WithBootstrapRoles sets the bootstrap user's roles (identityd's default:
+// admin).
+func WithBootstrapRoles(roles ...string) Option {
+	return func(o *options) { o.roles = roles }
+}
+
+// WithStopTimeout is how long Stop waits after SIGTERM before it kills
+// identityd and fails the test (default 5s).
+func WithStopTimeout(d time.Duration) Option {
+	return func(o *options) { o.stopTimeout = d }
+}
+
+// Process is one identityd process on loopback ports.
+type Process struct {
+	// Client is a connection to GRPCAddr, closed when the test ends; it
+	// reconnects by itself across Restart.
+	Client
+	GRPCAddr string // host:port
+	HTTPAddr string // host:port
+	BaseURL  string // http://HTTPAddr
+	// RedisURL is the store's URL; empty on the embedded store.
+	RedisURL string
+	// Redis is the private redis-server Start made, or the one given with
+	// WithRedis; nil otherwise.
+	Redis *testredis.Server
+	// Username and Password are the bootstrap user's.
+	Username string
+	Password string
+	// Log holds identityd's stdout and stderr, across restarts.
+	Log *LockedBuffer
+
+	t           testing.TB
+	bin         string
+	args        []string // without the listen addresses
+	env         []string
+	stopTimeout time.Duration
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	secrets []string
+}
+
+// listeningLine is what identityd logs once it holds both ports: a /readyz
+// answer before it could come from another process that took the port.
+const listeningLine = "identityd listening"
+
+// refreshTokenPattern finds a refresh token in a log.
+var refreshTokenPattern = regexp.MustCompile(`rt1\.[A-Za-z0-9_-]{8,}\.`)
+
+// Start builds identityd if needed, starts it for the duration of t and
+// waits until it serves. When t ends it is stopped and its log checked: a
+// panic or data race in it, a refresh token, or a secret registered with
+// Remember (the bootstrap password is) fails t, and a failed t gets the
+// log's tail.
+func Start(t testing.TB, opts ...Option) *Process {
+	t.Helper()
+	o := options{
+		flags:        map[string]string{},
+		username:     "alice",
+		readyTimeout: 20 * time.Second,
+		stopTimeout:  5 * time.Second,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p := &Process{
+		Username:    o.username,
+		Password:    o.password,
+		Log:         &LockedBuffer{},
+		t:           t,
+		bin:         IdentitydBinary(t),
+		stopTimeout: o.stopTimeout,
+	}
+	switch {
+	case o.embedded:
+	case o.redisURL != "":
+		p.RedisURL = o.redisURL
+	default:
+		if o.redis == nil {
+			o.redis = testredis.NewServer(t)
+		}
+		p.Redis, p.RedisURL = o.redis, o.redis.URL()
+	}
+	if p.RedisURL != "" {
+		p.args = append(p.args, "--redis-url="+p.RedisURL)
+	}
+	if o.keysDir != "" {
+		p.args = append(p.args, "--keys-dir="+o.keysDir)
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.flags)) {
+		p.args = append(p.args, "--"+name+"="+o.flags[name])
+	}
+	p.env = CleanEnv()
+	if p.Username != "" {
+		if p.Password == "" {
+			p.Password = RandomPassword()
+		}
+		pwFile := filepath.Join(t.TempDir(), "bootstrap-password")
+		if err := os.WriteFile(pwFile, []byte(p.Password), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p.env = append(p.env, "IDENTITY_BOOTSTRAP_USER="+p.Username, "IDENTITY_BOOTSTRAP_PASSWORD_FILE="+pwFile)
+		if o.roles != nil {
+			p.env = append(p.env, "IDENTITY_BOOTSTRAP_ROLES="+strings.Join(o.roles, ","))
+		}
+		p.secrets = append(p.secrets, p.Password)
+	}
+	p.env = append(p.env, o.env...)
+
+	t.Cleanup(p.finish)
+	var err error
+	for range 3 { // a probed free port can be taken before identityd binds it
+		p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
+		p.BaseURL = "http://" + p.HTTPAddr
+		var exited bool
+		if exited, err = p.launch(o.readyTimeout); err == nil || !exited {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("testidentityd: start identityd: %v", err)
+	}
+	p.Client = newClient(Dial(t, p.GRPCAddr))
+	return p
+}
+
+// launch starts identityd on p's addresses and waits until it serves. On
+// failure it says whether identityd exited during the start (so another
+// try may succeed) and leaves no process running.
+func (p *Process) launch(timeout time.Duration) (exited bool, err error) {
+	args := append([]string{"--grpc-addr=" + p.GRPCAddr, "--http-addr=" + p.HTTPAddr}, p.args...)
+	logFrom := len(p.Log.String())
+	cmd := exec.Command(p.bin, args...)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = p.Log, p.Log
+	cmd.SysProcAttr = procAttr()
+	if err := cmd.Start(); err != nil {
+		return false, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.exited = cmd, done
+	p.mu.Unlock()
+
+	err = p.waitReady(timeout, logFrom, done)
+	if err == nil {
+		return false, nil
+	}
+	select {
+	case <-done:
+		exited = true
+	default:
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+	cmd.Process.Kill()
+	<-done
+	return exited, fmt.Errorf("%v\n--- identityd %s: log (tail) ---\n%s", err, strings.Join(args, " "), p.Log.Tail(8<<10))
+}
+
+// waitReady waits until identityd logged that it listens (it holds the
+// ports), /readyz answers 200 and gRPC health says SERVING.
+func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}) error {
+	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	ready := func(ctx context.Context) error {
+		if !strings.Contains(p.Log.String()[logFrom:], listeningLine) {
+			return fmt.Errorf("no %q in its log yet", listeningLine)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.BaseURL+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /readyz: %s", resp.Status)
+		}
+		h, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return fmt.Errorf("gRPC health: %w", err)
+		}
+		if h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("gRPC health: %v", h.GetStatus())
+		}
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-exited:
+			return errorf("identityd exited during start")
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := ready(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errorf("identityd not ready within %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop ends identityd: SIGTERM, and SIGKILL if it has not exited within the
+// stop timeout (which fails the test, as does finding that it had exited
+// on its own). Stopping a stopped identityd does nothing.
+func (p *Process) Stop() {
+	p.t.Helper()
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		p.t.Errorf("testidentityd: identityd exited on its own before the test stopped it (%v)", cmd.ProcessState)
+		return
+	default:
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(p.stopTimeout):
+		cmd.Process.Kill()
+		<-exited
+		p.t.Errorf("testidentityd: identityd did not exit within %v of SIGTERM; killed", p.stopTimeout)
+	}
+}
+
+// Restart stops identityd and starts it again on the same ports, flags and
+// store, and waits until it serves.
+func (p *Process) Restart() {
+	p.t.Helper()
+	p.Stop()
+	var err error
+	// The ports were ours a moment ago; another process may hold one
+	// briefly, so try a few times.
+	for range 20 {
+		var exited bool
+		if exited, err = p.launch(20 * time.Second); err == nil || !exited {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		p.t.Fatalf("testidentityd: restart identityd: %v", err)
+	}
+}
+
+// Remember registers secrets (passwords, tokens) that must never appear in
+// identityd's log; the log is checked when the test ends. Secrets shorter
+// than 8 bytes are not checked (they would match by chance).
+func (p *Process) Remember(secrets ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.secrets = append(p.secrets, secrets...)
+}
+
+// Problems lists what is wrong in identityd's log so far: a panic, a data
+// race, a refresh token, a remembered secret.
+func (p *Process) Problems() []string {
+	p.mu.Lock()
+	secrets := slices.Clone(p.secrets)
+	p.mu.Unlock()
+	log := p.Log.String()
+	var problems []string
+	for _, s := range secrets {
+		if len(s) >= 8 && strings.Contains(log, s) {
+			problems = append(problems, fmt.Sprintf("a secret (password or token, %d bytes, starting %.6q) appears in its log", len(s), s))
+		}
+	}
+	if refreshTokenPattern.MatchString(log) {
+		problems = append(problems, "a refresh token appears in its log")
+	}
+	for _, bad := range []string{"panic:", "DATA RACE"} {
+		if strings.Contains(log, bad) {
+			problems = append(problems, fmt.Sprintf("its log contains %q", bad))
+		}
+	}
+	return problems
+}
+
+// finish runs when the test ends: stop, check the log, show its tail if
+// the test failed.
+func (p *Process) finish() {
+	p.Stop()
+	for _, problem := range p.Problems() {
+		p.t.Errorf("testidentityd: identityd: %s", problem)
+	}
+	if p.t.Failed() {
+		p.t.Logf("identityd log (tail):\n%s", p.Log.Tail(16<<10))
+	}
+}
+
+// JWKSURL is identityd's JWKS endpoint.
+func (p *Process) JWKSURL() string { return p.BaseURL + "/.well-known/jwks.json" }
+
+// Store opens identityd's Redis store for the test to act on directly, as
+// `identityctl --redis-url` does; closed when t ends.
+func (p *Process) Store(t testing.TB) tokenstore.Store {
+	t.Helper()
+	if p.RedisURL == "" {
+		t.Fatal("testidentityd: Store needs a Redis-backed identityd")
+	}
+	opts, err := tokenstore.ClientOptions(p.RedisURL, nil) // as identityd builds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewUniversalClient(opts)
+	s := tokenstore.NewRedis(rdb)
+	t.Cleanup(func() { s.Close(); rdb.Close() })
+	return s
+}
+
+// Identityctl runs `identityctl --redis-url <the store> args...` with stdin
+// as its input and returns its combined output; an error exit fails t.
+func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	if p.RedisURL == "" {
+		t.Fatal("testidentityd: Identityctl needs a Redis-backed identityd")
+	}
+	cmd := exec.Command(IdentityctlBinary(t), append([]string{"--redis-url", p.RedisURL}, args...)...)
+	cmd.Env = CleanEnv()
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("identityctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// ScriptEnv describes p to a script the test runs (node, python, a shell):
+// TESTIDENTITYD_BIN, _GRPC_ADDR, _HTTP_ADDR, _BASE_URL, _REDIS_URL,
+// _USERNAME and _PASSWORD.
+func (p *Process) ScriptEnv() []string {
+	return []string{
+		"TESTIDENTITYD_BIN=" + p.bin,
+		"TESTIDENTITYD_GRPC_ADDR=" + p.GRPCAddr,
+		"TESTIDENTITYD_HTTP_ADDR=" + p.HTTPAddr,
+		"TESTIDENTITYD_BASE_URL=" + p.BaseURL,
+		"TESTIDENTITYD_REDIS_URL=" + p.RedisURL,
+		"TESTIDENTITYD_USERNAME=" + p.Username,
+		"TESTIDENTITYD_PASSWORD=" + p.Password,
+	}
+}

@@ -1,0 +1,236 @@
+// Package testidentityd runs identity for tests, the one way every test
+// package does it.
+//
+// Start runs the real identityd as a process: cmd/identityd (and, on
+// demand, cmd/identityctl) is built once per test binary, started on free
+// loopback ports against a private redis-server (internal/testredis), the
+// embedded store or a given Redis, and waited for until /readyz and gRPC
+// health say it serves. Its output is kept in a LockedBuffer; when it ends
+// the harness reports what went wrong while it ran (an exit nobody asked
+// for, a panic or a data race in its log, a secret the test registered with
+// Remember appearing there). StartInProcess builds a server.Server in the
+// test binary on loopback listeners instead, for tests that need the real
+// handlers without the cost of a process.
+//
+// Beside them are the small helpers those tests share: FreeAddr, Eventually,
+// Dial, Login/Logout, AddUser and the skip rule (SkipOrFail: a missing
+// prerequisite skips the test with the reason, except under CI=true, where
+// it fails).
+//
+// It is for tests only: not a supervisor for identityd, not a fixture
+// loader, and nothing here is imported by production code.
+package testidentityd
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/users"
+)
+
+// InCI reports whether the tests run under CI=true, where a missing
+// prerequisite fails a test instead of skipping it.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// SkipOrFail skips t for a missing prerequisite, except under CI=true,
+// where it fails t: CI must run every test.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf(format+" (CI=true: failing instead of skipping)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// RequireTool returns the path of the program name on PATH, or skips t
+// (fails it under CI=true) when there is none.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		SkipOrFail(t, "testidentityd: %s not on PATH: %v", name, err)
+	}
+	return p
+}
+
+// FreeAddr returns a loopback address ("127.0.0.1:port") that was free a
+// moment ago. Another process may take it before the caller binds it:
+// Start retries with new ports when identityd cannot listen.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatalf("testidentityd: free port: %v", err)
+	}
+	return addr
+}
+
+// FreePort is FreeAddr's port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(FreeAddr(t))
+	p, _ := strconv.Atoi(port)
+	return p
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// LockedBuffer collects a process's (or a logger's) output while tests
+// read it.
+type LockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *LockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Tail is the last n bytes, marked with "…" when cut, for failure messages.
+func (b *LockedBuffer) Tail(n int) string {
+	s := b.String()
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// Eventually polls cond until it returns nil, and fails t with cond's last
+// error if that has not happened within timeout. The timeout only bounds
+// the wait for something the test expects to happen; what the condition
+// checks is up to the test, and it must not be a wall-clock margin
+// (STYLE.md, rule 20). The first polls follow each other closely (1 ms),
+// later ones back off to 50 ms.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	interval := time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", timeout, err)
+			return // when t is not a *testing.T, Fatalf may return
+		}
+		time.Sleep(interval)
+		interval = min(2*interval, 50*time.Millisecond)
+	}
+}
+
+// Dial returns a plaintext gRPC client connection to addr, closed when t
+// ends. It does not connect until first used.
+func Dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	if err != nil {
+		t.Fatalf("testidentityd: dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// Client is a gRPC client of one identity, process or in-process.
+type Client struct {
+	Conn *grpc.ClientConn
+	API  identityv1.IdentityServiceClient
+}
+
+func newClient(conn *grpc.ClientConn) Client {
+	return Client{Conn: conn, API: identityv1.NewIdentityServiceClient(conn)}
+}
+
+// Login logs username in over gRPC and fails t unless it succeeds.
+func (c Client) Login(t testing.TB, username, pw string) *identityv1.TokenPair {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	pair, err := c.API.Login(ctx, &identityv1.LoginRequest{Username: username, Password: pw})
+	if err != nil {
+		t.Fatalf("login %s: %v", username, err)
+	}
+	return pair
+}
+
+// Logout ends pair's session over gRPC and fails t unless it succeeds.
+func (c Client) Logout(t testing.TB, pair *identityv1.TokenPair) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := c.API.Logout(ctx, &identityv1.LogoutRequest{RefreshToken: pair.GetRefreshToken()}); err != nil {
+		t.Fatalf("logout: %v", err)
+	}
+}
+
+// CheapHash are argon2id parameters that make logins cheap in tests. The
+// parameters travel with each stored hash, so identity checks a password
+// hashed with them at their cost, whatever its own hasher's defaults.
+var CheapHash = password.Params{Memory: 8, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// AddUser creates a user straight in store (as `identityctl --redis-url
+// … user add` does, but hashed with CheapHash) and returns its password:
+// pw, or a random one when pw is empty.
+func AddUser(t testing.TB, store tokenstore.Store, name, pw string, roles ...string) string {
+	t.Helper()
+	hasher, err := password.New(password.WithParams(CheapHash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw == "" {
+		pw = RandomPassword()
+	}
+	if _, err := users.New(store, hasher, time.Now, rand.Reader).Create(t.Context(), name, pw, roles); err != nil {
+		t.Fatalf("testidentityd: create user %s: %v", name, err)
+	}
+	return pw
+}
+
+// RandomPassword is a fresh password for a test user.
+func RandomPassword() string { return "pw-" + rand.Text() }
+
+// CleanEnv is the test's environment without anything that would configure
+// identityd or identityctl behind the flags' back (IDENTITY_*, REDIS_URL).
+func CleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "IDENTITY_") || strings.HasPrefix(kv, "REDIS_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf("testidentityd: "+format, args...) }
