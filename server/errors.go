@@ -15,8 +15,8 @@ import (
 
 	"github.com/identityd/identity/admin"
 	"github.com/identityd/identity/authn"
-	"github.com/identityd/identity/internal/tokencheck"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/sessions"
