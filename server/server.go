@@ -1,8 +1,11 @@
 // Package server speaks identity's API: the gRPC IdentityService and
 // AdminService, the REST gateway in front of them, and the HTTP endpoints
-// beside it (JWKS, health, readiness, metrics). It wires the domain packages
-// together; the rules themselves live in tokenstore (sessions), token
-// (JWTs and refresh tokens), users (accounts) and authn (verification).
+// beside it (JWKS, health, readiness, metrics). Its handlers validate a
+// request, call a domain package and map the error (errors.go, the one
+// table); the rules themselves live below them: sessions (login sessions,
+// rotation, revocation and the instance's revocation feed), users
+// (accounts), token (JWTs and refresh tokens), tokenstore (persistence) and
+// internal/tokencheck (the verification core authn shares).
 package server
 
 import (

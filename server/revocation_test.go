@@ -1,0 +1,183 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/identityd/identity/authn"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/server"
+)
+
+// Every way of ending a session is refused by the same instance's Verify
+// on the very next call: the session service puts it in the instance's
+// revocation set before the RPC answers, without waiting for the feed.
+func TestRevocationIsImmediateOnTheSameInstance(t *testing.T) {
+	t.Parallel()
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			var opts []testidentityd.InProcessOption
+			if store == "redis" {
+				opts = append(opts, testidentityd.InProcessRedisURL(testredis.URL(t)))
+			}
+			p := testidentityd.StartInProcess(t, opts...)
+			adminPW := testidentityd.AddUser(t, p.Store, "root-"+store, "", "admin")
+			userPW := testidentityd.AddUser(t, p.Store, "dora-"+store, "")
+			admin := p.Login(t, "root-"+store, adminPW)
+			adminCtx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+admin.GetAccessToken())
+			adminAPI := identityv1.NewAdminServiceClient(p.Conn)
+			ctx := t.Context()
+
+			verifyRefused := func(what string, pair *identityv1.TokenPair) {
+				t.Helper()
+				_, err := p.API.Verify(ctx, &identityv1.VerifyRequest{Token: pair.GetAccessToken()})
+				if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
+					t.Errorf("%s: Verify right after: %v, want TOKEN_REVOKED", what, err)
+				}
+			}
+			warm := func(pair *identityv1.TokenPair) {
+				t.Helper()
+				// Verified once first, so the token sits in the cache.
+				if _, err := p.API.Verify(ctx, &identityv1.VerifyRequest{Token: pair.GetAccessToken()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			pair := p.Login(t, "dora-"+store, userPW)
+			warm(pair)
+			p.Logout(t, pair)
+			verifyRefused("Logout", pair)
+
+			a, b := p.Login(t, "dora-"+store, userPW), p.Login(t, "dora-"+store, userPW)
+			warm(a)
+			warm(b)
+			if _, err := p.API.Logout(ctx, &identityv1.LogoutRequest{RefreshToken: a.GetRefreshToken(), AllSessions: true}); err != nil {
+				t.Fatal(err)
+			}
+			verifyRefused("Logout all sessions (this one)", a)
+			verifyRefused("Logout all sessions (another)", b)
+
+			pair = p.Login(t, "dora-"+store, userPW)
+			warm(pair)
+			if _, err := adminAPI.RevokeSession(adminCtx, &identityv1.RevokeSessionRequest{SessionId: pair.GetSessionId()}); err != nil {
+				t.Fatal(err)
+			}
+			verifyRefused("admin RevokeSession", pair)
+
+			pair = p.Login(t, "dora-"+store, userPW)
+			warm(pair)
+			if _, err := adminAPI.RevokeUserSessions(adminCtx, &identityv1.RevokeUserSessionsRequest{Username: "dora-" + store}); err != nil {
+				t.Fatal(err)
+			}
+			verifyRefused("admin RevokeUserSessions", pair)
+
+			pair = p.Login(t, "dora-"+store, userPW)
+			warm(pair)
+			newPW := testidentityd.RandomPassword()
+			if _, err := adminAPI.UpdateUser(adminCtx, &identityv1.UpdateUserRequest{Username: "dora-" + store, Password: &newPW}); err != nil {
+				t.Fatal(err)
+			}
+			verifyRefused("password change", pair)
+
+			pair = p.Login(t, "dora-"+store, newPW)
+			warm(pair)
+			disabled := true
+			if _, err := adminAPI.UpdateUser(adminCtx, &identityv1.UpdateUserRequest{Username: "dora-" + store, Disabled: &disabled}); err != nil {
+				t.Fatal(err)
+			}
+			verifyRefused("disable", pair)
+		})
+	}
+}
+
+// A logout on one instance reaches a WatchRevocations stream of another
+// instance on the same store, pushed by that instance's one feed; the
+// stream's first message is a heartbeat (caught up).
+func TestWatchRevocationsAcrossInstances(t *testing.T) {
+	t.Parallel()
+	// A Redis of its own: the revocation stream holds only this test's events.
+	url := testredis.NewServer(t).URL()
+	a := testidentityd.StartInProcess(t, testidentityd.InProcessRedisURL(url))
+	b := testidentityd.StartInProcess(t, testidentityd.InProcessRedisURL(url))
+	pw := testidentityd.AddUser(t, a.Store, "erin", "")
+	pair := a.Login(t, "erin", pw)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	stream, err := b.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GetSessionId() != "" || first.GetReset_() || first.GetCursor() == "" {
+		t.Fatalf("first message %v, want a heartbeat with a cursor", first)
+	}
+	a.Logout(t, pair)
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("stream ended before the revocation arrived: %v", err)
+		}
+		if m.GetSessionId() == "" {
+			continue // heartbeats of an idle feed
+		}
+		if m.GetSessionId() != pair.GetSessionId() || m.GetCursor() == "" || m.GetForgetAfter() == nil {
+			t.Fatalf("event %v, want the revocation of %s", m, pair.GetSessionId())
+		}
+		break
+	}
+	// Resuming from the first cursor replays the event (from the store),
+	// then a heartbeat.
+	again, err := b.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{Cursor: first.GetCursor()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := again.Recv()
+	if err != nil || m.GetSessionId() != pair.GetSessionId() {
+		t.Fatalf("resumed stream's first message %v, %v; want the missed revocation", m, err)
+	}
+	if m, err := again.Recv(); err != nil || m.GetSessionId() != "" || m.GetReset_() {
+		t.Fatalf("resumed stream's second message %v, %v; want a heartbeat", m, err)
+	}
+}
+
+// The open streams are capped: past the cap a watch is refused with
+// RESOURCE_EXHAUSTED and the ones open are not disturbed.
+func TestWatchRevocationsCap(t *testing.T) {
+	t.Parallel()
+	p := testidentityd.StartInProcess(t, testidentityd.InProcessConfig(func(c *server.Config) { c.MaxWatchers = 2 }))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var open []identityv1.IdentityService_WatchRevocationsClient
+	for range 2 {
+		s, err := p.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, s)
+	}
+	s, err := p.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if authn.Reason(err) != identityv1.ErrorReason_RATE_LIMITED {
+		t.Fatalf("third stream: %v, want RESOURCE_EXHAUSTED / RATE_LIMITED", err)
+	}
+	for i, s := range open {
+		if m, err := s.Recv(); err != nil || m.GetSessionId() != "" {
+			t.Fatalf("open stream %d after the refusal: %v, %v; want a heartbeat", i, m, err)
+		}
+	}
+}
