@@ -95,6 +95,9 @@ var errorTable = []errorRow{
 	{token.ErrInvalid, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, http.StatusUnauthorized, "access token invalid"},
 	{errTokenRevoked, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, http.StatusUnauthorized, "access token revoked"},
 	{tokenstore.ErrReused, codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_REUSED, http.StatusUnauthorized, "refresh token reused: the session has been revoked"},
+	// A login whose user's credentials changed while it was in flight: the
+	// password it checked is no longer the user's.
+	{tokenstore.ErrStale, codes.Unauthenticated, identityv1.ErrorReason_INVALID_CREDENTIALS, http.StatusUnauthorized, "invalid username or password"},
 	{errRefreshTokenInvalid, codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_INVALID, http.StatusUnauthorized, "refresh token invalid, expired or revoked"},
 	{token.ErrSessionEnded, codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_INVALID, http.StatusUnauthorized, "refresh token invalid, expired or revoked"},
 	{password.ErrBusy, codes.ResourceExhausted, identityv1.ErrorReason_RATE_LIMITED, http.StatusTooManyRequests, "too many logins in progress, retry shortly"},

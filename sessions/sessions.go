@@ -78,6 +78,10 @@ func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Ses
 		RotatedAt:  ms,
 		LastUsedAt: ms,
 		ExpiresAt:  ms.Add(s.cfg.AbsoluteTTL),
+		// The epoch u was read under: if the user's credentials changed
+		// since (a password change racing this login), the store refuses
+		// the session with tokenstore.ErrStale.
+		Epoch: u.Epoch,
 	}
 	if err := s.store.CreateSession(ctx, sess); err != nil {
 		return tokenstore.Session{}, err
@@ -146,8 +150,7 @@ func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
 	}
 	now := s.now()
 	if all {
-		_, err := s.RevokeUserSessions(ctx, sess.UserID, now)
-		return err
+		return s.EndAll(ctx, sess.UserID, now)
 	}
 	err = s.RevokeSession(ctx, sid, now)
 	if errors.Is(err, tokenstore.ErrNotFound) {
@@ -181,6 +184,19 @@ func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now tim
 		return ids, fmt.Errorf("sessions: revoke user sessions: %w", err)
 	}
 	return ids, nil
+}
+
+// EndAll is "log out everywhere": it raises the user's credential epoch,
+// so a login in flight cannot add a session, then revokes every session.
+func (s *Service) EndAll(ctx context.Context, userID string, now time.Time) error {
+	if _, err := s.store.UpdateUser(ctx, userID, func(u tokenstore.User) (tokenstore.User, error) {
+		u.Epoch++
+		return u, nil
+	}); err != nil && !errors.Is(err, tokenstore.ErrNotFound) {
+		return fmt.Errorf("sessions: raise the credential epoch: %w", err)
+	}
+	_, err := s.RevokeUserSessions(ctx, userID, now)
+	return err
 }
 
 // forgetAfter is when no access token of a session revoked at now can

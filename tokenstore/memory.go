@@ -182,6 +182,9 @@ func (m *Memory) CreateSession(ctx context.Context, s Session) error {
 		}
 		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
 	}
+	if u, ok := m.users[s.UserID]; ok && u.u.Epoch != s.Epoch {
+		return fmt.Errorf("tokenstore: create session: %w", ErrStale)
+	}
 	ent := &memSession{s: s, expireAt: s.IdleExpiresAt(m.o.idleTTL)}
 	if !now.Before(ent.expireAt) {
 		return nil // born expired: nothing to keep, as with a Redis TTL in the past
@@ -249,6 +252,11 @@ func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, er
 	s := ent.s
 	mu, ok := m.users[s.UserID]
 	if !ok {
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+	}
+	if mu.u.Epoch != s.Epoch {
+		m.appendRevocations(now, s.ID)
+		m.remove(s)
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 	}
 	switch {
@@ -485,6 +493,9 @@ func checkNewUser(u User) error {
 func checkUpdate(old, new User) error {
 	if new.ID != old.ID || new.Username != old.Username || !truncMS(new.CreatedAt).Equal(truncMS(old.CreatedAt)) {
 		return errors.New("tokenstore: update user: ID, Username and CreatedAt cannot change")
+	}
+	if new.Epoch < old.Epoch {
+		return errors.New("tokenstore: update user: the credential epoch cannot go back")
 	}
 	return nil
 }
