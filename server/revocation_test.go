@@ -2,16 +2,21 @@ package server_test
 
 import (
 	"context"
+	"crypto/rand"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/internal/testredis"
 	"github.com/identityd/identity/server"
+	"github.com/identityd/identity/tokenstore"
 )
 
 // Every way of ending a session is refused by the same instance's Verify
@@ -110,6 +115,7 @@ func TestWatchRevocationsAcrossInstances(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
+	ctx = asService(t, &b.Client, b.Store, ctx)
 	stream, err := b.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +163,7 @@ func TestWatchRevocationsCap(t *testing.T) {
 	p := testidentityd.StartInProcess(t, testidentityd.InProcessConfig(func(c *server.Config) { c.MaxWatchers = 2 }))
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
+	ctx = asService(t, &p.Client, p.Store, ctx)
 	var open []identityv1.IdentityService_WatchRevocationsClient
 	for range 2 {
 		s, err := p.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
@@ -287,5 +294,41 @@ func TestDemotedAdminIsLockedOutAtOnce(t *testing.T) {
 	fresh := p.Login(t, "deputy", deputyPW)
 	if _, err := adminAPI.ListUsers(as(fresh), &identityv1.ListUsersRequest{}); authn.Reason(err) != identityv1.ErrorReason_PERMISSION_DENIED {
 		t.Fatalf("demoted admin after logging in again: %v, want PERMISSION_DENIED", err)
+	}
+}
+
+// asService returns ctx carrying the access token of a new service
+// account (role service), as WatchRevocations asks.
+func asService(t *testing.T, c *testidentityd.Client, store tokenstore.Store, ctx context.Context) context.Context {
+	t.Helper()
+	name := "svc-" + strings.ToLower(rand.Text()[:8])
+	pw := testidentityd.AddUser(t, store, name, "", authn.ServiceRole)
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.Login(t, name, pw).GetAccessToken())
+}
+
+// The revocation stream names the session and user of every logout: an
+// anonymous caller is refused, and so is a user who is not a service.
+func TestWatchRevocationsIsForServicesOnly(t *testing.T) {
+	t.Parallel()
+	p := testidentityd.StartInProcess(t)
+	watch := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s, err := p.API.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		return err
+	}
+	if err := watch(t.Context()); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("anonymous WatchRevocations: %v, want UNAUTHENTICATED", err)
+	}
+	pw := testidentityd.AddUser(t, p.Store, "gus", "")
+	user := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+p.Login(t, "gus", pw).GetAccessToken())
+	if err := watch(user); authn.Reason(err) != identityv1.ErrorReason_PERMISSION_DENIED {
+		t.Errorf("WatchRevocations as a user without the service role: %v, want PERMISSION_DENIED", err)
+	}
+	if err := watch(asService(t, &p.Client, p.Store, t.Context())); err != nil {
+		t.Errorf("WatchRevocations as a service: %v", err)
 	}
 }

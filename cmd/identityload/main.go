@@ -70,6 +70,8 @@ type config struct {
 	watchers     int
 	peer         string
 	sessions     int
+	serviceUser  string
+	servicePWF   string
 }
 
 var scenarioNames = []string{"noop", "verify", "refresh", "login", "login-flood+verify"}
@@ -101,6 +103,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.watchers, "watchers", 0, "WatchRevocations streams held open (and drained) during every scenario")
 	fs.StringVar(&c.peer, "peer", "", "a second identityd's gRPC address on the same store (revocation)")
 	fs.IntVar(&c.sessions, "sessions", 200, "sessions logged out one by one (revocation)")
+	fs.StringVar(&c.serviceUser, "service-user", "", "an account with the service role: WatchRevocations streams (-watchers, revocation) are opened as it")
+	fs.StringVar(&c.servicePWF, "service-password-file", "", "file holding -service-user's password")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
