@@ -50,6 +50,14 @@ type Config struct {
 	Leeway             time.Duration
 	// LoginRatePerIP is login attempts per minute per client address.
 	LoginRatePerIP int
+	// RefreshRatePerSession and RefreshRatePerIP bound refreshes per
+	// minute, of one session (checked in the rotation's own store round
+	// trip) and from one client address (0: no limit). Both are far above
+	// what honest clients do (one refresh per access-token lifetime, a few
+	// tabs, retries within the grace window): they stop a stolen refresh
+	// token from being used as a rotation oracle, and a flood.
+	RefreshRatePerSession int
+	RefreshRatePerIP      int
 	// LoginFailuresPerUser is failed logins per minute per username.
 	LoginFailuresPerUser int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
@@ -80,21 +88,23 @@ type Config struct {
 // DefaultConfig returns DESIGN.md's defaults.
 func DefaultConfig() Config {
 	return Config{
-		Issuer:               "identity",
-		Audience:             "identity",
-		AccessTTL:            15 * time.Minute,
-		RefreshIdleTTL:       720 * time.Hour,
-		RefreshAbsoluteTTL:   2160 * time.Hour,
-		RefreshGrace:         10 * time.Second,
-		Leeway:               30 * time.Second,
-		LoginRatePerIP:       300,
-		LoginFailuresPerUser: 10,
-		RevocationWait:       sessions.DefaultFeedWait,
-		RevocationStaleAfter: 2 * time.Second,
-		MaxWatchers:          sessions.DefaultMaxWatchers,
-		KeyReload:            30 * time.Second,
-		KeyRotation:          0,
-		MaxBodyBytes:         1 << 20,
+		Issuer:                "identity",
+		Audience:              "identity",
+		AccessTTL:             15 * time.Minute,
+		RefreshIdleTTL:        720 * time.Hour,
+		RefreshAbsoluteTTL:    2160 * time.Hour,
+		RefreshGrace:          10 * time.Second,
+		Leeway:                30 * time.Second,
+		LoginRatePerIP:        300,
+		RefreshRatePerSession: 60,
+		RefreshRatePerIP:      1200,
+		LoginFailuresPerUser:  10,
+		RevocationWait:        sessions.DefaultFeedWait,
+		RevocationStaleAfter:  2 * time.Second,
+		MaxWatchers:           sessions.DefaultMaxWatchers,
+		KeyReload:             30 * time.Second,
+		KeyRotation:           0,
+		MaxBodyBytes:          1 << 20,
 	}
 }
 
@@ -211,6 +221,12 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		Grace:       cfg.RefreshGrace,
 		AccessTTL:   cfg.AccessTTL,
 		Leeway:      cfg.Leeway,
+		RefreshLimit: func() tokenstore.UseLimit {
+			if cfg.RefreshRatePerSession <= 0 {
+				return tokenstore.UseLimit{}
+			}
+			return tokenstore.UseLimit{Every: time.Minute / time.Duration(cfg.RefreshRatePerSession), Burst: max(1, cfg.RefreshRatePerSession/2)}
+		}(),
 	}, d.Now, d.Rand)
 	s.feed = sessions.NewFeed(d.Store, revoked, sessions.FeedConfig{
 		Wait:        cfg.RevocationWait,

@@ -38,6 +38,9 @@ type Config struct {
 	// session can still be presented: the revocation set keeps it that long.
 	AccessTTL time.Duration
 	Leeway    time.Duration
+	// RefreshLimit bounds how often one session may be refreshed (zero:
+	// no limit); it is checked in the rotation's own atomic step.
+	RefreshLimit tokenstore.UseLimit
 }
 
 // Service applies the session rules. It is safe for concurrent use.
@@ -106,6 +109,7 @@ func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, 
 		Now:        now,
 		Grace:      s.cfg.Grace,
 		IdleTTL:    s.cfg.IdleTTL,
+		Limit:      s.cfg.RefreshLimit,
 	})
 	switch {
 	case errors.Is(err, tokenstore.ErrNotFound):

@@ -45,6 +45,8 @@ type memSession struct {
 	s Session
 	// expireAt is min(LastUsedAt+idle, ExpiresAt): what a Redis key TTL is.
 	expireAt time.Time
+	// tat is the use limit's theoretical arrival time (GCRA).
+	tat time.Time
 }
 
 var _ Store = (*Memory)(nil)
@@ -259,14 +261,29 @@ func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, er
 		m.remove(s)
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 	}
+	// The use limit (GCRA), for the current and the grace generation only;
+	// the new arrival time is kept only on the paths that count as a use.
+	tat := ent.tat
+	every := r.Limit.Every.Truncate(time.Millisecond)
+	if every > 0 && (r.Generation == s.Generation || r.Generation == s.Generation-1) {
+		if tat.Before(now) {
+			tat = now
+		}
+		if ahead := tat.Sub(now) - time.Duration(max(1, r.Limit.Burst)-1)*every; ahead > 0 {
+			return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", &TooFastError{After: ahead})
+		}
+		tat = tat.Add(every)
+	}
 	switch {
 	case r.Generation == s.Generation:
 		s.Generation++
 		s.RotatedAt, s.LastUsedAt = now, now
 		ent.s = s
 		ent.expireAt = s.IdleExpiresAt(idle)
+		ent.tat = tat
 		return s, cloneUser(mu.u), nil
 	case r.Generation == s.Generation-1 && now.Sub(s.RotatedAt) <= r.Grace:
+		ent.tat = tat
 		return s, cloneUser(mu.u), nil
 	default:
 		m.appendRevocations(now, s.ID)

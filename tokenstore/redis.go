@@ -404,7 +404,8 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	res, err := scriptRotate.Run(ctx, r.c,
 		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
-		now+idle.Milliseconds(), zsetSlack.Milliseconds()).StringSlice()
+		now+idle.Milliseconds(), zsetSlack.Milliseconds(),
+		max(0, req.Limit.Every.Milliseconds()), max(1, req.Limit.Burst)).StringSlice()
 	if err != nil {
 		return Session{}, User{}, unavailable("rotate", err)
 	}
@@ -430,6 +431,14 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 			return Session{}, User{}, err
 		}
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
+	case "limited":
+		wait := time.Second
+		if len(res) == 2 {
+			if n, err := strconv.ParseInt(res[1], 10, 64); err == nil {
+				wait = time.Duration(n) * time.Millisecond
+			}
+		}
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", &TooFastError{After: wait})
 	case "stale":
 		// Born before a credential change that ended its user's sessions
 		// and missed by it: end it now, with an event, so its access

@@ -92,7 +92,28 @@ type RotateRequest struct {
 	Grace time.Duration
 	// IdleTTL is the idle lifetime; a successful rotation restarts it.
 	IdleTTL time.Duration
+	// Limit bounds how often the session may be used (rotations and
+	// grace answers alike); the zero value is no limit.
+	Limit UseLimit
 }
+
+// UseLimit is a GCRA bound on a session's refreshes: at most Burst at once,
+// then one per Every.
+type UseLimit struct {
+	Every time.Duration
+	Burst int
+}
+
+// ErrTooFast: the session was refreshed more often than its UseLimit
+// allows; nothing changed. The error is a *TooFastError.
+var ErrTooFast = errors.New("tokenstore: session refreshed too often")
+
+// TooFastError says when the session may be refreshed again.
+type TooFastError struct{ After time.Duration }
+
+func (e *TooFastError) Error() string             { return ErrTooFast.Error() }
+func (e *TooFastError) Unwrap() error             { return ErrTooFast }
+func (e *TooFastError) RetryAfter() time.Duration { return e.After }
 
 // Revocation is one session revocation event, as streamed to verifiers.
 type Revocation struct {
@@ -137,7 +158,10 @@ type Store interface {
 	//   - unknown/expired session, wrong Nonce or Generation > current: ErrNotFound.
 	//   - a session whose user no longer exists: ErrNotFound;
 	//   - a session of an older Epoch than its user's: revoked (with a
-	//     Revocation), ErrNotFound.
+	//     Revocation), ErrNotFound;
+	//   - a current or grace-window use beyond r.Limit: nothing changes,
+	//     *TooFastError (a reuse past the window is theft, and is never
+	//     limited: the session is revoked whatever the rate).
 	Rotate(ctx context.Context, r RotateRequest) (Session, User, error)
 	// ListSessions returns the live sessions of a user, oldest first.
 	ListSessions(ctx context.Context, userID string) ([]Session, error)

@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstore.Store) {
 		{"Keyring", testKeyring},
 		{"ConcurrentFirstKeyring", testConcurrentFirstKeyring},
 		{"CredentialEpoch", testCredentialEpoch},
+		{"RotateUseLimit", testRotateUseLimit},
 		{"CanceledContext", testCanceledContext},
 	}
 	for _, tt := range tests {
@@ -1025,6 +1026,44 @@ func testCredentialEpoch(t *testing.T, s tokenstore.Store) {
 	if ids := revokedIDs(events); len(ids) != 1 || ids[0] != old.ID {
 		t.Fatalf("revocation events after the stale rotation: %v, want %s", ids, old.ID)
 	}
+}
+
+// testRotateUseLimit: a session refreshed faster than its limit is refused
+// with the wait, changing nothing; grace answers count as uses; a reuse
+// past the grace window is theft whatever the rate.
+func testRotateUseLimit(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := newSession(t, s, u.ID)
+	t0 := now()
+	limit := tokenstore.UseLimit{Every: time.Minute, Burst: 2}
+	at := func(gen uint64, when time.Time) tokenstore.RotateRequest {
+		r := rotate(sess, gen, when)
+		r.Limit = limit
+		return r
+	}
+	_, _, err := s.Rotate(ctx(t), at(0, t0))
+	noErr(t, "first use", err)
+	_, _, err = s.Rotate(ctx(t), at(0, t0)) // the same token again: grace
+	noErr(t, "second use (grace)", err)
+	_, _, err = s.Rotate(ctx(t), at(1, t0))
+	var tooFast *tokenstore.TooFastError
+	if !errors.As(err, &tooFast) || !errors.Is(err, tokenstore.ErrTooFast) {
+		t.Fatalf("third use within the burst of 2: %v, want a TooFastError", err)
+	}
+	if tooFast.RetryAfter() != time.Minute {
+		t.Fatalf("retry after %v, want 1m (one interval after the burst)", tooFast.RetryAfter())
+	}
+	if got := getSession(t, s, sess.ID); got.Generation != 1 {
+		t.Fatalf("a refused use changed the session: generation %d, want 1", got.Generation)
+	}
+	next, _, err := s.Rotate(ctx(t), at(1, t0.Add(time.Minute)))
+	noErr(t, "use after the wait", err)
+	if next.Generation != 2 {
+		t.Fatalf("generation %d after the wait, want 2", next.Generation)
+	}
+	// Theft is not rate limited: an old generation past grace revokes.
+	_, _, err = s.Rotate(ctx(t), at(0, t0.Add(time.Minute)))
+	wantErr(t, "reuse past the grace window, however fast", err, tokenstore.ErrReused)
 }
 
 // Keyring.
