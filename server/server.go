@@ -39,7 +39,8 @@ import (
 	"github.com/identityd/identity/users"
 )
 
-// Config holds the service's tunables (DESIGN.md, "Configuration").
+// Config holds the service's tunables; the ones identityd has flags for are
+// documented in docs/configuration.md.
 type Config struct {
 	Issuer             string
 	Audience           string
@@ -85,7 +86,7 @@ type Config struct {
 	AllowedOrigins []string
 }
 
-// DefaultConfig returns DESIGN.md's defaults.
+// DefaultConfig returns the defaults (docs/configuration.md).
 func DefaultConfig() Config {
 	return Config{
 		Issuer:                "identity",

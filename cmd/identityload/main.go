@@ -1,6 +1,6 @@
 // Command identityload is a closed-loop gRPC load generator for a running
-// identityd on this machine. It measures the service against DESIGN.md's
-// targets side by side, in one run against one server: a no-op unary RPC
+// identityd on this machine. It measures the service against the
+// performance targets in BENCHMARKS.md side by side, in one run against one server: a no-op unary RPC
 // (grpc.health.v1.Health/Check, which runs through the same interceptor
 // chain), Verify, Refresh, Login, and Verify under a login flood, then the
 // ratios between them and against a raw argon2id rate measured in-process.
