@@ -100,12 +100,13 @@ export async function startStack({ accessTTL }) {
 /**
  * A transparent HTTP relay from port to identityd at target that records
  * every request it passes (Host is kept, so identityd sees the origin the
- * browser used).
+ * browser used). Also the counting proxy of test/integration/.
  * @param {number} port
  * @param {number} target
  * @param {WireEntry[]} wire
+ * @returns {Promise<http.Server>}
  */
-function recorder(port, target, wire) {
+export function recorder(port, target, wire) {
   const agent = new http.Agent({ keepAlive: true });
   const srv = http.createServer((req, res) => {
     const entry = {
