@@ -24,6 +24,9 @@ export function decodeClaims(token: string): Claims;
  * - Bearer mode: for apps that cannot use cookies; the refresh token is kept
  *   in this tab's memory, so each tab has its own session and no tab
  *   coordination is needed.
+ * - Code that sends its own requests (identity-axios.js, for an axios
+ *   instance) uses `accessToken()` and `retryToken()`: the same single
+ *   flight and tab coordination as `client.fetch`.
  *
  * @module identity-client
  */
