@@ -3,17 +3,24 @@ package web_test
 // These tests run the client's own test suites from `go test ./...`, so the
 // README's one test command (and CI) covers the browser side too:
 //
-//   - TestClientUnit: node --test test/unit/ (queue, single flight, tabs),
-//   - TestClientTypes: tsc checks the JSDoc types of the client and demo,
+//   - TestClientUnit: node --test test/unit/ (the client's queue, single
+//     flight and tabs; the axios adapter with the real axios; the guide's
+//     example),
+//   - TestClientTypes: tsc checks the JSDoc types of the client, the axios
+//     adapter, the demo and the guide's example, and that the committed
+//     declarations (identity-client.d.ts, identity-axios.d.ts) are current,
+//   - TestIntegration: node --test test/integration/, axios through the
+//     adapter against a real identityd (bearer mode) behind a counting
+//     proxy,
 //   - TestBrowser: node --test test/browser/, Playwright driving Debian's
-//     Chromium against a real identityd and redis-server, which it starts
-//     with internal/testidentityd and hands to the node tests in
-//     TESTIDENTITYD_* environment variables.
+//     Chromium against a real identityd and redis-server.
 //
+// The last two start identityd and Redis with internal/testidentityd and
+// hand them to the node tests in TESTIDENTITYD_* environment variables.
 // A missing node, npm, Chromium, go or redis-server skips them with the
-// reason, except under CI=true, where it fails. node_modules (playwright-core and
-// typescript, pinned in package-lock.json) is installed with `npm ci` when
-// absent; .ci/run does that beforehand.
+// reason, except under CI=true, where it fails. node_modules (axios,
+// playwright-core and typescript, pinned in package-lock.json) is installed
+// with `npm ci` when absent; .ci/run does that beforehand.
 
 import (
 	"context"
@@ -68,7 +75,7 @@ func requireNodeModules(t *testing.T) {
 }
 
 func installed() bool {
-	for _, p := range []string{"node_modules/playwright-core/package.json", "node_modules/typescript/package.json"} {
+	for _, p := range []string{"node_modules/axios/package.json", "node_modules/playwright-core/package.json", "node_modules/typescript/package.json"} {
 		if _, err := os.Stat(p); err != nil {
 			return false
 		}
@@ -105,7 +112,8 @@ func summary(out string) string {
 func TestClientUnit(t *testing.T) {
 	t.Parallel()
 	node := requireTool(t, "node")
-	out := run(t, time.Minute, nil, node, "--test", "test/unit/")
+	requireNodeModules(t)
+	out := run(t, 2*time.Minute, nil, node, "--test", "test/unit/")
 	t.Log(summary(out))
 }
 
@@ -114,6 +122,28 @@ func TestClientTypes(t *testing.T) {
 	node := requireTool(t, "node")
 	requireNodeModules(t)
 	run(t, 2*time.Minute, nil, node, "node_modules/typescript/bin/tsc", "-p", "tsconfig.json")
+	run(t, 2*time.Minute, nil, node, "scripts/types.js", "--check")
+}
+
+// integrationAccessTTL is identityd's --access-ttl for the integration
+// tests; test/integration/ checks TESTIDENTITYD_ACCESS_TTL against it.
+const integrationAccessTTL = "3s"
+
+func TestIntegration(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	requireNodeModules(t)
+	d := testidentityd.Start(t, testidentityd.WithFlags(map[string]string{
+		"access-ttl":        integrationAccessTTL,
+		"leeway":            "0s",
+		"login-rate-per-ip": "100000",
+	}))
+	env := append(d.ScriptEnv(), "TESTIDENTITYD_ACCESS_TTL="+integrationAccessTTL)
+	out := run(t, 3*time.Minute, env, node, "--test", "--test-concurrency=1", "test/integration/")
+	t.Log(summary(out))
+	if !strings.Contains(out, "# pass ") || strings.Contains(out, "# pass 0\n") || !strings.Contains(out, "# skipped 0\n") {
+		t.Fatalf("the integration tests did not all run:\n%s", out)
+	}
 }
 
 func TestBrowser(t *testing.T) {

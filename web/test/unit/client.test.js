@@ -350,3 +350,66 @@ describe('tabs', () => {
     y.close();
   });
 });
+
+describe('for adapters: accessToken, retryToken, IdentityError.fromBody', () => {
+  test('accessToken: the current token without a request, one refresh for many near expiry', async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    const client = newClient(server, c, { mode: 'bearer' });
+    await assert.rejects(client.accessToken(), (e) => e.reason === REASON_SIGNED_OUT);
+    assert.equal(server.calls.length, 0);
+    await client.login('alice', 'pw');
+    const first = server.current;
+    assert.equal(await client.accessToken(), first);
+    assert.equal(server.count('/v1/refresh'), 0);
+    c.advance(61_000);
+    const tokens = await Promise.all(Array.from({ length: 10 }, () => client.accessToken()));
+    assert.equal(server.count('/v1/refresh'), 1);
+    assert.deepEqual(new Set(tokens), new Set([server.current]));
+    assert.notEqual(server.current, first);
+  });
+
+  test('retryToken: TOKEN_EXPIRED refreshes once per stale token, other reasons do not', async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    const client = newClient(server, c);
+    await client.login('alice', 'pw');
+    const stale = server.current;
+    const [a, b] = await Promise.all([client.retryToken(stale, 'TOKEN_EXPIRED'), client.retryToken(stale, 'TOKEN_EXPIRED')]);
+    assert.equal(a, server.current);
+    assert.equal(b, a);
+    // A late 401 for the old token: the new one is used, no second refresh.
+    assert.equal(await client.retryToken(stale, 'TOKEN_EXPIRED'), a);
+    assert.equal(server.count('/v1/refresh'), 1);
+    for (const reason of ['TOKEN_INVALID', '', 'PERMISSION_DENIED']) assert.equal(await client.retryToken(a, reason), '');
+    assert.equal(server.count('/v1/refresh'), 1);
+  });
+
+  test('retryToken: TOKEN_REVOKED for the current token signs out, for an old one does nothing', async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    const client = newClient(server, c);
+    const seen = events(client);
+    await client.login('alice', 'pw');
+    const old = server.current;
+    await client.refresh();
+    assert.equal(await client.retryToken(old, 'TOKEN_REVOKED'), '');
+    assert.equal(client.signedIn, true, 'an old token\'s revocation is not this session\'s end');
+    assert.equal(await client.retryToken(server.current, 'TOKEN_REVOKED'), '');
+    assert.equal(client.signedIn, false);
+    assert.deepEqual(seen.filter((e) => e.type === 'signedout'), [{ type: 'signedout', reason: 'TOKEN_REVOKED', fromOtherTab: false }]);
+    await assert.rejects(client.retryToken(old, 'TOKEN_EXPIRED'), (e) => e.reason === REASON_SIGNED_OUT);
+  });
+
+  test('IdentityError.fromBody reads identity\'s error body, and only that', () => {
+    const body = { code: 16, message: 'token expired', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'TOKEN_EXPIRED', domain: 'identity' }] };
+    const cause = new Error('the call');
+    const e = IdentityError.fromBody(401, body, { cause });
+    assert.deepEqual([e.name, e.status, e.reason, e.message, e.cause], ['IdentityError', 401, 'TOKEN_EXPIRED', 'token expired', cause]);
+    assert.equal(IdentityError.fromBody(401, { details: [{ reason: 'TOKEN_EXPIRED', domain: 'other' }] }).reason, '');
+    for (const junk of [null, 'text', 42, [], { details: 'x' }]) {
+      const j = IdentityError.fromBody(502, junk);
+      assert.deepEqual([j.status, j.reason, j.message], [502, '', 'HTTP 502']);
+    }
+  });
+});
