@@ -60,6 +60,9 @@ var (
 	// errGatewayTimeout: a REST call's own deadline (grpc-timeout header)
 	// passed before the gRPC side answered.
 	errGatewayTimeout = errors.New("request deadline passed")
+	// errSessionNotFound: a self-service call named a session that is not
+	// the caller's live one.
+	errSessionNotFound = errors.New("no such session of yours (expired, revoked or not yours)")
 	// errWatcherTooSlow ends a WatchRevocations stream that fell too far
 	// behind the feed: the client resumes from its cursor.
 	errWatcherTooSlow = errors.New("revocation stream fell behind: watch again from the last cursor")
@@ -111,6 +114,7 @@ var errorTable = []errorRow{
 	{admin.ErrNoKeyring, codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, http.StatusBadRequest, ""},
 	{admin.ErrNoKeys, codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, http.StatusBadRequest, ""},
 	{token.ErrKeysOnDisk, codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, http.StatusBadRequest, ""},
+	{errSessionNotFound, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, http.StatusNotFound, ""},
 	{tokenstore.ErrNotFound, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, http.StatusNotFound, ""},
 	{tokenstore.ErrAlreadyExists, codes.AlreadyExists, identityv1.ErrorReason_ALREADY_EXISTS, http.StatusConflict, ""},
 	{errCSRFRejected, codes.PermissionDenied, identityv1.ErrorReason_CSRF_REJECTED, http.StatusForbidden,

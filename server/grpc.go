@@ -24,6 +24,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/sessions"
 )
 
 // The REST gateway reaches the gRPC server through an in-process listener
@@ -32,6 +33,10 @@ import (
 // calls that arrive through that listener: nothing outside the process can
 // connect to it.
 const mdClientAddr = "x-identity-client-addr"
+
+// mdUserAgent is the browser's User-Agent as the gateway saw it (the
+// gateway's own gRPC client sends its own user-agent).
+const mdUserAgent = "x-identity-user-agent"
 
 // adminRole is the role every AdminService call needs.
 const adminRole = "admin"
@@ -125,6 +130,25 @@ func (s *Server) buildGRPC() error {
 	metrics.InitializeMetrics(s.grpc)
 	s.inproc = bufconn.Listen(1 << 20)
 	return nil
+}
+
+// userAgent is the client's User-Agent: the gRPC client's, or for calls
+// through the gateway, the HTTP client's.
+func userAgent(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	key := "user-agent"
+	if fromGateway(ctx) {
+		key = mdUserAgent
+	}
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// client describes the caller, for the sessions it creates and uses.
+func client(ctx context.Context) sessions.Client {
+	return sessions.Client{UserAgent: userAgent(ctx), Addr: clientAddr(ctx)}
 }
 
 // clientAddr is the address rate limits are keyed by: the TCP peer, or

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/token"
@@ -60,8 +61,42 @@ func New(store tokenstore.Store, refresh *token.Refresh, revoked *tokencheck.Rev
 	return &Service{store: store, refresh: refresh, revoked: revoked, cfg: cfg, now: now, rand: rand}
 }
 
+// Client describes who uses a session: its User-Agent and address, kept
+// for the user's own list of devices (bounded by Create and Refresh).
+type Client struct {
+	UserAgent string
+	Addr      string
+}
+
+// Bounds of what a session keeps of its client.
+const (
+	maxUserAgent = 128
+	maxAddr      = 64
+)
+
+func (c Client) bounded() Client {
+	return Client{UserAgent: truncateUTF8(c.UserAgent, maxUserAgent), Addr: truncateUTF8(c.Addr, maxAddr)}
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character,
+// and drops control characters (a User-Agent is the client's to choose).
+func truncateUTF8(s string, n int) string {
+	out := make([]byte, 0, min(len(s), n))
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			continue
+		}
+		if len(out)+utf8.RuneLen(r) > n {
+			break
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return string(out)
+}
+
 // Create starts a session for an authenticated user.
-func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Session, error) {
+func (s *Service) Create(ctx context.Context, u tokenstore.User, client Client) (tokenstore.Session, error) {
+	client = client.bounded()
 	sid, err := tokenstore.NewSessionID(u.ID, s.rand)
 	if err != nil {
 		return tokenstore.Session{}, err
@@ -84,7 +119,9 @@ func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Ses
 		// The epoch u was read under: if the user's credentials changed
 		// since (a password change racing this login), the store refuses
 		// the session with tokenstore.ErrStale.
-		Epoch: u.Epoch,
+		Epoch:      u.Epoch,
+		UserAgent:  client.UserAgent,
+		ClientAddr: client.Addr,
 	}
 	if err := s.store.CreateSession(ctx, sess); err != nil {
 		return tokenstore.Session{}, err
@@ -96,7 +133,8 @@ func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Ses
 // user (one store round trip). A token reused after the grace window
 // revokes the session (tokenstore.ErrReused); any other unusable token is
 // ErrRefreshTokenInvalid.
-func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, tokenstore.User, error) {
+func (s *Service) Refresh(ctx context.Context, raw string, client Client) (tokenstore.Session, tokenstore.User, error) {
+	client = client.bounded()
 	sid, gen, nonce, err := s.refresh.Decode(raw)
 	if err != nil {
 		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
@@ -110,6 +148,8 @@ func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, 
 		Grace:      s.cfg.Grace,
 		IdleTTL:    s.cfg.IdleTTL,
 		Limit:      s.cfg.RefreshLimit,
+		UserAgent:  client.UserAgent,
+		ClientAddr: client.Addr,
 	})
 	switch {
 	case errors.Is(err, tokenstore.ErrNotFound):
@@ -177,9 +217,10 @@ func (s *Service) RevokeSession(ctx context.Context, id string, now time.Time) e
 	return nil
 }
 
-// RevokeUserSessions ends every session of a user and returns their ids.
-func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
-	ids, err := s.store.RevokeUserSessions(ctx, userID, now)
+// RevokeUserSessions ends every session of a user but those in except,
+// and returns their ids.
+func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
+	ids, err := s.store.RevokeUserSessions(ctx, userID, now, except...)
 	// Sessions revoked before a failure are revoked all the same.
 	for _, id := range ids {
 		s.revoked.Add(id, s.forgetAfter(now), now)
@@ -188,6 +229,12 @@ func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now tim
 		return ids, fmt.Errorf("sessions: revoke user sessions: %w", err)
 	}
 	return ids, nil
+}
+
+// AdoptSession moves a live session to its user's new credential epoch
+// (the session a password was changed from).
+func (s *Service) AdoptSession(ctx context.Context, id string, epoch uint64) error {
+	return s.store.AdoptSession(ctx, id, epoch)
 }
 
 // EndAll is "log out everywhere": it raises the user's credential epoch,

@@ -69,7 +69,7 @@ func (f *fixture) login(t *testing.T) (tokenstore.Session, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := f.svc.Create(t.Context(), u)
+	sess, err := f.svc.Create(t.Context(), u, sessions.Client{UserAgent: "test\x00agent", Addr: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestRevocationsReachTheSetAtOnce(t *testing.T) {
 		}
 
 		reused, rtOld := f.login(t)
-		if _, _, err := f.svc.Refresh(ctx, rtOld); err != nil {
+		if _, _, err := f.svc.Refresh(ctx, rtOld, sessions.Client{}); err != nil {
 			t.Fatal(err)
 		}
 		// Past the grace window: the old token again is theft.
@@ -121,14 +121,14 @@ func TestRevocationsReachTheSetAtOnce(t *testing.T) {
 			AbsoluteTTL: time.Hour, IdleTTL: time.Hour, Grace: 10 * time.Second,
 			AccessTTL: 15 * time.Minute, Leeway: 30 * time.Second,
 		}, func() time.Time { return time.Now().Add(time.Minute) }, rand.Reader)
-		if _, _, err := late.Refresh(ctx, rtOld); !errors.Is(err, tokenstore.ErrReused) {
+		if _, _, err := late.Refresh(ctx, rtOld, sessions.Client{}); !errors.Is(err, tokenstore.ErrReused) {
 			t.Fatalf("reused refresh token: %v, want ErrReused", err)
 		}
 		if !f.revoked.IsRevoked(reused.ID) {
 			t.Error("reuse: session not in the revocation set")
 		}
 
-		if _, _, err := f.svc.Refresh(ctx, "rt1.garbage"); !errors.Is(err, sessions.ErrRefreshTokenInvalid) {
+		if _, _, err := f.svc.Refresh(ctx, "rt1.garbage", sessions.Client{}); !errors.Is(err, sessions.ErrRefreshTokenInvalid) {
 			t.Errorf("Refresh(garbage): %v, want ErrRefreshTokenInvalid", err)
 		}
 	})
@@ -333,7 +333,7 @@ func TestLoginInFlightLosesToACredentialChange(t *testing.T) {
 			if err := change.do(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.svc.Create(ctx, authenticated); !errors.Is(err, tokenstore.ErrStale) {
+			if _, err := f.svc.Create(ctx, authenticated, sessions.Client{}); !errors.Is(err, tokenstore.ErrStale) {
 				t.Fatalf("after a %s, the in-flight login's session: %v, want ErrStale", change.name, err)
 			}
 			if live, err := store.ListSessions(ctx, f.user.ID); err != nil || len(live) != 0 {

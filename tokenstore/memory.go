@@ -281,15 +281,28 @@ func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, er
 		ent.s = s
 		ent.expireAt = s.IdleExpiresAt(idle)
 		ent.tat = tat
-		return s, cloneUser(mu.u), nil
+		ent.s = withClient(s, r)
+		return ent.s, cloneUser(mu.u), nil
 	case r.Generation == s.Generation-1 && now.Sub(s.RotatedAt) <= r.Grace:
 		ent.tat = tat
-		return s, cloneUser(mu.u), nil
+		ent.s = withClient(s, r)
+		return ent.s, cloneUser(mu.u), nil
 	default:
 		m.appendRevocations(now, s.ID)
 		m.remove(s)
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
 	}
+}
+
+// withClient is s with the client of use r, where r names one.
+func withClient(s Session, r RotateRequest) Session {
+	if r.UserAgent != "" {
+		s.UserAgent = r.UserAgent
+	}
+	if r.ClientAddr != "" {
+		s.ClientAddr = r.ClientAddr
+	}
+	return s
 }
 
 func (m *Memory) ListSessions(ctx context.Context, userID string) ([]Session, error) {
@@ -309,6 +322,23 @@ func (m *Memory) ListSessions(ctx context.Context, userID string) ([]Session, er
 	return out, nil
 }
 
+func (m *Memory) AdoptSession(ctx context.Context, id string, epoch uint64) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ent, ok := m.live(id, m.o.now())
+	if !ok {
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrNotFound)
+	}
+	if u, ok := m.users[ent.s.UserID]; !ok || u.u.Epoch != epoch {
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrStale)
+	}
+	ent.s.Epoch = epoch
+	return nil
+}
+
 func (m *Memory) RevokeSession(ctx context.Context, id string, now time.Time) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
@@ -325,7 +355,7 @@ func (m *Memory) RevokeSession(ctx context.Context, id string, now time.Time) er
 	return nil
 }
 
-func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
+func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
@@ -335,7 +365,7 @@ func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time
 	clock := m.o.now()
 	var ids []string
 	for id := range m.byUser[userID] {
-		if _, ok := m.live(id, clock); ok {
+		if _, ok := m.live(id, clock); ok && !slices.Contains(except, id) {
 			ids = append(ids, id)
 		}
 	}

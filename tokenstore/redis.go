@@ -88,6 +88,7 @@ var (
 	scriptAppendRevocations = loadScript("append_revocations")
 	scriptRevocations       = loadScript("revocations")
 	scriptSwapKeyring       = loadScript("swap_keyring")
+	scriptAdoptSession      = loadScript("adopt_session")
 )
 
 const (
@@ -346,7 +347,8 @@ func (r *Redis) CreateSession(ctx context.Context, s Session) error {
 	res, err := scriptCreateSession.Run(ctx, r.c,
 		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, s.Generation, s.Nonce, ms(s.CreatedAt), ms(s.RotatedAt), ms(s.LastUsedAt),
-		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds(), s.Epoch).Text()
+		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds(), s.Epoch,
+		s.UserAgent, s.ClientAddr).Text()
 	if err != nil {
 		return unavailable("create session", err)
 	}
@@ -379,6 +381,7 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 	if err != nil {
 		return Session{}, err
 	}
+	s.UserAgent, s.ClientAddr = h["ua"], h["ip"]
 	if !r.o.now().Before(s.ExpiresAt) {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
@@ -405,7 +408,7 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
 		now+idle.Milliseconds(), zsetSlack.Milliseconds(),
-		max(0, req.Limit.Every.Milliseconds()), max(1, req.Limit.Burst)).StringSlice()
+		max(0, req.Limit.Every.Milliseconds()), max(1, req.Limit.Burst), req.UserAgent, req.ClientAddr).StringSlice()
 	if err != nil {
 		return Session{}, User{}, unavailable("rotate", err)
 	}
@@ -414,13 +417,14 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	}
 	switch res[0] {
 	case "ok", "grace":
-		if len(res) != 13 {
+		if len(res) != 15 {
 			return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 		}
 		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6], res[12])
 		if err != nil {
 			return Session{}, User{}, err
 		}
+		s.UserAgent, s.ClientAddr = res[13], res[14]
 		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11], res[12])
 		if err != nil {
 			return Session{}, User{}, err
@@ -493,6 +497,7 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 		if err != nil {
 			return nil, err
 		}
+		s.UserAgent, s.ClientAddr = h["ua"], h["ip"]
 		out = append(out, s)
 	}
 	return out, nil
@@ -526,7 +531,7 @@ func (r *Redis) RevokeSession(ctx context.Context, id string, now time.Time) err
 	return nil
 }
 
-func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
+func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
@@ -534,11 +539,39 @@ func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.
 	if err != nil || len(ss) == 0 {
 		return nil, err
 	}
-	rnds := make([]string, len(ss))
-	for i, s := range ss {
-		_, rnds[i], _ = sessionRef(s.ID)
+	rnds := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if slices.Contains(except, s.ID) {
+			continue
+		}
+		_, rnd, _ := sessionRef(s.ID)
+		rnds = append(rnds, rnd)
+	}
+	if len(rnds) == 0 {
+		return nil, nil
 	}
 	return r.revokeUser(ctx, truncMS(now), userID, rnds)
+}
+
+func (r *Redis) AdoptSession(ctx context.Context, id string, epoch uint64) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	uid, rnd, ok := sessionRef(id)
+	if !ok {
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrNotFound)
+	}
+	res, err := scriptAdoptSession.Run(ctx, r.c, []string{r.sessionKey(uid, rnd), r.userKey(uid)}, epoch).Text()
+	if err != nil {
+		return unavailable("adopt session", err)
+	}
+	switch res {
+	case "notfound":
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrNotFound)
+	case "stale":
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrStale)
+	}
+	return nil
 }
 
 // Revocation order: the revocation event is appended first and the session

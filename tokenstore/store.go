@@ -69,6 +69,11 @@ type Session struct {
 	// a session whose user has moved past it is dead (CreateSession refuses
 	// it, Rotate revokes it).
 	Epoch uint64
+	// UserAgent and ClientAddr describe the client at the session's last
+	// use (login or refresh), for the user's own list of devices; the
+	// caller bounds their size. Empty: not known.
+	UserAgent  string
+	ClientAddr string
 }
 
 // IdleExpiresAt is when the session ends unless refreshed before.
@@ -95,6 +100,10 @@ type RotateRequest struct {
 	// Limit bounds how often the session may be used (rotations and
 	// grace answers alike); the zero value is no limit.
 	Limit UseLimit
+	// UserAgent and ClientAddr, when not empty, replace the session's on a
+	// use (rotation or grace answer).
+	UserAgent  string
+	ClientAddr string
 }
 
 // UseLimit is a GCRA bound on a session's refreshes: at most Burst at once,
@@ -168,9 +177,15 @@ type Store interface {
 	// RevokeSession ends a session at once and records a Revocation;
 	// ErrNotFound if it was not live.
 	RevokeSession(ctx context.Context, id string, now time.Time) error
-	// RevokeUserSessions ends every live session of a user, records a
-	// Revocation for each, and returns their ids (none for an unknown user).
-	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
+	// RevokeUserSessions ends every live session of a user but those in
+	// except, records a Revocation for each, and returns their ids (none
+	// for an unknown user).
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error)
+	// AdoptSession moves a live session to its user's credential epoch,
+	// provided that is epoch (atomically): the session a user changed its
+	// password from lives on in the new epoch. ErrNotFound if the session
+	// is not live, ErrStale if the user's epoch is not epoch.
+	AdoptSession(ctx context.Context, id string, epoch uint64) error
 
 	// Revocations returns events after cursor ("" = none: only the latest
 	// cursor is returned), at most limit, oldest first, and the cursor to

@@ -5,7 +5,8 @@
 -- ARGV[4] created, ARGV[5] rotated, ARGV[6] last used, ARGV[7] absolute
 -- expiry, ARGV[8] expire-at = min(last used + idle, absolute expiry),
 -- ARGV[9] now, ARGV[10] zset TTL slack; times in unix ms; ARGV[11] the
--- credential epoch the login authenticated under.
+-- credential epoch the login authenticated under, ARGV[12] user agent and
+-- ARGV[13] client address (each kept only when not empty).
 -- Returns "ok", "exists" (the id is taken by another session) or "stale"
 -- (the user's epoch moved on since the login read it: a password change,
 -- a role change, disabling or "log out everywhere" raced the login, and
@@ -29,6 +30,12 @@ redis.call('HSET', KEYS[1], 'g', ARGV[2], 'n', ARGV[3], 'c', ARGV[4],
   'r', ARGV[5], 'e', ARGV[7])
 if ARGV[11] ~= '0' then
   redis.call('HSET', KEYS[1], 'k', ARGV[11])
+end
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[1], 'ua', ARGV[12])
+end
+if ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[1], 'ip', ARGV[13])
 end
 -- l (last used) is kept only when it differs from r (rotated): they are
 -- equal after every rotation, and the saved field keeps the hash in a

@@ -66,6 +66,9 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstore.Store) {
 		{"ConcurrentFirstKeyring", testConcurrentFirstKeyring},
 		{"CredentialEpoch", testCredentialEpoch},
 		{"RotateUseLimit", testRotateUseLimit},
+		{"SessionClient", testSessionClient},
+		{"RevokeUserSessionsExcept", testRevokeUserSessionsExcept},
+		{"AdoptSession", testAdoptSession},
 		{"CanceledContext", testCanceledContext},
 	}
 	for _, tt := range tests {
@@ -1066,6 +1069,66 @@ func testRotateUseLimit(t *testing.T, s tokenstore.Store) {
 	wantErr(t, "reuse past the grace window, however fast", err, tokenstore.ErrReused)
 }
 
+// testSessionClient: a session keeps the client of its last use.
+func testSessionClient(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := tokenstore.Session{ID: sessionID(t, u.ID), UserID: u.ID, Nonce: "n-" + randomString(t),
+		CreatedAt: now(), RotatedAt: now(), LastUsedAt: now(), ExpiresAt: now().Add(time.Hour),
+		UserAgent: "Firefox/140", ClientAddr: "127.0.0.2"}
+	noErr(t, "CreateSession", s.CreateSession(ctx(t), sess))
+	got := getSession(t, s, sess.ID)
+	if got.UserAgent != "Firefox/140" || got.ClientAddr != "127.0.0.2" {
+		t.Fatalf("session client %q %q, want Firefox/140 127.0.0.2", got.UserAgent, got.ClientAddr)
+	}
+	r := rotate(sess, 0, now())
+	r.UserAgent, r.ClientAddr = "Chrome/150", "127.0.0.3"
+	next, _, err := s.Rotate(ctx(t), r)
+	noErr(t, "Rotate", err)
+	if next.UserAgent != "Chrome/150" || next.ClientAddr != "127.0.0.3" {
+		t.Fatalf("Rotate returned client %q %q, want the new one", next.UserAgent, next.ClientAddr)
+	}
+	r = rotate(sess, 1, now()) // no client named: the session's stays
+	next, _, err = s.Rotate(ctx(t), r)
+	noErr(t, "Rotate", err)
+	listed, err := s.ListSessions(ctx(t), u.ID)
+	noErr(t, "ListSessions", err)
+	if len(listed) != 1 || listed[0].UserAgent != "Chrome/150" || listed[0].ClientAddr != "127.0.0.3" || next.UserAgent != "Chrome/150" {
+		t.Fatalf("ListSessions %+v; want the client of the last use that named one", listed)
+	}
+}
+
+// testRevokeUserSessionsExcept: the sessions named in except live on.
+func testRevokeUserSessionsExcept(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	keep, a, b := newSession(t, s, u.ID), newSession(t, s, u.ID), newSession(t, s, u.ID)
+	ids, err := s.RevokeUserSessions(ctx(t), u.ID, now(), keep.ID)
+	noErr(t, "RevokeUserSessions(except)", err)
+	if got := slices.Sorted(slices.Values(ids)); !slices.Equal(got, slices.Sorted(slices.Values([]string{a.ID, b.ID}))) {
+		t.Fatalf("RevokeUserSessions(except %s): %v, want the other two", keep.ID, ids)
+	}
+	getSession(t, s, keep.ID)
+	sessionGone(t, s, a.ID)
+	sessionGone(t, s, b.ID)
+}
+
+// testAdoptSession: a live session moves to its user's epoch, and only to
+// the epoch the user is at.
+func testAdoptSession(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := newSession(t, s, u.ID)
+	_, err := s.UpdateUser(ctx(t), u.ID, func(u tokenstore.User) (tokenstore.User, error) { u.Epoch = 3; return u, nil })
+	noErr(t, "UpdateUser(epoch 3)", err)
+	wantErr(t, "AdoptSession to an epoch the user is not at", s.AdoptSession(ctx(t), sess.ID, 2), tokenstore.ErrStale)
+	noErr(t, "AdoptSession(3)", s.AdoptSession(ctx(t), sess.ID, 3))
+	if got := getSession(t, s, sess.ID); got.Epoch != 3 {
+		t.Fatalf("epoch after AdoptSession: %d, want 3", got.Epoch)
+	}
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 0, now()))
+	noErr(t, "Rotate of the adopted session", err)
+	wantErr(t, "AdoptSession(unknown)", s.AdoptSession(ctx(t), sessionID(t, u.ID), 3), tokenstore.ErrNotFound)
+	wantErr(t, "AdoptSession(malformed)", s.AdoptSession(ctx(t), "garbage", 3), tokenstore.ErrNotFound)
+}
+
 // Keyring.
 
 func testKeyring(t *testing.T, s tokenstore.Store) {
@@ -1156,6 +1219,7 @@ func testCanceledContext(t *testing.T, s tokenstore.Store) {
 		"Revocations":        func() error { _, _, _, err := s.Revocations(c, "", 10); return err },
 		"Keyring":            func() error { _, err := s.Keyring(c); return err },
 		"SwapKeyring":        func() error { _, err := s.SwapKeyring(c, nil, []byte("k")); return err },
+		"AdoptSession":       func() error { return s.AdoptSession(c, sess.ID, 0) },
 		"WaitRevocations": func() error {
 			_, _, _, err := s.WaitRevocations(c, tokenstore.CursorOrigin, 10, time.Second)
 			return err
