@@ -293,6 +293,7 @@ func (s *Server) background(ctx context.Context) {
 	slow := time.NewTicker(time.Second)
 	defer slow.Stop()
 	lastReload, lastRotateCheck := s.now(), s.now()
+	var lastReloadWarning time.Time
 	serving := true
 	for {
 		select {
@@ -307,6 +308,11 @@ func (s *Server) background(ctx context.Context) {
 			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
 				if err := s.keys.Reload(pctx); err == nil {
 					lastReload = now
+				} else if now.Sub(lastReloadWarning) >= s.cfg.KeyReload {
+					// A keyring this instance cannot open (rewrapped under a
+					// master key it was not given) must not go unnoticed.
+					lastReloadWarning = now
+					s.log.Warn("key reload failed; signing with the keys in memory", slog.String("error", err.Error()))
 				}
 			}
 			if ok && s.cfg.KeyRotation > 0 && now.Sub(lastRotateCheck) >= time.Minute {
