@@ -4,8 +4,10 @@
 // Start runs the real identityd as a process: cmd/identityd (and, on
 // demand, cmd/identityctl) is built once per test binary, started on free
 // loopback ports against a private redis-server (internal/testredis), the
-// embedded store or a given Redis, and waited for until /readyz and gRPC
-// health say it serves. Its output is kept in a LockedBuffer; when it ends
+// embedded store or a given Redis (with a master-key file, as identityd
+// requires on Redis: DefaultMasterKey unless the test gives its own), and
+// waited for until /readyz and gRPC health say it serves; StartRefused runs
+// it where it must refuse to start. Its output is kept in a LockedBuffer; when it ends
 // the harness reports what went wrong while it ran (an exit nobody asked
 // for, a panic or a data race in its log, a secret the test registered with
 // Remember appearing there). StartInProcess builds a server.Server in the
