@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/identityd/identity/token"
 )
@@ -72,6 +73,7 @@ type commonConfig struct {
 	maxRevoked  int
 	backoffMin  time.Duration
 	backoffMax  time.Duration
+	watchCreds  credentials.PerRPCCredentials
 }
 
 type localConfig struct {
@@ -124,6 +126,16 @@ func WithClock(now func() time.Time) VerifierOption {
 // token. Default slog.Default().
 func WithLogger(l *slog.Logger) VerifierOption {
 	return func(c *commonConfig) { c.log = l }
+}
+
+// WithWatchCredentials (local, and remote with WithRevocationWatch) opens
+// the revocation stream with these per-RPC credentials: identity answers
+// WatchRevocations only to a caller whose token has the ServiceRole (use a
+// ServiceAccount), or, on a TLS port that asks client certificates, to a
+// service it knows by its certificate. Without them the stream is refused
+// with UNAUTHENTICATED and a local verifier fails closed.
+func WithWatchCredentials(creds credentials.PerRPCCredentials) VerifierOption {
+	return func(c *commonConfig) { c.watchCreds = creds }
 }
 
 // WithRevocationWatch (remote) follows identity's revocation stream over

@@ -1,8 +1,8 @@
 // Package e2e holds the black-box end-to-end tests of identityd: they run
 // the cmd/identityd binary (and cmd/identityctl) built from this tree as a
 // real process on free loopback ports against a private redis-server, and
-// check the public contract in DESIGN.md over REST and gRPC exactly as a
-// client sees it.
+// check the public contract (the API reference, docs/api.md) over REST and
+// gRPC exactly as a client sees it.
 //
 // The tests call nothing of the server: only the generated API in gen/,
 // internal/testredis, internal/testidentityd's process mode, which builds

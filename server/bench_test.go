@@ -22,9 +22,10 @@ import (
 // The handler benchmarks call IdentityService's methods directly on the
 // memory store (no gRPC, no network); BenchmarkGRPC (grpc_bench_test.go)
 // goes through a real gRPC server on loopback TCP with the production
-// interceptor chain, client and server in this process. The load tool (cmd/identityload) measures a real
-// identityd against DESIGN.md's targets; these only track per-call cost and
-// allocations. Nothing here asserts a timing.
+// interceptor chain, client and server in this process. The load tool
+// (cmd/identityload) measures a real identityd against the performance
+// targets in BENCHMARKS.md; these only track per-call cost and allocations.
+// Nothing here asserts a timing.
 
 const (
 	benchUser     = "bench"

@@ -37,14 +37,13 @@ const mdClientAddr = "x-identity-client-addr"
 const adminRole = "admin"
 
 // Methods that need no access token. Everything else on IdentityService
-// (WhoAmI) and all of AdminService is checked by authn.
+// (WhoAmI, WatchRevocations) and all of AdminService is checked by authn.
 var publicMethods = []string{
 	identityv1.IdentityService_Login_FullMethodName,
 	identityv1.IdentityService_Refresh_FullMethodName,
 	identityv1.IdentityService_Logout_FullMethodName,
 	identityv1.IdentityService_Verify_FullMethodName,
 	identityv1.IdentityService_GetPublicKeys_FullMethodName,
-	identityv1.IdentityService_WatchRevocations_FullMethodName,
 }
 
 func (s *Server) buildGRPC() error {
@@ -90,9 +89,14 @@ func (s *Server) buildGRPC() error {
 	verifier := authn.VerifierFunc(s.verify)
 	// Every AdminService call needs the admin role, on both chains (a
 	// streaming admin RPC added later is covered the day it is added).
+	// WatchRevocations names the session and user of every logout: only
+	// services (authn's local verifiers, with a ServiceAccount) read it.
 	access := []authn.Option{
 		authn.WithSkip(publicMethods...),
-		authn.WithRoles(map[string]string{"/" + identityv1.AdminService_ServiceDesc.ServiceName + "/": adminRole}),
+		authn.WithRoles(map[string]string{
+			"/" + identityv1.AdminService_ServiceDesc.ServiceName + "/": adminRole,
+			identityv1.IdentityService_WatchRevocations_FullMethodName:  authn.ServiceRole,
+		}),
 	}
 
 	s.grpc = grpc.NewServer(

@@ -69,6 +69,9 @@ func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshReq
 	if err := required("refresh_token", raw, maxTokenLen); err != nil {
 		return nil, err
 	}
+	if err := h.s.limitRefresh(ctx); err != nil {
+		return nil, err
+	}
 	sess, u, err := h.s.sessions.Refresh(ctx, raw)
 	if err != nil {
 		return nil, err

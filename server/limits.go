@@ -64,3 +64,23 @@ func (s *Server) loginFailed(ctx context.Context, username string, cause error) 
 		s.log.WarnContext(ctx, "login limiter unavailable", slog.String("error", err.Error()))
 	}
 }
+
+func (s *Server) refreshIPLimit() ratelimit.Limit {
+	return ratelimit.Limit{Rate: s.cfg.RefreshRatePerIP, Period: time.Minute, Burst: max(1, s.cfg.RefreshRatePerIP/4)}
+}
+
+// limitRefresh refuses a refresh when the client address is over its rate.
+// A limiter failure fails closed.
+func (s *Server) limitRefresh(ctx context.Context) error {
+	if s.cfg.RefreshRatePerIP <= 0 {
+		return nil
+	}
+	r, err := s.limiter.Allow(ctx, "refresh:ip:"+clientAddr(ctx), s.refreshIPLimit())
+	if err != nil {
+		return err
+	}
+	if !r.Allowed {
+		return &rateLimitedError{msg: "too many refreshes from this address", retryAfter: r.RetryAfter}
+	}
+	return nil
+}

@@ -1,8 +1,11 @@
 // Package server speaks identity's API: the gRPC IdentityService and
 // AdminService, the REST gateway in front of them, and the HTTP endpoints
-// beside it (JWKS, health, readiness, metrics). It wires the domain packages
-// together; the rules themselves live in tokenstore (sessions), token
-// (JWTs and refresh tokens), users (accounts) and authn (verification).
+// beside it (JWKS, health, readiness, metrics). Its handlers validate a
+// request, call a domain package and map the error (errors.go, the one
+// table); the rules themselves live below them: sessions (login sessions,
+// rotation, revocation and the instance's revocation feed), users
+// (accounts), token (JWTs and refresh tokens), tokenstore (persistence) and
+// internal/tokencheck (the verification core authn shares).
 package server
 
 import (
@@ -36,7 +39,8 @@ import (
 	"github.com/identityd/identity/users"
 )
 
-// Config holds the service's tunables (DESIGN.md, "Configuration").
+// Config holds the service's tunables; the ones identityd has flags for are
+// documented in docs/configuration.md.
 type Config struct {
 	Issuer             string
 	Audience           string
@@ -47,6 +51,14 @@ type Config struct {
 	Leeway             time.Duration
 	// LoginRatePerIP is login attempts per minute per client address.
 	LoginRatePerIP int
+	// RefreshRatePerSession and RefreshRatePerIP bound refreshes per
+	// minute, of one session (checked in the rotation's own store round
+	// trip) and from one client address (0: no limit). Both are far above
+	// what honest clients do (one refresh per access-token lifetime, a few
+	// tabs, retries within the grace window): they stop a stolen refresh
+	// token from being used as a rotation oracle, and a flood.
+	RefreshRatePerSession int
+	RefreshRatePerIP      int
 	// LoginFailuresPerUser is failed logins per minute per username.
 	LoginFailuresPerUser int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
@@ -74,24 +86,26 @@ type Config struct {
 	AllowedOrigins []string
 }
 
-// DefaultConfig returns DESIGN.md's defaults.
+// DefaultConfig returns the defaults (docs/configuration.md).
 func DefaultConfig() Config {
 	return Config{
-		Issuer:               "identity",
-		Audience:             "identity",
-		AccessTTL:            15 * time.Minute,
-		RefreshIdleTTL:       720 * time.Hour,
-		RefreshAbsoluteTTL:   2160 * time.Hour,
-		RefreshGrace:         10 * time.Second,
-		Leeway:               30 * time.Second,
-		LoginRatePerIP:       300,
-		LoginFailuresPerUser: 10,
-		RevocationWait:       sessions.DefaultFeedWait,
-		RevocationStaleAfter: 2 * time.Second,
-		MaxWatchers:          sessions.DefaultMaxWatchers,
-		KeyReload:            30 * time.Second,
-		KeyRotation:          0,
-		MaxBodyBytes:         1 << 20,
+		Issuer:                "identity",
+		Audience:              "identity",
+		AccessTTL:             15 * time.Minute,
+		RefreshIdleTTL:        720 * time.Hour,
+		RefreshAbsoluteTTL:    2160 * time.Hour,
+		RefreshGrace:          10 * time.Second,
+		Leeway:                30 * time.Second,
+		LoginRatePerIP:        300,
+		RefreshRatePerSession: 60,
+		RefreshRatePerIP:      1200,
+		LoginFailuresPerUser:  10,
+		RevocationWait:        sessions.DefaultFeedWait,
+		RevocationStaleAfter:  2 * time.Second,
+		MaxWatchers:           sessions.DefaultMaxWatchers,
+		KeyReload:             30 * time.Second,
+		KeyRotation:           0,
+		MaxBodyBytes:          1 << 20,
 	}
 }
 
@@ -208,6 +222,12 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		Grace:       cfg.RefreshGrace,
 		AccessTTL:   cfg.AccessTTL,
 		Leeway:      cfg.Leeway,
+		RefreshLimit: func() tokenstore.UseLimit {
+			if cfg.RefreshRatePerSession <= 0 {
+				return tokenstore.UseLimit{}
+			}
+			return tokenstore.UseLimit{Every: time.Minute / time.Duration(cfg.RefreshRatePerSession), Burst: max(1, cfg.RefreshRatePerSession/2)}
+		}(),
 	}, d.Now, d.Rand)
 	s.feed = sessions.NewFeed(d.Store, revoked, sessions.FeedConfig{
 		Wait:        cfg.RevocationWait,

@@ -38,6 +38,9 @@ type Config struct {
 	// session can still be presented: the revocation set keeps it that long.
 	AccessTTL time.Duration
 	Leeway    time.Duration
+	// RefreshLimit bounds how often one session may be refreshed (zero:
+	// no limit); it is checked in the rotation's own atomic step.
+	RefreshLimit tokenstore.UseLimit
 }
 
 // Service applies the session rules. It is safe for concurrent use.
@@ -78,6 +81,10 @@ func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Ses
 		RotatedAt:  ms,
 		LastUsedAt: ms,
 		ExpiresAt:  ms.Add(s.cfg.AbsoluteTTL),
+		// The epoch u was read under: if the user's credentials changed
+		// since (a password change racing this login), the store refuses
+		// the session with tokenstore.ErrStale.
+		Epoch: u.Epoch,
 	}
 	if err := s.store.CreateSession(ctx, sess); err != nil {
 		return tokenstore.Session{}, err
@@ -102,6 +109,7 @@ func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, 
 		Now:        now,
 		Grace:      s.cfg.Grace,
 		IdleTTL:    s.cfg.IdleTTL,
+		Limit:      s.cfg.RefreshLimit,
 	})
 	switch {
 	case errors.Is(err, tokenstore.ErrNotFound):
@@ -146,8 +154,7 @@ func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
 	}
 	now := s.now()
 	if all {
-		_, err := s.RevokeUserSessions(ctx, sess.UserID, now)
-		return err
+		return s.EndAll(ctx, sess.UserID, now)
 	}
 	err = s.RevokeSession(ctx, sid, now)
 	if errors.Is(err, tokenstore.ErrNotFound) {
@@ -181,6 +188,19 @@ func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now tim
 		return ids, fmt.Errorf("sessions: revoke user sessions: %w", err)
 	}
 	return ids, nil
+}
+
+// EndAll is "log out everywhere": it raises the user's credential epoch,
+// so a login in flight cannot add a session, then revokes every session.
+func (s *Service) EndAll(ctx context.Context, userID string, now time.Time) error {
+	if _, err := s.store.UpdateUser(ctx, userID, func(u tokenstore.User) (tokenstore.User, error) {
+		u.Epoch++
+		return u, nil
+	}); err != nil && !errors.Is(err, tokenstore.ErrNotFound) {
+		return fmt.Errorf("sessions: raise the credential epoch: %w", err)
+	}
+	_, err := s.RevokeUserSessions(ctx, userID, now)
+	return err
 }
 
 // forgetAfter is when no access token of a session revoked at now can

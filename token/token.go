@@ -68,7 +68,7 @@ const (
 	HS256 = "HS256"
 )
 
-// Defaults, as in the DESIGN contract.
+// Defaults, as documented in docs/configuration.md and docs/api.md.
 const (
 	DefaultIssuer       = "identity"
 	DefaultAudience     = "identity"

@@ -318,7 +318,7 @@ func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(User) (User, 
 			return User{}, err
 		}
 		res, err := scriptUpdateUser.Run(ctx, r.c, []string{r.userKey(id)},
-			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled)).Text()
+			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled), next.Epoch).Text()
 		if err != nil {
 			return User{}, unavailable("update user", err)
 		}
@@ -345,14 +345,17 @@ func (r *Redis) CreateSession(ctx context.Context, s Session) error {
 	s = normSession(s)
 	uid, rnd, _ := sessionRef(s.ID)
 	res, err := scriptCreateSession.Run(ctx, r.c,
-		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)},
+		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, s.Generation, s.Nonce, ms(s.CreatedAt), ms(s.RotatedAt), ms(s.LastUsedAt),
-		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds()).Text()
+		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds(), s.Epoch).Text()
 	if err != nil {
 		return unavailable("create session", err)
 	}
-	if res == "exists" {
+	switch res {
+	case "exists":
 		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
+	case "stale":
+		return fmt.Errorf("tokenstore: create session: %w", ErrStale)
 	}
 	return nil
 }
@@ -373,7 +376,7 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 	if len(h) == 0 {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
-	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"])
+	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
 	if err != nil {
 		return Session{}, err
 	}
@@ -402,7 +405,8 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	res, err := scriptRotate.Run(ctx, r.c,
 		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
-		now+idle.Milliseconds(), zsetSlack.Milliseconds()).StringSlice()
+		now+idle.Milliseconds(), zsetSlack.Milliseconds(),
+		max(0, req.Limit.Every.Milliseconds()), max(1, req.Limit.Burst)).StringSlice()
 	if err != nil {
 		return Session{}, User{}, unavailable("rotate", err)
 	}
@@ -411,14 +415,14 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	}
 	switch res[0] {
 	case "ok", "grace":
-		if len(res) != 12 {
+		if len(res) != 13 {
 			return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 		}
-		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6])
+		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6], res[12])
 		if err != nil {
 			return Session{}, User{}, err
 		}
-		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11])
+		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11], res[12])
 		if err != nil {
 			return Session{}, User{}, err
 		}
@@ -428,6 +432,21 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 			return Session{}, User{}, err
 		}
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
+	case "limited":
+		wait := time.Second
+		if len(res) == 2 {
+			if n, err := strconv.ParseInt(res[1], 10, 64); err == nil {
+				wait = time.Duration(n) * time.Millisecond
+			}
+		}
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", &TooFastError{After: wait})
+	case "stale":
+		// Born before a credential change that ended its user's sessions
+		// and missed by it: end it now, with an event, so its access
+		// tokens are refused too.
+		if _, err := r.revokeSession(ctx, "rotate", truncMS(req.Now), uid, rnd); err != nil {
+			return Session{}, User{}, err
+		}
 	}
 	return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 }
@@ -471,7 +490,7 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 			v, _ := kv[j+1].(string)
 			h[k] = v
 		}
-		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"])
+		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
 		if err != nil {
 			return nil, err
 		}
@@ -767,13 +786,18 @@ func encodeRoles(roles []string) string {
 var errCorruptUser = errors.New("tokenstore: corrupt user record")
 
 func decodeUser(id string, h map[string]string) (User, error) {
-	return decodeUserFields(id, h["n"], h["p"], h["r"], h["d"], h["c"])
+	return decodeUserFields(id, h["n"], h["p"], h["r"], h["d"], h["c"], h["k"])
 }
 
 // decodeUserFields builds a User from the user hash's fields n (username),
-// p (password hash), r (roles, JSON), d (disabled) and c (created).
-func decodeUserFields(id, n, p, r, d, c string) (User, error) {
+// p (password hash), r (roles, JSON), d (disabled), c (created) and k
+// (credential epoch, "" for 0).
+func decodeUserFields(id, n, p, r, d, c, k string) (User, error) {
 	created, err := strconv.ParseInt(c, 10, 64)
+	if err != nil {
+		return User{}, errCorruptUser
+	}
+	epoch, err := parseEpoch(k)
 	if err != nil {
 		return User{}, errCorruptUser
 	}
@@ -783,6 +807,7 @@ func decodeUserFields(id, n, p, r, d, c string) (User, error) {
 		PasswordHash: p,
 		Disabled:     d == "1",
 		CreatedAt:    fromMS(created),
+		Epoch:        epoch,
 	}
 	if r != "" {
 		if err := json.Unmarshal([]byte(r), &u.Roles); err != nil {
@@ -792,11 +817,23 @@ func decodeUserFields(id, n, p, r, d, c string) (User, error) {
 	return u, nil
 }
 
+// parseEpoch reads a credential epoch field: absent ("") is 0.
+func parseEpoch(k string) (uint64, error) {
+	if k == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(k, 10, 64)
+}
+
 // decodeSession builds a Session from the hash fields; l is "" when it
-// equals r.
-func decodeSession(id, uid, g, n, c, r, l, e string) (Session, error) {
+// equals r, k "" when the epoch is 0.
+func decodeSession(id, uid, g, n, c, r, l, e, k string) (Session, error) {
 	if l == "" {
 		l = r
+	}
+	epoch, err := parseEpoch(k)
+	if err != nil {
+		return Session{}, errors.New("tokenstore: corrupt session record")
 	}
 	var nums [5]int64
 	for i, v := range []string{g, c, r, l, e} {
@@ -815,5 +852,6 @@ func decodeSession(id, uid, g, n, c, r, l, e string) (Session, error) {
 		RotatedAt:  fromMS(nums[2]),
 		LastUsedAt: fromMS(nums[3]),
 		ExpiresAt:  fromMS(nums[4]),
+		Epoch:      epoch,
 	}, nil
 }

@@ -240,6 +240,12 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 			return tokenstore.User{}, err
 		}
 	}
+	// A new password, a change of roles or disabling ends every session:
+	// whoever held the old credentials must not keep refreshing, and no
+	// token may keep the old roles. Raising the credential epoch in the
+	// same atomic update also refuses the session of a login that
+	// authenticated before it and is still in flight.
+	endsSessions := c.Password != nil || c.Roles != nil || c.Disabled != nil && *c.Disabled
 	u, err = s.store.UpdateUser(ctx, u.ID, func(u tokenstore.User) (tokenstore.User, error) {
 		if c.Password != nil {
 			u.PasswordHash = hash
@@ -250,14 +256,15 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 		if c.Roles != nil {
 			u.Roles = roles
 		}
+		if endsSessions {
+			u.Epoch++
+		}
 		return u, nil
 	})
 	if err != nil {
 		return tokenstore.User{}, err
 	}
-	// A disabled account or a new password ends every session: whoever
-	// held the old credentials must not keep refreshing.
-	if u.Disabled || c.Password != nil {
+	if endsSessions || u.Disabled {
 		if _, err := s.sessions.RevokeUserSessions(ctx, u.ID, s.now()); err != nil {
 			return u, fmt.Errorf("users: revoke sessions: %w", err)
 		}

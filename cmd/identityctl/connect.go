@@ -173,7 +173,7 @@ func (b *bearer) GetRequestMetadata(context.Context, ...string) (map[string]stri
 }
 
 // RequireTransportSecurity is false: identityd's gRPC port is plaintext,
-// meant for loopback (DESIGN.md).
+// meant for loopback or a private network (docs/configuration.md).
 func (b *bearer) RequireTransportSecurity() bool { return false }
 
 // explain rewords failures whose raw form does not say what to do.

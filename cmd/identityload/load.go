@@ -355,6 +355,13 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 			return err
 		}
 	}
+	if l.cfg.watchers > 0 {
+		stop, err := l.openWatchers(ctx, l.cfg.watchers)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	l.results = map[string]result{}
 	l.cpu = newCPUMeter(l.cfg.serverPID, l.cfg.redisPID)
 	show := func(r result) {
@@ -391,6 +398,14 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 			show(combine(before, after))
 		case "argon2":
 			show(rawArgon2(ctx, l.cfg.hashWorkers, l.rawDuration()))
+		case "idle":
+			if err := l.idle(ctx); err != nil {
+				return err
+			}
+		case "revocation":
+			if err := l.revocation(ctx); err != nil {
+				return err
+			}
 		case "login-flood+verify":
 			tokens, err := l.verifyPool(ctx)
 			if err != nil {

@@ -1,6 +1,6 @@
 // Command identityload is a closed-loop gRPC load generator for a running
-// identityd on this machine. It measures the service against DESIGN.md's
-// targets side by side, in one run against one server: a no-op unary RPC
+// identityd on this machine. It measures the service against the
+// performance targets in BENCHMARKS.md side by side, in one run against one server: a no-op unary RPC
 // (grpc.health.v1.Health/Check, which runs through the same interceptor
 // chain), Verify, Refresh, Login, and Verify under a login flood, then the
 // ratios between them and against a raw argon2id rate measured in-process.
@@ -66,9 +66,18 @@ type config struct {
 	busyBackoff  time.Duration
 	serverPID    int
 	redisPID     int
+	redisAddr    string
+	watchers     int
+	peer         string
+	sessions     int
+	serviceUser  string
+	servicePWF   string
 }
 
 var scenarioNames = []string{"noop", "verify", "refresh", "login", "login-flood+verify"}
+
+// extraScenarios run only when named: they need more than one server.
+var extraScenarios = []string{"idle", "revocation"}
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -79,7 +88,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.duration, "d", 8*time.Second, "measured duration of each scenario (0: bounded by -n only)")
 	fs.Int64Var(&c.requests, "n", 0, "stop a scenario after this many requests (0: bounded by -d only)")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured run before each scenario")
-	fs.StringVar(&c.scenario, "scenario", "all", "all, or a comma-separated list of "+strings.Join(scenarioNames, ", ")+", argon2 (the raw in-process rate alone; login measures it too)")
+	fs.StringVar(&c.scenario, "scenario", "all", "all, or a comma-separated list of "+strings.Join(scenarioNames, ", ")+", argon2 (the raw in-process rate alone; login measures it too), idle (Redis commands/s while nothing is sent), revocation (logout to a peer's local verifier)")
 	fs.StringVar(&c.user, "user", "", "username to log in as (verify, refresh, login)")
 	fs.StringVar(&c.passwordFile, "password-file", "", "file holding the user's password")
 	fs.IntVar(&c.conns, "conns", 4, "gRPC connections the clients share")
@@ -90,6 +99,12 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of one RPC")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "identityd's process id: report its CPU time per request (Linux /proc)")
 	fs.IntVar(&c.redisPID, "redis-pid", 0, "redis-server's process id: report its CPU time per request")
+	fs.StringVar(&c.redisAddr, "redis", "", "the store's loopback host:port: report Redis commands per second of each scenario (idle needs it)")
+	fs.IntVar(&c.watchers, "watchers", 0, "WatchRevocations streams held open (and drained) during every scenario")
+	fs.StringVar(&c.peer, "peer", "", "a second identityd's gRPC address on the same store (revocation)")
+	fs.IntVar(&c.sessions, "sessions", 200, "sessions logged out one by one (revocation)")
+	fs.StringVar(&c.serviceUser, "service-user", "", "an account with the service role: WatchRevocations streams (-watchers, revocation) are opened as it")
+	fs.StringVar(&c.servicePWF, "service-password-file", "", "file holding -service-user's password")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -104,13 +119,20 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("set -d or -n (or both): a run must stop by itself")
 	case c.duration < 0 || c.requests < 0 || c.warmup < 0:
 		return c, errors.New("-d, -n and -warmup must not be negative")
-	case c.clients < 1 || c.conns < 1 || c.tokens < 1 || c.floodClients < 1 || c.hashWorkers < 1:
-		return c, errors.New("-c, -conns, -tokens, -flood-c and -hash-workers must be at least 1")
+	case c.clients < 1 || c.conns < 1 || c.tokens < 1 || c.floodClients < 1 || c.hashWorkers < 1 || c.sessions < 1:
+		return c, errors.New("-c, -conns, -tokens, -flood-c, -hash-workers and -sessions must be at least 1")
+	case c.watchers < 0:
+		return c, errors.New("-watchers must not be negative")
 	case c.timeout <= 0:
 		return c, errors.New("-timeout must be positive")
 	}
-	if err := checkLoopback(c.addr); err != nil {
-		return c, err
+	for _, a := range []string{c.addr, c.peer, c.redisAddr} {
+		if a == "" {
+			continue
+		}
+		if err := checkLoopback(a); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
@@ -120,13 +142,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 func checkLoopback(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "" {
-		return fmt.Errorf("-grpc %q: want host:port", addr)
+		return fmt.Errorf("%q: want host:port", addr)
 	}
 	switch host {
 	case "127.0.0.1", "localhost", "::1":
 		return nil
 	}
-	return fmt.Errorf("-grpc %q: only 127.0.0.1, localhost or [::1] are allowed", addr)
+	return fmt.Errorf("%q: only 127.0.0.1, localhost or [::1] are allowed", addr)
 }
 
 // loopbackDialer dials like net.Dialer but drops a connection whose peer is
@@ -166,7 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	l := &loader{cfg: c, out: stdout}
 	if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" }) {
-		if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" && n != "noop" }) {
+		if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" && n != "noop" && n != "idle" }) {
 			if c.user == "" {
 				return errors.New("-user is required for the verify, refresh and login scenarios")
 			}
@@ -201,8 +223,8 @@ func scenarios(flag string) ([]string, error) {
 	var names []string
 	for n := range strings.SplitSeq(flag, ",") {
 		n = strings.TrimSpace(n)
-		if !slices.Contains(scenarioNames, n) && n != "argon2" {
-			return nil, fmt.Errorf("-scenario %q: want all, or a comma-separated list of %s, argon2", flag, strings.Join(scenarioNames, ", "))
+		if !slices.Contains(scenarioNames, n) && !slices.Contains(extraScenarios, n) && n != "argon2" {
+			return nil, fmt.Errorf("-scenario %q: want all, or a comma-separated list of %s, argon2, %s", flag, strings.Join(scenarioNames, ", "), strings.Join(extraScenarios, ", "))
 		}
 		if !slices.Contains(names, n) {
 			names = append(names, n)

@@ -177,6 +177,12 @@ type Config struct {
 	// RemoteFallback, in local mode, asks identity instead of failing
 	// closed while the revocation stream is stale.
 	RemoteFallback bool
+	// ServiceUser and ServicePassword are the greeter's own identity
+	// account (role "service"): identity streams revocations only to
+	// services, so the local verifier and the remote one's cache watch
+	// open the stream as that account.
+	ServiceUser     string
+	ServicePassword string
 	// ReadyTimeout is how long Run waits for a local verifier to load the
 	// keys and catch up with revocations before serving (it serves anyway,
 	// failing closed, after that).
@@ -202,16 +208,20 @@ func Run(ctx context.Context, cfg Config, lis net.Listener) error {
 		authn.Verifier
 		io.Closer
 	}
+	watchAs := authn.WithWatchCredentials(nil)
+	if cfg.ServiceUser != "" {
+		watchAs = authn.WithWatchCredentials(authn.NewServiceAccount(conn, cfg.ServiceUser, cfg.ServicePassword))
+	}
 	switch cfg.Mode {
 	case "remote":
 		// A short positive cache, dropped at once by revocation events.
-		remote, err := authn.NewRemote(conn, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch(), authn.WithLogger(log))
+		remote, err := authn.NewRemote(conn, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch(), watchAs, authn.WithLogger(log))
 		if err != nil {
 			return err
 		}
 		v = remote
 	case "local":
-		opts := []authn.LocalOption{authn.WithRevocationsFromConn(conn), authn.WithLogger(log)}
+		opts := []authn.LocalOption{authn.WithRevocationsFromConn(conn), watchAs, authn.WithLogger(log)}
 		if cfg.JWKSURL != "" {
 			opts = append(opts, authn.WithJWKSURL(cfg.JWKSURL))
 		} else {

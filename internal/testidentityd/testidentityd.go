@@ -135,8 +135,8 @@ func (b *LockedBuffer) Tail(n int) string {
 // Eventually polls cond until it returns nil, and fails t with cond's last
 // error if that has not happened within timeout. The timeout only bounds
 // the wait for something the test expects to happen; what the condition
-// checks is up to the test, and it must not be a wall-clock margin
-// (STYLE.md, rule 20). The first polls follow each other closely (1 ms),
+// checks is up to the test, and it must not be a wall-clock margin (a
+// fixed sleep or deadline that a loaded machine overruns). The first polls follow each other closely (1 ms),
 // later ones back off to 50 ms.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()

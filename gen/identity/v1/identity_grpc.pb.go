@@ -51,9 +51,9 @@ type IdentityServiceClient interface {
 	// WatchRevocations streams session revocations as they happen, starting after
 	// the given cursor, so local verifiers learn of a logout at once. Events the
 	// client missed are replayed first; then a heartbeat (no session, no reset)
-	// means "every event up to this cursor has been sent", and one follows every
-	// second while nothing else is sent, so a verifier can tell a quiet stream
-	// from a dead one.
+	// means "every event up to this cursor has been sent", and one follows at
+	// least every second while nothing else is sent, so a verifier can tell a
+	// quiet stream from a dead one.
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
 }
 
@@ -167,9 +167,9 @@ type IdentityServiceServer interface {
 	// WatchRevocations streams session revocations as they happen, starting after
 	// the given cursor, so local verifiers learn of a logout at once. Events the
 	// client missed are replayed first; then a heartbeat (no session, no reset)
-	// means "every event up to this cursor has been sent", and one follows every
-	// second while nothing else is sent, so a verifier can tell a quiet stream
-	// from a dead one.
+	// means "every event up to this cursor has been sent", and one follows at
+	// least every second while nothing else is sent, so a verifier can tell a
+	// quiet stream from a dead one.
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
 	mustEmbedUnimplementedIdentityServiceServer()
 }

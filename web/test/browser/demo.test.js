@@ -33,7 +33,7 @@ describe('demo in Chromium', { skip: missing ? `browser tests skipped: ${missing
 
   after(async () => {
     await browser?.close();
-    // Nothing secret in identityd's log (DESIGN.md): the Go side checks it
+    // Nothing secret in identityd's log (docs/configuration.md): the Go side checks it
     // for the password and for refresh tokens when identityd stops.
     await stack?.stop();
   });

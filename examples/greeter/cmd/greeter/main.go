@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,8 +42,17 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "local mode: JWKS URL, e.g. http://127.0.0.1:8080/.well-known/jwks.json (default: keys over gRPC)")
 	fs.DurationVar(&cfg.Staleness, "staleness", 5*time.Second, "local mode: fail closed after this long without word from identity")
 	fs.BoolVar(&cfg.RemoteFallback, "remote-fallback", false, "local mode: ask identity instead of failing closed while stale")
+	fs.StringVar(&cfg.ServiceUser, "service-user", "", "the greeter's identity account (role service), to open the revocation stream")
+	pwFile := fs.String("service-password-file", "", "file holding -service-user's password")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *pwFile != "" {
+		b, err := os.ReadFile(*pwFile)
+		if err != nil {
+			return err
+		}
+		cfg.ServicePassword = strings.TrimRight(string(b), "\r\n")
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	lis, err := net.Listen("tcp", *listen)
