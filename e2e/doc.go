@@ -5,8 +5,9 @@
 // gRPC exactly as a client sees it.
 //
 // The tests call nothing of the server: only the generated API in gen/,
-// internal/testredis, and internal/testidentityd's process mode, which
-// builds and runs the binaries, so a refactoring inside the server cannot
+// internal/testredis, internal/testidentityd's process mode, which builds
+// and runs the binaries, and a Redis client to read what identityd stored
+// (as a reader of Redis would), so a refactoring inside the server cannot
 // make them pass by accident. There is no production code here.
 //
 // TESTIDENTITYD_BIN_DIR (or E2E_BIN_DIR), when set, names a directory

@@ -20,11 +20,12 @@ func TestMain(m *testing.M) { testidentityd.Main(m) }
 
 // opts describe one identityd run. Flags not named keep the defaults below.
 type opts struct {
-	embedded bool              // no --redis-url: the in-memory store
-	redis    *testredis.Server // use this Redis; nil starts a private one
-	flags    map[string]string // flag name (no dashes) → value, over the defaults
-	username string            // bootstrap user; default "alice"
-	password string            // bootstrap password; default random
+	embedded bool                   // no --redis-url: the in-memory store
+	redis    *testredis.Server      // use this Redis; nil starts a private one
+	flags    map[string]string      // flag name (no dashes) → value, over the defaults
+	username string                 // bootstrap user; default "alice"
+	password string                 // bootstrap password; default random
+	extra    []testidentityd.Option // more harness options (a master key of its own, …)
 }
 
 func defaultFlags() map[string]string {
@@ -66,7 +67,7 @@ func startIdentityd(t *testing.T, o opts) *identityd {
 		o.username = "alice"
 	}
 	options = append(options, testidentityd.WithBootstrapUser(o.username, o.password))
-	return &identityd{testidentityd.Start(t, options...)}
+	return &identityd{testidentityd.Start(t, append(options, o.extra...)...)}
 }
 
 // addUser creates a user in d's Redis store with identityctl.

@@ -237,7 +237,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions))
 	var keys admin.Keys = admin.NewDirKeys(d.Keys)
 	if !d.KeysFromDir {
-		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
+		keys = admin.NewStoreKeys(d.Store, d.Keys.Sealing(), func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
 	}
 	s.admin = admin.NewLocal(s.sessions, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
 	if err := s.buildGRPC(); err != nil {
@@ -313,6 +313,7 @@ func (s *Server) background(ctx context.Context) {
 	slow := time.NewTicker(time.Second)
 	defer slow.Stop()
 	lastReload, lastRotateCheck := s.now(), s.now()
+	var lastReloadWarning time.Time
 	serving := true
 	for {
 		select {
@@ -327,6 +328,11 @@ func (s *Server) background(ctx context.Context) {
 			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
 				if err := s.keys.Reload(pctx); err == nil {
 					lastReload = now
+				} else if now.Sub(lastReloadWarning) >= s.cfg.KeyReload {
+					// A keyring this instance cannot open (rewrapped under a
+					// master key it was not given) must not go unnoticed.
+					lastReloadWarning = now
+					s.log.Warn("key reload failed; signing with the keys in memory", slog.String("error", err.Error()))
 				}
 			}
 			if ok && s.cfg.KeyRotation > 0 && now.Sub(lastRotateCheck) >= time.Minute {

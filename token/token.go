@@ -11,8 +11,9 @@
 // The package is not a session store and knows nothing of gRPC: it does not
 // decide whether a session is still live (tokenstore does) and does not map
 // errors to status codes (server does). Keys live in a Keyring that the
-// Manager keeps in the store (shared by every instance) or reads from a
-// directory of PEM files.
+// Manager keeps in the store (shared by every instance, sealed under the
+// operator's master key: WithSealing) or reads from a directory of PEM
+// files.
 package token
 
 import (
@@ -20,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 )
 
@@ -96,6 +98,8 @@ type config struct {
 	publishAhead time.Duration
 	now          func() time.Time
 	rand         io.Reader
+	sealing      Sealing
+	log          *slog.Logger
 }
 
 // WithIssuer sets iss, written by the Issuer and required by the Verifier.
@@ -125,6 +129,10 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.now = n
 // 1.26), for tests.
 func WithRandom(r io.Reader) Option { return func(c *config) { c.rand = r } }
 
+// WithLogger is where the Manager reports what it does to the stored
+// keyring on its own (sealing one found in the clear); default: nowhere.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
+
 func newConfig(opts []Option) (config, error) {
 	c := config{
 		issuer:       DefaultIssuer,
@@ -134,6 +142,7 @@ func newConfig(opts []Option) (config, error) {
 		publishAhead: DefaultPublishAhead,
 		now:          time.Now,
 		rand:         rand.Reader,
+		log:          slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
 		o(&c)
@@ -153,6 +162,8 @@ func newConfig(opts []Option) (config, error) {
 		return c, errors.New("token: clock must not be nil")
 	case c.rand == nil:
 		return c, errors.New("token: random source must not be nil")
+	case c.log == nil:
+		return c, errors.New("token: logger must not be nil")
 	}
 	return c, nil
 }

@@ -33,7 +33,8 @@ import (
 //	identity:users              zset    every username, for ListUsers (no TTL)
 //	identity:{revocations}      stream  revocation events, trimmed to the retention window
 //	identity:{revocations}:meta hash    l newest event id, t newest trimmed id (no TTL)
-//	identity:keyring            string  the signing keyring blob (no TTL)
+//	identity:keyring            string  the signing keyring blob, sealed by token.Manager under
+//	                                    the master key (no TTL)
 //
 // Times are unix milliseconds. All keys of one user share the hash tag
 // {<uid>}, so each multi-key change is one Lua script (lua/*.lua) that also
@@ -760,6 +761,11 @@ func (r *Redis) Keyring(ctx context.Context) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// KeyringKey is the Redis key that holds the keyring: the name a sealed
+// keyring is bound to (token.Sealing), so a copy under another key does not
+// open.
+func (r *Redis) KeyringKey() string { return r.keyringKey() }
 
 func (r *Redis) SwapKeyring(ctx context.Context, old, new []byte) (bool, error) {
 	if err := ctxErr(ctx); err != nil {

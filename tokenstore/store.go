@@ -199,7 +199,9 @@ type Store interface {
 	// in flight, however many verifiers listen (XREAD BLOCK on Redis).
 	WaitRevocations(ctx context.Context, cursor string, limit int, wait time.Duration) (events []Revocation, next string, ok bool, err error)
 
-	// Keyring returns the serialized signing-key material (nil if none yet).
+	// Keyring returns the serialized signing-key material (nil if none yet),
+	// an opaque blob to the store: token.Manager seals it before it gets
+	// here when a master key is configured.
 	Keyring(ctx context.Context) ([]byte, error)
 	// SwapKeyring replaces the keyring if it still equals old (nil = absent)
 	// and reports whether it did (true too when it already equals new, so a

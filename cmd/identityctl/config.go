@@ -24,6 +24,11 @@ type config struct {
 	leeway         time.Duration
 	keysDir        string
 	refreshIdleTTL time.Duration
+	// masterKeyFile opens (and seals) the keyring as identityd's
+	// IDENTITY_MASTER_KEY_FILE does; newMasterKeyFile is key rewrap's
+	// target.
+	masterKeyFile    string
+	newMasterKeyFile string
 
 	json    bool
 	timeout time.Duration
@@ -38,6 +43,8 @@ func (c *config) fromEnv(getenv func(string) string) error {
 	c.passwordFile = getenv("IDENTITY_PASSWORD_FILE")
 	c.signingAlg = or(getenv("IDENTITY_SIGNING_ALG"), "EdDSA")
 	c.keysDir = getenv("IDENTITY_KEYS_DIR")
+	c.masterKeyFile = getenv("IDENTITY_MASTER_KEY_FILE")
+	c.newMasterKeyFile = getenv("IDENTITY_NEW_MASTER_KEY_FILE")
 	var errs []error
 	var err error
 	c.accessTTL, err = durationEnv(getenv, "IDENTITY_ACCESS_TTL", 15*time.Minute)
@@ -66,6 +73,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.accessTTL, "access-ttl", c.accessTTL, "")
 	fs.DurationVar(&c.leeway, "leeway", c.leeway, "")
 	fs.StringVar(&c.keysDir, "keys-dir", c.keysDir, "")
+	fs.StringVar(&c.masterKeyFile, "master-key-file", c.masterKeyFile, "")
+	fs.StringVar(&c.newMasterKeyFile, "new-master-key-file", c.newMasterKeyFile, "")
 	fs.DurationVar(&c.refreshIdleTTL, "refresh-idle-ttl", c.refreshIdleTTL, "")
 	fs.BoolVar(&c.json, "json", c.json, "")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "")

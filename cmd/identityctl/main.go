@@ -37,6 +37,8 @@ Commands:
   session revoke-all NAME                         revoke every session of a user
   key list                                        list the signing keys
   key rotate                                      add a signing key; the current one retires
+  key rewrap --new-master-key-file FILE           seal the keyring under a new master key
+                                                  (opened with the old or the new keys)
 
 Direct store access, with the settings identityd has:
   --redis-url URL        redis:// or rediss:// URL          IDENTITY_REDIS_URL
@@ -46,6 +48,9 @@ Direct store access, with the settings identityd has:
   --leeway D             verification leeway [30s]          IDENTITY_LEEWAY
   --keys-dir DIR         identityd's keys directory, if any IDENTITY_KEYS_DIR
   --refresh-idle-ttl D   session idle lifetime [720h]       IDENTITY_REFRESH_IDLE_TTL
+  --master-key-file FILE identityd's master keys            IDENTITY_MASTER_KEY_FILE
+  --new-master-key-file FILE
+                         key rewrap's new master keys       IDENTITY_NEW_MASTER_KEY_FILE
 Otherwise, a running identityd (plaintext gRPC: keep it on loopback):
   --server ADDR          gRPC address [127.0.0.1:9090]      IDENTITY_SERVER
   --token TOKEN          an admin's access token            IDENTITY_TOKEN

@@ -438,7 +438,7 @@ func TestErrors(t *testing.T) {
 		{"extra argument", nil, "", []string{"user", "enable", "alice", "bob"}, 2, "unexpected argument \"bob\""},
 		{"no command", nil, "", nil, 2, "identityctl: no command\n"},
 		{"unknown command", nil, "", []string{"group", "add"}, 2, "identityctl: unknown command \"group\"\n"},
-		{"missing subcommand", nil, "", []string{"key"}, 2, "identityctl: key: missing subcommand (list, rotate)\n"},
+		{"missing subcommand", nil, "", []string{"key"}, 2, "identityctl: key: missing subcommand (list, rotate, rewrap)\n"},
 		{"unknown subcommand", nil, "", []string{"user", "delete", "alice"}, 2, "unknown subcommand \"delete\""},
 		{"both stores", map[string]string{"IDENTITY_REDIS_ADDRS": "127.0.0.1:1"}, "", []string{"user", "list"}, 2,
 			"--redis-url and --redis-addrs are exclusive"},

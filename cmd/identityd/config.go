@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
 )
@@ -35,6 +36,13 @@ type config struct {
 	BootstrapUser     string
 	BootstrapPassword string
 	BootstrapRoles    []string
+
+	// MasterKeys seal the keyring in Redis (IDENTITY_MASTER_KEY_FILE: the
+	// first key seals, every one opens); nil when not configured.
+	MasterKeys *masterkey.Keys
+	// InsecurePlaintextKeys allows Redis without a master key, the keyring
+	// then stored in the clear: for a trial only.
+	InsecurePlaintextKeys bool
 }
 
 // envFlags registers flags whose defaults come from the environment.
@@ -137,6 +145,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&c.LogLevel, "log-level", "IDENTITY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "IDENTITY_SHUTDOWN_TIMEOUT", 10*time.Second, "time to drain connections on SIGINT/SIGTERM")
 	e.str(&bootstrapRoles, "bootstrap-roles", "IDENTITY_BOOTSTRAP_ROLES", "admin", "roles of the bootstrap user")
+	e.boolean(&c.InsecurePlaintextKeys, "insecure-plaintext-keys", "IDENTITY_INSECURE_PLAINTEXT_KEYS", false, "with Redis and no IDENTITY_MASTER_KEY_FILE, store the signing keys and refresh-token secret in the clear (a trial only: anyone who can read Redis can then mint tokens)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -181,8 +190,24 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.BootstrapUser != "" && c.BootstrapPassword == "" {
 		return c, errors.New("IDENTITY_BOOTSTRAP_USER needs IDENTITY_BOOTSTRAP_PASSWORD_FILE (or IDENTITY_BOOTSTRAP_PASSWORD)")
 	}
+	// The master key only ever comes from a file: never a flag or an
+	// environment value that `ps` or a crash report could show.
+	if f := os.Getenv("IDENTITY_MASTER_KEY_FILE"); f != "" {
+		k, err := masterkey.LoadFile(f)
+		if err != nil {
+			return c, fmt.Errorf("IDENTITY_MASTER_KEY_FILE: %w", err)
+		}
+		c.MasterKeys = k
+	}
 	return c, c.validate()
 }
+
+// usesRedis reports whether the store is Redis (not the embedded one).
+func (c config) usesRedis() bool { return c.RedisURL != "" || len(c.RedisAddrs) > 0 }
+
+// keysInRedis reports whether the signing keys live in Redis: the store is
+// Redis and there is no keys directory.
+func (c config) keysInRedis() bool { return c.usesRedis() && c.KeysDir == "" }
 
 func (c config) validate() error {
 	s := c.Server
@@ -204,6 +229,11 @@ func (c config) validate() error {
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
+	check(c.MasterKeys == nil || !c.InsecurePlaintextKeys, "IDENTITY_MASTER_KEY_FILE and --insecure-plaintext-keys contradict each other: give one")
+	check(!c.keysInRedis() || c.MasterKeys != nil || c.InsecurePlaintextKeys,
+		"with Redis the signing keys are stored encrypted under a master key that never enters Redis: "+
+			"set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key), "+
+			"or give --insecure-plaintext-keys for a trial (anyone who can read Redis can then mint tokens)")
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:

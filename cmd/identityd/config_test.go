@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"io"
 	"net/netip"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/identityd/identity/masterkey"
 )
 
 func TestConfigDefaultsMatchDesign(t *testing.T) {
@@ -33,6 +37,8 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"audience", s.Audience, "identity"},
 		{"signing-alg", c.SigningAlg, "EdDSA"},
 		{"keys-dir", c.KeysDir, ""},
+		{"master key", c.MasterKeys == nil, true},
+		{"insecure-plaintext-keys", c.InsecurePlaintextKeys, false},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -89,6 +95,10 @@ func TestConfigRejects(t *testing.T) {
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"missing password file", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice", "IDENTITY_BOOTSTRAP_PASSWORD_FILE": "/nonexistent/pw"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
+		{"redis without a master key", []string{"--redis-url", "redis://x"}, nil, "set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key)"},
+		{"cluster without a master key", nil, map[string]string{"IDENTITY_REDIS_ADDRS": "a:1,b:1"}, "--insecure-plaintext-keys for a trial"},
+		{"missing master key file", []string{"--redis-url", "redis://x"}, map[string]string{"IDENTITY_MASTER_KEY_FILE": "/nonexistent/master.key"}, "IDENTITY_MASTER_KEY_FILE: open /nonexistent/master.key"},
+		{"bad insecure env", nil, map[string]string{"IDENTITY_INSECURE_PLAINTEXT_KEYS": "maybe"}, "IDENTITY_INSECURE_PLAINTEXT_KEYS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,4 +141,87 @@ func clearEnv(t *testing.T) {
 			os.Unsetenv(k)
 		}
 	}
+}
+
+// writeMasterKey writes a key file as `openssl rand -base64 32 > f` does and
+// returns its path and its line.
+func writeMasterKey(t *testing.T, lines ...string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(f, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newKeyLine(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, masterkey.Size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestMasterKeyConfig(t *testing.T) {
+	current, accepted := newKeyLine(t), newKeyLine(t)
+	want, err := masterkey.Parse([]byte(current + "\n" + accepted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redis := []string{"--redis-url", "redis://127.0.0.1:6379"}
+
+	t.Run("from the file, every line", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv("IDENTITY_MASTER_KEY_FILE", writeMasterKey(t, "# rotation overlap", current, accepted))
+		c, err := parseConfig(redis, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.MasterKeys == nil || strings.Join(c.MasterKeys.IDs(), ",") != strings.Join(want.IDs(), ",") {
+			t.Fatalf("master keys = %v, want %v (the first seals)", c.MasterKeys, want.IDs())
+		}
+	})
+	t.Run("not needed without Redis or with a keys dir", func(t *testing.T) {
+		clearEnv(t)
+		if _, err := parseConfig(nil, io.Discard); err != nil {
+			t.Errorf("embedded store: %v", err)
+		}
+		if _, err := parseConfig(append(redis, "--keys-dir", t.TempDir()), io.Discard); err != nil {
+			t.Errorf("keys dir on Redis: %v", err)
+		}
+	})
+	t.Run("insecure plaintext keys, flag or env", func(t *testing.T) {
+		clearEnv(t)
+		c, err := parseConfig(append(redis, "--insecure-plaintext-keys"), io.Discard)
+		if err != nil || !c.InsecurePlaintextKeys {
+			t.Errorf("--insecure-plaintext-keys: %v, %t", err, c.InsecurePlaintextKeys)
+		}
+		t.Setenv("IDENTITY_INSECURE_PLAINTEXT_KEYS", "true")
+		if c, err = parseConfig(redis, io.Discard); err != nil || !c.InsecurePlaintextKeys {
+			t.Errorf("IDENTITY_INSECURE_PLAINTEXT_KEYS: %v, %t", err, c.InsecurePlaintextKeys)
+		}
+		t.Setenv("IDENTITY_MASTER_KEY_FILE", writeMasterKey(t, current))
+		if _, err = parseConfig(redis, io.Discard); err == nil || !strings.Contains(err.Error(), "contradict") {
+			t.Errorf("a master key and --insecure-plaintext-keys: %v, want a refusal", err)
+		}
+	})
+	t.Run("a bad file is refused without showing it", func(t *testing.T) {
+		for name, text := range map[string]string{
+			"short key":  base64.StdEncoding.EncodeToString([]byte("sixteen byte key")),
+			"not base64": "my-secret-passphrase",
+			"empty":      "",
+		} {
+			clearEnv(t)
+			t.Setenv("IDENTITY_MASTER_KEY_FILE", writeMasterKey(t, text))
+			_, err := parseConfig(redis, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "IDENTITY_MASTER_KEY_FILE") || !strings.Contains(err.Error(), "openssl rand -base64 32") {
+				t.Errorf("%s: %v, want a refusal that says how to make a key", name, err)
+				continue
+			}
+			if text != "" && strings.Contains(err.Error(), text) {
+				t.Errorf("%s: the error shows the file's content: %v", name, err)
+			}
+		}
+	})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -84,6 +85,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var store tokenstore.Store
 	var limiter ratelimit.Limiter
+	// keyringName is the Redis key of the keyring, what a sealed keyring is
+	// bound to; "" on the embedded store.
+	var keyringName string
 	storeOpts := []tokenstore.Option{
 		tokenstore.WithIdleTTL(c.Server.RefreshIdleTTL),
 		// Revocations must outlive every access token they revoke.
@@ -99,14 +103,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		log.Info("using the Redis store", slog.Int("seeds", max(1, len(c.RedisAddrs))))
-		store = tokenstore.NewRedis(rdb, storeOpts...)
+		rs := tokenstore.NewRedis(rdb, storeOpts...)
+		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
 	}
 	defer store.Close()
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	keys, err := loadKeys(startCtx, c, store, log)
+	// Nothing is written to the store before the keys load: a wrong master
+	// key stops identityd with the store as it found it.
+	keys, err := loadKeys(startCtx, c, store, keyringName, log)
 	if err != nil {
 		return err
 	}
@@ -162,16 +169,41 @@ func hashWorkers(flag, procs int) int {
 
 // loadKeys reads the signing keys from --keys-dir, or from the store,
 // making them on first start (every instance then signs with the same keys).
-func loadKeys(ctx context.Context, c config, store tokenstore.Store, log *slog.Logger) (*token.Manager, error) {
+// In Redis (keyringName set) the keyring is sealed under the master key,
+// unless --insecure-plaintext-keys said otherwise.
+func loadKeys(ctx context.Context, c config, store tokenstore.Store, keyringName string, log *slog.Logger) (*token.Manager, error) {
 	// The publish-ahead only concerns the Manager: it dates the keys that
 	// rotations through this instance (AdminService.RotateKeys, the
 	// --key-rotation schedule) add.
-	opts := append(c.Server.TokenOptions(nil, nil), token.WithPublishAhead(c.KeyPublishAhead))
+	opts := append(c.Server.TokenOptions(nil, nil), token.WithPublishAhead(c.KeyPublishAhead), token.WithLogger(log))
 	if c.KeysDir != "" {
 		log.Info("loading signing keys from directory", slog.String("dir", c.KeysDir))
+		if c.MasterKeys != nil {
+			log.Warn("IDENTITY_MASTER_KEY_FILE is not used: the signing keys are the files of --keys-dir")
+		}
 		return token.LoadDir(c.KeysDir, opts...)
 	}
-	return token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	switch {
+	case keyringName == "":
+		if c.MasterKeys != nil {
+			log.Info("IDENTITY_MASTER_KEY_FILE is not used: the embedded store keeps the signing keys in memory only")
+		}
+	case c.MasterKeys != nil:
+		opts = append(opts, token.WithSealing(token.Sealing{Sealer: c.MasterKeys, Name: keyringName}))
+		log.Info("the keyring in Redis is sealed under the master key",
+			slog.String("master_key", c.MasterKeys.ID()), slog.Any("accepted_master_keys", c.MasterKeys.IDs()))
+	default:
+		log.Warn("--insecure-plaintext-keys: the signing keys and the refresh-token secret are stored in Redis in the clear; " +
+			"anyone who can read Redis can mint tokens. Set IDENTITY_MASTER_KEY_FILE for production")
+	}
+	m, err := token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	switch {
+	case errors.Is(err, token.ErrKeyringSealed):
+		return nil, fmt.Errorf("refusing to start: %w; set IDENTITY_MASTER_KEY_FILE to the file it was sealed with (nothing was changed)", err)
+	case errors.Is(err, masterkey.ErrUnknownKey) || errors.Is(err, masterkey.ErrOpen):
+		return nil, fmt.Errorf("refusing to start: %w; is IDENTITY_MASTER_KEY_FILE the file the other instances use? (nothing was changed)", err)
+	}
+	return m, err
 }
 
 // bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet.

@@ -22,6 +22,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 )
 
@@ -40,6 +42,9 @@ type options struct {
 	roles        []string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
+	// masterKey is the key file's lines; nil: DefaultMasterKey.
+	masterKey   []string
+	noMasterKey bool
 }
 
 // WithFlags sets identityd flags (name without dashes → value), over
@@ -95,6 +100,18 @@ func WithBootstrapRoles(roles ...string) Option {
 	return func(o *options) { o.roles = roles }
 }
 
+// WithMasterKey gives identityd a master-key file of these lines (base64
+// keys, the first seals) instead of DefaultMasterKey.
+func WithMasterKey(lines ...string) Option {
+	return func(o *options) { o.masterKey, o.noMasterKey = lines, false }
+}
+
+// WithoutMasterKey starts identityd on Redis without IDENTITY_MASTER_KEY_FILE:
+// it then refuses to start unless given --insecure-plaintext-keys.
+func WithoutMasterKey() Option {
+	return func(o *options) { o.masterKey, o.noMasterKey = nil, true }
+}
+
 // WithStopTimeout is how long Stop waits after SIGTERM before it kills
 // identityd and fails the test (default 5s).
 func WithStopTimeout(d time.Duration) Option {
@@ -117,6 +134,11 @@ type Process struct {
 	// Username and Password are the bootstrap user's.
 	Username string
 	Password string
+	// MasterKeyFile is identityd's IDENTITY_MASTER_KEY_FILE and MasterKeys
+	// its keys; "" and nil on the embedded store, with a keys directory or
+	// WithoutMasterKey.
+	MasterKeyFile string
+	MasterKeys    *masterkey.Keys
 	// Log holds identityd's stdout and stderr, across restarts.
 	Log *LockedBuffer
 
@@ -145,6 +167,68 @@ var refreshTokenPattern = regexp.MustCompile(`rt1\.[A-Za-z0-9_-]{8,}\.`)
 // Remember (the bootstrap password is) fails t, and a failed t gets the
 // log's tail.
 func Start(t testing.TB, opts ...Option) *Process {
+	t.Helper()
+	p, o := prepare(t, opts)
+	t.Cleanup(p.finish)
+	var err error
+	for range 3 { // a probed free port can be taken before identityd binds it
+		p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
+		p.BaseURL = "http://" + p.HTTPAddr
+		var exited bool
+		if exited, err = p.launch(o.readyTimeout); err == nil || !exited {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("testidentityd: start identityd: %v", err)
+	}
+	p.Client = newClient(Dial(t, p.GRPCAddr))
+	return p
+}
+
+// StartRefused runs identityd with opts as Start would, for a test of a
+// configuration it must refuse: it waits for identityd to exit and returns
+// its output. It fails t if identityd serves instead, exits with status 0,
+// has not exited within the ready timeout, or shows a remembered secret
+// (the master key, the bootstrap password) in its output.
+func StartRefused(t testing.TB, opts ...Option) string {
+	t.Helper()
+	p, o := prepare(t, opts)
+	p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
+	p.BaseURL = "http://" + p.HTTPAddr
+	cmd := exec.Command(p.bin, append([]string{"--grpc-addr=" + p.GRPCAddr, "--http-addr=" + p.HTTPAddr}, p.args...)...)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = p.Log, p.Log
+	cmd.SysProcAttr = procAttr()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(o.readyTimeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("testidentityd: identityd did not exit within %v; log:\n%s", o.readyTimeout, p.Log.Tail(8<<10))
+	}
+	log := p.Log.String()
+	switch {
+	case strings.Contains(log, listeningLine):
+		t.Errorf("testidentityd: identityd started where it must refuse to; log:\n%s", p.Log.Tail(8<<10))
+	case err == nil:
+		t.Errorf("testidentityd: identityd exited with status 0 where it must refuse to start; log:\n%s", p.Log.Tail(8<<10))
+	}
+	for _, problem := range p.Problems() {
+		t.Errorf("testidentityd: identityd: %s", problem)
+	}
+	return log
+}
+
+// prepare builds the Process that Start and StartRefused run: its store,
+// flags, environment and files, not yet its ports.
+func prepare(t testing.TB, opts []Option) (*Process, options) {
 	t.Helper()
 	o := options{
 		flags:        map[string]string{},
@@ -197,23 +281,25 @@ func Start(t testing.TB, opts ...Option) *Process {
 		}
 		p.secrets = append(p.secrets, p.Password)
 	}
-	p.env = append(p.env, o.env...)
-
-	t.Cleanup(p.finish)
-	var err error
-	for range 3 { // a probed free port can be taken before identityd binds it
-		p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
-		p.BaseURL = "http://" + p.HTTPAddr
-		var exited bool
-		if exited, err = p.launch(o.readyTimeout); err == nil || !exited {
-			break
+	// On Redis the keyring is sealed under a master key, as identityd
+	// requires: the binary-wide default unless the test gives its own (so
+	// instances sharing a Redis share a key too).
+	if p.RedisURL != "" && o.keysDir == "" && !o.noMasterKey {
+		lines := o.masterKey
+		if lines == nil {
+			lines = []string{DefaultMasterKey()}
 		}
+		p.MasterKeyFile = WriteMasterKeyFile(t, lines...)
+		keys, err := masterkey.LoadFile(p.MasterKeyFile)
+		if err != nil {
+			t.Fatalf("testidentityd: master key: %v", err)
+		}
+		p.MasterKeys = keys
+		p.env = append(p.env, "IDENTITY_MASTER_KEY_FILE="+p.MasterKeyFile)
+		p.secrets = append(p.secrets, lines...)
 	}
-	if err != nil {
-		t.Fatalf("testidentityd: start identityd: %v", err)
-	}
-	p.Client = newClient(Dial(t, p.GRPCAddr))
-	return p
+	p.env = append(p.env, o.env...)
+	return p, o
 }
 
 // launch starts identityd on p's addresses and waits until it serves. On
@@ -416,8 +502,33 @@ func (p *Process) Store(t testing.TB) tokenstore.Store {
 	return s
 }
 
+// StoredKeyring opens the keyring in identityd's Redis with its master key
+// (or in the clear, without one): the real signing keys and refresh secret,
+// for tests that check they are nowhere else.
+func (p *Process) StoredKeyring(t testing.TB) token.Keyring {
+	t.Helper()
+	store, ok := p.Store(t).(*tokenstore.Redis)
+	if !ok {
+		t.Fatal("testidentityd: StoredKeyring needs a Redis store")
+	}
+	raw, err := store.Keyring(t.Context())
+	if err != nil || raw == nil {
+		t.Fatalf("testidentityd: read the keyring: %v (present: %t)", err, raw != nil)
+	}
+	s := token.Sealing{Name: store.KeyringKey()}
+	if p.MasterKeys != nil {
+		s.Sealer = p.MasterKeys
+	}
+	ring, err := s.Open(raw)
+	if err != nil {
+		t.Fatalf("testidentityd: open the keyring: %v", err)
+	}
+	return ring
+}
+
 // Identityctl runs `identityctl --redis-url <the store> args...` with stdin
-// as its input and returns its combined output; an error exit fails t.
+// as its input and returns its combined output; an error exit fails t. It
+// has identityd's master key (IDENTITY_MASTER_KEY_FILE).
 func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	if p.RedisURL == "" {
@@ -425,6 +536,9 @@ func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string
 	}
 	cmd := exec.Command(IdentityctlBinary(t), append([]string{"--redis-url", p.RedisURL}, args...)...)
 	cmd.Env = CleanEnv()
+	if p.MasterKeyFile != "" {
+		cmd.Env = append(cmd.Env, "IDENTITY_MASTER_KEY_FILE="+p.MasterKeyFile)
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
