@@ -49,12 +49,13 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	if s.hasher != nil && s.hasher.Busy() {
 		return nil, password.ErrBusy
 	}
-	if err := s.limitLogin(ctx, req.GetUsername()); err != nil {
+	charge, err := s.limitLogin(ctx, req.GetUsername())
+	if err != nil {
 		return nil, err
 	}
 	u, err := s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
+	s.settleLogin(ctx, charge, err)
 	if err != nil {
-		s.loginFailed(ctx, req.GetUsername(), err)
 		return nil, err
 	}
 	sess, err := s.sessions.Create(ctx, u)
