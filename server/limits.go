@@ -12,19 +12,32 @@ import (
 	"github.com/identityd/identity/users"
 )
 
-// Login limits: per client address for every attempt, per username for
-// failures. Failures are charged before the password is checked and given
-// back when the attempt turns out not to be a wrong password: the charge is
-// atomic, so concurrent guesses can never together check more passwords
-// than the limit's burst. The username key is a hash, so no username
-// reaches the limiter's store in clear, and the same name in another
-// normalisation is the same key.
+// Login limits throttle guessing without handing anyone a lock on an
+// account (NIST SP 800-63B §5.2.2):
+//
+//   - every attempt, per client address (LoginRatePerIP a minute);
+//   - failures per username and client address (LoginFailuresPerUserAddress
+//     a minute): a guesser at one address is held to a few tries, and only
+//     that address is refused;
+//   - failures per username across every address (LoginFailuresPerUser an
+//     hour): a distributed guesser is held to this, while the user at an
+//     address of their own still gets in after someone else's failures.
+//
+// Failures are charged before the password is checked and given back when
+// the attempt turns out not to be a wrong password: the charge is atomic, so
+// concurrent guesses can never together check more passwords than a limit's
+// burst. Keys are hashes, so no username reaches the limiter's store in
+// clear, and the same name in another normalisation is the same key.
 func (s *Server) ipLimit() ratelimit.Limit {
 	return ratelimit.Limit{Rate: s.cfg.LoginRatePerIP, Period: time.Minute, Burst: max(1, s.cfg.LoginRatePerIP/5)}
 }
 
+func (s *Server) userAddrLimit() ratelimit.Limit {
+	return ratelimit.Limit{Rate: s.cfg.LoginFailuresPerUserAddress, Period: time.Minute, Burst: max(1, s.cfg.LoginFailuresPerUserAddress)}
+}
+
 func (s *Server) userLimit() ratelimit.Limit {
-	return ratelimit.Limit{Rate: s.cfg.LoginFailuresPerUser, Period: time.Minute, Burst: max(1, s.cfg.LoginFailuresPerUser)}
+	return ratelimit.Limit{Rate: s.cfg.LoginFailuresPerUser, Period: time.Hour, Burst: max(1, s.cfg.LoginFailuresPerUser)}
 }
 
 func normalizedName(username string) string {
@@ -39,6 +52,13 @@ func userKey(username string) string {
 	return "login:user:" + hex.EncodeToString(sum[:16])
 }
 
+func userAddrKey(username, addr string) string {
+	// A NUL cannot be in a normalised username (control characters are
+	// refused), so the pair cannot be confused with another.
+	sum := sha256.Sum256([]byte(normalizedName(username) + "\x00" + addr))
+	return "login:user-addr:" + hex.EncodeToString(sum[:16])
+}
+
 // loginCharge is what one login attempt was charged against the failure
 // limits, to give back once it is known not to be a wrong password.
 type loginCharge struct {
@@ -47,8 +67,9 @@ type loginCharge struct {
 }
 
 // limitLogin refuses an attempt when the client address is over its rate or
-// the username has used up its failures, and otherwise charges it as a
-// failure to come. A limiter failure fails closed.
+// the username has used up its failures (at this address, or everywhere),
+// and otherwise charges it as a failure to come. A limiter failure fails
+// closed.
 func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge, error) {
 	addr := clientAddr(ctx)
 	if s.cfg.LoginRatePerIP > 0 {
@@ -67,6 +88,7 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 		limit func() ratelimit.Limit
 		msg   string
 	}{
+		{s.cfg.LoginFailuresPerUserAddress > 0, userAddrKey(username, addr), s.userAddrLimit, "too many failed logins for this username from this address"},
 		{s.cfg.LoginFailuresPerUser > 0, userKey(username), s.userLimit, "too many failed logins for this username"},
 	} {
 		if !f.on {

@@ -37,8 +37,8 @@ func TestConcurrentGuessesCheckAtMostTheBurst(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := testidentityd.StartInProcess(t, tc.opts(t)...)
-			burst := s.Config.LoginFailuresPerUser
-			name := "victim-" + rand.Text()[:8] // the Redis is shared: a name of its own
+			burst := s.Config.LoginFailuresPerUserAddress // the smaller limit
+			name := "victim-" + rand.Text()[:8]           // the Redis is shared: a name of its own
 			pw := addSlowUser(t, s, name)
 
 			// Successes cost nothing: more of them than the burst all pass.

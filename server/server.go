@@ -47,8 +47,12 @@ type Config struct {
 	Leeway             time.Duration
 	// LoginRatePerIP is login attempts per minute per client address.
 	LoginRatePerIP int
-	// LoginFailuresPerUser is failed logins per minute per username.
+	// LoginFailuresPerUser is failed logins per hour per username, from
+	// every client address together (limits.go).
 	LoginFailuresPerUser int
+	// LoginFailuresPerUserAddress is failed logins per minute per username
+	// from one client address.
+	LoginFailuresPerUserAddress int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// RevocationWait is how long the revocation feed's blocking read
@@ -85,13 +89,15 @@ func DefaultConfig() Config {
 		RefreshGrace:         10 * time.Second,
 		Leeway:               30 * time.Second,
 		LoginRatePerIP:       300,
-		LoginFailuresPerUser: 10,
+		LoginFailuresPerUser: 100,
 		RevocationWait:       sessions.DefaultFeedWait,
 		RevocationStaleAfter: 2 * time.Second,
 		MaxWatchers:          sessions.DefaultMaxWatchers,
 		KeyReload:            30 * time.Second,
 		KeyRotation:          0,
 		MaxBodyBytes:         1 << 20,
+
+		LoginFailuresPerUserAddress: 10,
 	}
 }
 
