@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -30,11 +31,16 @@ type Verifier struct {
 	keys    KeySource
 	parser  *jwt.Parser
 	keyfunc jwt.Keyfunc
+	// maxLifetime bounds exp - iat (0: no bound).
+	maxLifetime time.Duration
 }
 
 // NewVerifier returns a Verifier for tokens whose keys keys knows. It uses
-// WithIssuer, WithAudience, WithLeeway and WithClock; iss and aud are always
-// checked (defaults "identity"), exp is required.
+// WithIssuer, WithAudience, WithLeeway, WithAccessTTL and WithClock; iss and
+// aud are always checked (defaults "identity"), exp and iat are required.
+// Told the access TTL, it also refuses a token that claims to live longer
+// than the TTL plus the leeway; without WithAccessTTL it does not bound the
+// lifetime, so a verifier that does not know the issuer's TTL accepts any.
 func NewVerifier(keys KeySource, opts ...Option) (*Verifier, error) {
 	if keys == nil {
 		return nil, errors.New("token: nil KeySource")
@@ -44,6 +50,9 @@ func NewVerifier(keys KeySource, opts ...Option) (*Verifier, error) {
 		return nil, err
 	}
 	v := &Verifier{keys: keys}
+	if c.accessTTLSet {
+		v.maxLifetime = c.accessTTL + c.leeway
+	}
 	v.keyfunc = v.lookup // bound once: a method value per call would allocate
 	v.parser = jwt.NewParser(
 		// The parser-wide list only keeps out what we never accept (none,
@@ -70,14 +79,17 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	if len(tok) > MaxTokenSize || !strings.HasPrefix(tok, "eyJ") {
 		return Claims{}, ErrInvalid
 	}
-	var ac accessClaims
-	if _, err := v.parser.ParseWithClaims(tok, &ac, v.keyfunc); err != nil {
+	ac := accessClaims{maxLifetime: v.maxLifetime}
+	t, err := v.parser.ParseWithClaims(tok, &ac, v.keyfunc)
+	if err != nil {
 		if onlyExpired(err) {
 			return Claims{}, ErrExpired
 		}
 		return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	kid, _ := t.Header["kid"].(string) // the keyfunc required it
 	return Claims{
+		KeyID:     kid,
 		Subject:   ac.Subject,
 		Username:  ac.Username,
 		Roles:     ac.Roles,
@@ -96,6 +108,7 @@ var (
 	errAlg      = errors.New("alg does not match the key's")
 	errKeyType  = errors.New("key does not suit its alg")
 	errNoClaims = fmt.Errorf("%w: sub, sid, jti and iat are required", jwt.ErrTokenRequiredClaimMissing)
+	errLifetime = errors.New("exp is further after iat than the access TTL plus the leeway")
 )
 
 // lookup is the keyfunc: it runs after the header is decoded and before the
@@ -167,6 +180,7 @@ func onlyExpired(err error) bool {
 		jwt.ErrInvalidType,
 		jwt.ErrTokenInvalidSubject,
 		jwt.ErrTokenInvalidId,
+		errLifetime,
 	} {
 		if errors.Is(err, other) {
 			return false
@@ -181,13 +195,21 @@ type accessClaims struct {
 	SessionID string   `json:"sid,omitempty"`
 	Roles     []string `json:"roles,omitempty"`
 	Username  string   `json:"preferred_username,omitempty"`
+
+	// maxLifetime is the Verifier's bound on exp - iat (0: none); not a
+	// claim.
+	maxLifetime time.Duration
 }
 
 // Validate adds the claims RFC 9068 and our revocation check need to the
-// ones golang-jwt checks (exp, iss, aud).
+// ones golang-jwt checks (exp, iss, aud), and the lifetime bound. golang-jwt
+// calls it after the signature checked out.
 func (c *accessClaims) Validate() error {
 	if c.Subject == "" || c.SessionID == "" || c.ID == "" || c.IssuedAt == nil {
 		return errNoClaims
+	}
+	if c.maxLifetime > 0 && c.ExpiresAt != nil && c.ExpiresAt.Sub(c.IssuedAt.Time) > c.maxLifetime {
+		return errLifetime
 	}
 	return nil
 }

@@ -66,6 +66,9 @@ func TestRoundTripEveryAlgorithm(t *testing.T) {
 			}
 			want := alice
 			want.ID, want.IssuedAt, want.ExpiresAt = got.ID, t0, exp
+			if sk, _ := s.m.SigningKey(); got.KeyID != sk.ID {
+				t.Errorf("KeyID = %q, want the signing key's kid %q", got.KeyID, sk.ID)
+			}
 			if got.Subject != want.Subject || got.Username != want.Username || got.SessionID != want.SessionID ||
 				!slices.Equal(got.Roles, want.Roles) || !got.IssuedAt.Equal(t0) || !got.ExpiresAt.Equal(exp) || len(got.ID) != 22 {
 				t.Errorf("claims = %+v, want %+v", got, want)
@@ -151,6 +154,11 @@ func TestVerifyRejects(t *testing.T) {
 		{"no exp", edClaims(map[string]any{"exp": nil}), ErrInvalid},
 		{"exp as a string", edClaims(map[string]any{"exp": "tomorrow"}), ErrInvalid},
 		{"expired beyond leeway", edClaims(map[string]any{"exp": t0.Add(-31 * time.Second).Unix()}), ErrExpired},
+		{"exp in the year 3000", edClaims(map[string]any{"exp": time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()}), ErrInvalid},
+		{"lifetime a second beyond the TTL and leeway", edClaims(map[string]any{"exp": t0.Add(DefaultAccessTTL + DefaultLeeway + time.Second).Unix()}), ErrInvalid},
+		{"lifetime of the TTL and leeway", edClaims(map[string]any{"exp": t0.Add(DefaultAccessTTL + DefaultLeeway).Unix()}), nil},
+		{"iat an hour back: a lifetime beyond the TTL", edClaims(map[string]any{"iat": t0.Add(-time.Hour).Unix()}), ErrInvalid},
+		{"overlong lifetime, expired too", edClaims(map[string]any{"iat": t0.Add(-48 * time.Hour).Unix(), "exp": t0.Add(-time.Hour).Unix()}), ErrInvalid},
 		{"expired and wrong iss", edClaims(map[string]any{"exp": t0.Add(-time.Hour).Unix(), "iss": "evil"}), ErrInvalid},
 		{"expired and no sid", edClaims(map[string]any{"exp": t0.Add(-time.Hour).Unix(), "sid": nil}), ErrInvalid},
 		{"nbf in the future", edClaims(map[string]any{"nbf": t0.Add(time.Minute).Unix()}), ErrInvalid},
@@ -242,6 +250,42 @@ func TestVerifyLeeway(t *testing.T) {
 		_, err := tt.v.Verify(tok)
 		if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
 			t.Errorf("%s: Verify = %v, want %s", tt.name, err, tt.wantName)
+		}
+	}
+}
+
+// The lifetime bound is the TTL the verifier is told, plus its leeway; a
+// verifier not told the TTL (one that does not know the issuer's setting)
+// does not bound it.
+func TestVerifyBoundsLifetimeByTheTTL(t *testing.T) {
+	t.Parallel()
+	s, keys := multiSetup(t)
+	ed := keys[EdDSA]
+	lifetime := func(d time.Duration) string {
+		return forge(t, jwt.SigningMethodEdDSA, ed.Private, header(EdDSA, ed.ID), with(baseClaims(), map[string]any{"exp": t0.Add(d).Unix()}))
+	}
+	verifier := func(opts ...Option) *Verifier {
+		v, err := NewVerifier(s.m, append(opts, WithClock(s.clock.Now))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	hour, untold := verifier(WithAccessTTL(time.Hour), WithLeeway(0)), verifier()
+	tests := []struct {
+		name string
+		v    *Verifier
+		tok  string
+		want error
+	}{
+		{"TTL 1h: a 1h token", hour, lifetime(time.Hour), nil},
+		{"TTL 1h: a 1h1s token", hour, lifetime(time.Hour + time.Second), ErrInvalid},
+		{"TTL 1h: a token to the year 3000", hour, lifetime(time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Sub(t0)), ErrInvalid},
+		{"not told the TTL: a 2h token", untold, lifetime(2 * time.Hour), nil},
+	}
+	for _, tt := range tests {
+		if _, err := tt.v.Verify(tt.tok); (tt.want == nil) != (err == nil) || !errors.Is(err, tt.want) {
+			t.Errorf("%s: Verify = %v, want %v", tt.name, err, tt.want)
 		}
 	}
 }
