@@ -63,8 +63,9 @@ type Config struct {
 	RevocationStaleAfter time.Duration
 	// MaxWatchers caps the open WatchRevocations streams.
 	MaxWatchers int
-	// KeyReload is how often keys are re-read from the store (rotations
-	// made by another instance or by identityctl).
+	// KeyReload is how often keys are re-read from the store or the keys
+	// dir (rotations made by another instance or by identityctl, a key
+	// file added or withdrawn); the background loop ticks every second.
 	KeyReload time.Duration
 	// KeyRotation rotates the signing key on this schedule (0: never).
 	KeyRotation time.Duration
@@ -207,7 +208,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	revoked := tokencheck.NewRevoked(cfg.RevocationStaleAfter, cfg.Leeway, maxRevoked)
-	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now)
+	// WithKeys: a cached token dies with its key (withdrawn from the keys
+	// dir or the keyring, or retired), not at its exp.
+	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now, tokencheck.WithKeys(d.Keys))
 	s.sessions = sessions.New(d.Store, d.Keys.Refresh(), revoked, sessions.Config{
 		AbsoluteTTL: cfg.RefreshAbsoluteTTL,
 		IdleTTL:     cfg.RefreshIdleTTL,

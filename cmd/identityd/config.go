@@ -124,6 +124,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256")
 	e.str(&c.KeysDir, "keys-dir", "IDENTITY_KEYS_DIR", "", "directory of PEM signing keys; unset: keys made at start and kept in the store")
 	e.dur(&c.KeyPublishAhead, "key-publish-ahead", "IDENTITY_KEY_PUBLISH_AHEAD", token.DefaultPublishAhead, "how long a key rotated in by this instance is published before it signs; keep it above the other instances' key reload (30s) and the verifiers' JWKS refresh; shorter is for tests")
+	e.dur(&s.KeyReload, "key-reload", "IDENTITY_KEY_RELOAD", s.KeyReload, "how often keys are re-read from the store or --keys-dir: a rotation or a withdrawn key file takes effect within this (at least 1s)")
 	e.dur(&s.KeyRotation, "key-rotation", "IDENTITY_KEY_ROTATION", 0, "rotate the signing key when it is this old (0: only by identityctl key rotate)")
 	e.num(&s.LoginRatePerIP, "login-rate-per-ip", "IDENTITY_LOGIN_RATE_PER_IP", s.LoginRatePerIP, "login attempts per minute per client address (0: no limit)")
 	e.num(&s.LoginFailuresPerUserAddress, "login-failures-per-user-address", "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", s.LoginFailuresPerUserAddress, "failed logins per minute per username from one client address (0: no limit)")
@@ -202,6 +203,7 @@ func (c config) validate() error {
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
+	check(s.KeyReload >= time.Second, "--key-reload must be at least 1s")
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:
