@@ -38,7 +38,9 @@ func defaultFlags() map[string]string {
 		"issuer":                  "identity",
 		"audience":                "identity",
 		"login-rate-per-ip":       "100000",
-		"login-failures-per-user": "10",
+		"login-failures-per-user": "100",
+		// The default, named: the shared server's tests count on it.
+		"login-failures-per-user-address": "10",
 	}
 }
 

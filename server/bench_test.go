@@ -46,7 +46,7 @@ func newBenchServer(b *testing.B) *benchServer {
 	store := tokenstore.NewMemory()
 	b.Cleanup(func() { store.Close() })
 	cfg := DefaultConfig()
-	cfg.LoginRatePerIP, cfg.LoginFailuresPerUser = 0, 0
+	cfg.LoginRatePerIP, cfg.LoginFailuresPerUser, cfg.LoginFailuresPerUserAddress = 0, 0, 0
 	keys, err := token.LoadOrCreate(ctx, store, token.EdDSA, cfg.TokenOptions(nil, nil)...)
 	if err != nil {
 		b.Fatal(err)

@@ -105,11 +105,15 @@ func (s *Server) buildGRPC() error {
 	}
 
 	s.grpc = grpc.NewServer(
+		// An unreadable request gets the contract's answer (codec.go).
+		grpc.MaxRecvMsgSize(transportMaxRecvMsgBytes),
+		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(panics),
 			metrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
 			errorUnaryInterceptor(s.log),
+			unreadableUnaryInterceptor,
 			authn.UnaryServerInterceptor(verifier, access...),
 			browserUnaryInterceptor,
 		),
@@ -118,6 +122,7 @@ func (s *Server) buildGRPC() error {
 			metrics.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(logger, logOpts...),
 			errorStreamInterceptor(s.log),
+			unreadableStreamInterceptor,
 			authn.StreamServerInterceptor(verifier, access...),
 		),
 	)

@@ -20,7 +20,7 @@ import (
 // measure, are cheap (testidentityd.CheapHash).
 func BenchmarkGRPC(b *testing.B) {
 	s := testidentityd.StartInProcess(b, testidentityd.InProcessConfig(func(c *server.Config) {
-		c.LoginRatePerIP, c.LoginFailuresPerUser = 0, 0
+		c.LoginRatePerIP, c.LoginFailuresPerUser, c.LoginFailuresPerUserAddress = 0, 0, 0
 	}))
 	pw := testidentityd.AddUser(b, s.Store, "bench", "")
 	api := s.API

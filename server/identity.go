@@ -51,12 +51,13 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	if s.hasher != nil && s.hasher.Busy() {
 		return nil, password.ErrBusy
 	}
-	if err := s.limitLogin(ctx, req.GetUsername()); err != nil {
+	charge, err := s.limitLogin(ctx, req.GetUsername())
+	if err != nil {
 		return nil, err
 	}
 	u, err := s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
+	s.settleLogin(ctx, charge, err)
 	if err != nil {
-		s.loginFailed(ctx, req.GetUsername(), err)
 		return nil, err
 	}
 	sess, err := s.sessions.Create(ctx, u, client(ctx))
@@ -184,15 +185,16 @@ func (h *identityServer) ChangePassword(ctx context.Context, req *identityv1.Cha
 	s := h.s
 	// The current password is checked like a login, under the same
 	// limits, so a stolen access token cannot take over the account.
-	if err := s.limitLogin(ctx, c.Username); err != nil {
+	charge, err := s.limitLogin(ctx, c.Username)
+	if err != nil {
 		return nil, err
 	}
 	u, err := s.users.Authenticate(ctx, c.Username, req.GetCurrentPassword())
 	if err == nil && u.ID != c.Subject {
 		err = users.ErrBadCredentials
 	}
+	s.settleLogin(ctx, charge, err)
 	if err != nil {
-		s.loginFailed(ctx, c.Username, err)
 		return nil, err
 	}
 	pw := req.GetNewPassword()

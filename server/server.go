@@ -59,8 +59,12 @@ type Config struct {
 	// token from being used as a rotation oracle, and a flood.
 	RefreshRatePerSession int
 	RefreshRatePerIP      int
-	// LoginFailuresPerUser is failed logins per minute per username.
+	// LoginFailuresPerUser is failed logins per hour per username, from
+	// every client address together (limits.go).
 	LoginFailuresPerUser int
+	// LoginFailuresPerUserAddress is failed logins per minute per username
+	// from one client address.
+	LoginFailuresPerUserAddress int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// RevocationWait is how long the revocation feed's blocking read
@@ -71,8 +75,9 @@ type Config struct {
 	RevocationStaleAfter time.Duration
 	// MaxWatchers caps the open WatchRevocations streams.
 	MaxWatchers int
-	// KeyReload is how often keys are re-read from the store (rotations
-	// made by another instance or by identityctl).
+	// KeyReload is how often keys are re-read from the store or the keys
+	// dir (rotations made by another instance or by identityctl, a key
+	// file added or withdrawn); the background loop ticks every second.
 	KeyReload time.Duration
 	// KeyRotation rotates the signing key on this schedule (0: never).
 	KeyRotation time.Duration
@@ -97,15 +102,17 @@ func DefaultConfig() Config {
 		RefreshGrace:          10 * time.Second,
 		Leeway:                30 * time.Second,
 		LoginRatePerIP:        300,
+		LoginFailuresPerUser:  100,
 		RefreshRatePerSession: 60,
 		RefreshRatePerIP:      1200,
-		LoginFailuresPerUser:  10,
 		RevocationWait:        sessions.DefaultFeedWait,
 		RevocationStaleAfter:  2 * time.Second,
 		MaxWatchers:           sessions.DefaultMaxWatchers,
 		KeyReload:             30 * time.Second,
 		KeyRotation:           0,
 		MaxBodyBytes:          1 << 20,
+
+		LoginFailuresPerUserAddress: 10,
 	}
 }
 
@@ -215,7 +222,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	revoked := tokencheck.NewRevoked(cfg.RevocationStaleAfter, cfg.Leeway, maxRevoked)
-	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now)
+	// WithKeys: a cached token dies with its key (withdrawn from the keys
+	// dir or the keyring, or retired), not at its exp.
+	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now, tokencheck.WithKeys(d.Keys))
 	s.sessions = sessions.New(d.Store, d.Keys.Refresh(), revoked, sessions.Config{
 		AbsoluteTTL: cfg.RefreshAbsoluteTTL,
 		IdleTTL:     cfg.RefreshIdleTTL,

@@ -58,6 +58,10 @@ type Claims struct {
 	ID        string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+	// KeyID is the kid of the key that verified the token (set by Verify;
+	// Issue ignores it): a cache of verified tokens drops the token when
+	// that key goes.
+	KeyID string
 }
 
 // Algorithms the package signs and verifies with. EdDSA means Ed25519.
@@ -91,9 +95,12 @@ const (
 type Option func(*config)
 
 type config struct {
-	issuer       string
-	audience     string
-	accessTTL    time.Duration
+	issuer    string
+	audience  string
+	accessTTL time.Duration
+	// accessTTLSet: WithAccessTTL was given, so a Verifier knows the
+	// longest lifetime a token of ours can have.
+	accessTTLSet bool
 	leeway       time.Duration
 	publishAhead time.Duration
 	now          func() time.Time
@@ -109,8 +116,12 @@ func WithIssuer(iss string) Option { return func(c *config) { c.issuer = iss } }
 func WithAudience(aud string) Option { return func(c *config) { c.audience = aud } }
 
 // WithAccessTTL sets the access-token lifetime (Issuer; the Manager also
-// keeps a replaced key this long after it stops signing).
-func WithAccessTTL(d time.Duration) Option { return func(c *config) { c.accessTTL = d } }
+// keeps a replaced key this long after it stops signing). A Verifier given
+// it refuses a token whose exp is more than the TTL plus the leeway after
+// its iat: no token of ours lives longer, whatever its exp says.
+func WithAccessTTL(d time.Duration) Option {
+	return func(c *config) { c.accessTTL, c.accessTTLSet = d, true }
+}
 
 // WithLeeway sets the allowed clock skew for exp, nbf and iat, from 0 to
 // MaxLeeway (Verifier; the Manager adds it to a replaced key's overlap).

@@ -132,11 +132,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256")
 	e.str(&c.KeysDir, "keys-dir", "IDENTITY_KEYS_DIR", "", "directory of PEM signing keys; unset: keys made at start and kept in the store")
 	e.dur(&c.KeyPublishAhead, "key-publish-ahead", "IDENTITY_KEY_PUBLISH_AHEAD", token.DefaultPublishAhead, "how long a key rotated in by this instance is published before it signs; keep it above the other instances' key reload (30s) and the verifiers' JWKS refresh; shorter is for tests")
+	e.dur(&s.KeyReload, "key-reload", "IDENTITY_KEY_RELOAD", s.KeyReload, "how often keys are re-read from the store or --keys-dir: a rotation or a withdrawn key file takes effect within this (at least 1s)")
 	e.dur(&s.KeyRotation, "key-rotation", "IDENTITY_KEY_ROTATION", 0, "rotate the signing key when it is this old (0: only by identityctl key rotate)")
 	e.num(&s.LoginRatePerIP, "login-rate-per-ip", "IDENTITY_LOGIN_RATE_PER_IP", s.LoginRatePerIP, "login attempts per minute per client address (0: no limit)")
 	e.num(&s.RefreshRatePerSession, "refresh-rate-per-session", "IDENTITY_REFRESH_RATE_PER_SESSION", s.RefreshRatePerSession, "refreshes per minute of one session, half of them at once (0: no limit)")
 	e.num(&s.RefreshRatePerIP, "refresh-rate-per-ip", "IDENTITY_REFRESH_RATE_PER_IP", s.RefreshRatePerIP, "refreshes per minute per client address (0: no limit)")
-	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per minute per username (0: no limit)")
+	e.num(&s.LoginFailuresPerUserAddress, "login-failures-per-user-address", "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", s.LoginFailuresPerUserAddress, "failed logins per minute per username from one client address (0: no limit)")
+	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per hour per username from every address together (0: no limit)")
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
@@ -223,7 +225,7 @@ func (c config) validate() error {
 	check(s.RefreshGrace >= 0 && s.RefreshGrace <= time.Minute, "--refresh-grace must be between 0 and 1m")
 	check(s.Leeway >= 0 && s.Leeway <= 30*time.Second, "--leeway must be between 0 and 30s")
 	check(s.Issuer != "" && s.Audience != "", "--issuer and --audience must not be empty")
-	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0, "login limits must not be negative")
+	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0 && s.LoginFailuresPerUserAddress >= 0, "login limits must not be negative")
 	check(s.RefreshRatePerSession >= 0 && s.RefreshRatePerIP >= 0, "refresh limits must not be negative")
 	check(c.RedisURL == "" || len(c.RedisAddrs) == 0, "set --redis-url or --redis-addrs, not both")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
@@ -234,6 +236,7 @@ func (c config) validate() error {
 		"with Redis the signing keys are stored encrypted under a master key that never enters Redis: "+
 			"set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key), "+
 			"or give --insecure-plaintext-keys for a trial (anyone who can read Redis can then mint tokens)")
+	check(s.KeyReload >= time.Second, "--key-reload must be at least 1s")
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:

@@ -39,6 +39,10 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"keys-dir", c.KeysDir, ""},
 		{"master key", c.MasterKeys == nil, true},
 		{"insecure-plaintext-keys", c.InsecurePlaintextKeys, false},
+		{"key-reload", s.KeyReload, 30 * time.Second},
+		{"login-rate-per-ip", s.LoginRatePerIP, 300},
+		{"login-failures-per-user-address", s.LoginFailuresPerUserAddress, 10},
+		{"login-failures-per-user", s.LoginFailuresPerUser, 100},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -54,7 +58,9 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
 	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
-	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256"}, io.Discard)
+	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", "3")
+	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER", "30")
+	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256", "--login-failures-per-user", "40"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +72,10 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 	if c.SigningAlg != "ES256" {
 		t.Errorf("signing alg = %q", c.SigningAlg)
+	}
+	if c.Server.LoginFailuresPerUserAddress != 3 || c.Server.LoginFailuresPerUser != 40 {
+		t.Errorf("login failures per user and address = %d (env 3), per user = %d (flag 40 over env 30)",
+			c.Server.LoginFailuresPerUserAddress, c.Server.LoginFailuresPerUser)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	if len(c.Server.TrustedProxies) != 2 || c.Server.TrustedProxies[0] != want[0] || c.Server.TrustedProxies[1] != want[1] {
@@ -88,8 +98,11 @@ func TestConfigRejects(t *testing.T) {
 		{"negative grace", []string{"--refresh-grace", "-1s"}, nil, "--refresh-grace"},
 		{"unknown alg", []string{"--signing-alg", "none"}, nil, "--signing-alg"},
 		{"negative publish-ahead", []string{"--key-publish-ahead", "-1s"}, nil, "--key-publish-ahead"},
+		{"key reload under a second", []string{"--key-reload", "100ms"}, nil, "--key-reload"},
 		{"url and cluster", []string{"--redis-url", "redis://x", "--redis-addrs", "a:1"}, nil, "not both"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
+		{"negative per-address failures", []string{"--login-failures-per-user-address", "-1"}, nil, "login limits"},
+		{"bad per-address failures env", nil, map[string]string{"IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS": "ten"}, "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS"},
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
 		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
