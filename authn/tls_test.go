@@ -2,6 +2,7 @@ package authn_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/identityd/identity/authn"
+	"github.com/identityd/identity/examples/greeter"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testcerts"
 	"github.com/identityd/identity/internal/testidentityd"
@@ -82,5 +84,46 @@ func TestTLSCredentialsRefusals(t *testing.T) {
 	defer cancel()
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
 		t.Errorf("system roots against a private CA: %v, want UNAVAILABLE (handshake refused)", err)
+	}
+}
+
+// The example service reaches an identity with mTLS in every mode with
+// its client certificate alone: no service account.
+func TestGreeterOverMTLS(t *testing.T) {
+	t.Parallel()
+	set := testcerts.NewSet(t)
+	p := testidentityd.StartInProcess(t, testidentityd.InProcessTLS(testidentityd.CertSetTLS(t, set, true)))
+	identityTLS, err := authn.TLSConfig(set.CAFile, set.ClientCertFile, set.ClientKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := testidentityd.AddUser(t, p.Store, "gail", "")
+	gail := p.Login(t, "gail", pw)
+	modes := map[string]greeter.Config{
+		"remote":     {IdentityAddr: p.GRPCAddr, IdentityTLS: identityTLS, Mode: "remote"},
+		"local-grpc": {IdentityAddr: p.GRPCAddr, IdentityTLS: identityTLS, Mode: "local"},
+		"local-jwks": {IdentityAddr: p.GRPCAddr, IdentityTLS: identityTLS, Mode: "local", JWKSURL: p.JWKSURL()},
+	}
+	conns := map[string]*grpc.ClientConn{}
+	for name, cfg := range modes {
+		conns[name] = runGreeter(t, cfg)
+	}
+	for name, conn := range conns {
+		testidentityd.Eventually(t, 10*time.Second, func() error {
+			if _, err := hello(t, conn, gail.GetAccessToken()); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	p.Logout(t, gail)
+	for name, conn := range conns {
+		testidentityd.Eventually(t, 5*time.Second, func() error {
+			_, err := hello(t, conn, gail.GetAccessToken())
+			if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
+				return fmt.Errorf("%s: after logout: %v", name, err)
+			}
+			return nil
+		})
 	}
 }
