@@ -94,7 +94,7 @@ func (c clientSide) httpClient() *http.Client {
 	if c.tls != nil {
 		tr.TLSClientConfig = c.tls.Clone()
 	}
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
 // Handshake opens a TLS connection to addr (either port) with cfg, as an
