@@ -26,7 +26,7 @@ const ServiceRole = "service"
 //
 // It sends its token on plaintext connections too (RequireTransportSecurity
 // is false) so it works over loopback; across a network, dial identity with
-// TLS. It is safe for concurrent use.
+// TLS (TLSCredentials). It is safe for concurrent use.
 type ServiceAccount struct {
 	client   identityv1.IdentityServiceClient
 	username string

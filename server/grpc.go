@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -95,19 +96,27 @@ func (s *Server) buildGRPC() error {
 	// Every AdminService call needs the admin role, on both chains (a
 	// streaming admin RPC added later is covered the day it is added).
 	// WatchRevocations names the session and user of every logout: only
-	// services (authn's local verifiers, with a ServiceAccount) read it.
+	// services (authn's local verifiers, with a ServiceAccount) read it,
+	// or, under mTLS, a caller with a verified client certificate
+	// (certifiedWatcher, tls.go).
 	access := []authn.Option{
 		authn.WithSkip(publicMethods...),
+		authn.WithSkipFunc(certifiedWatcher),
 		authn.WithRoles(map[string]string{
 			"/" + identityv1.AdminService_ServiceDesc.ServiceName + "/": adminRole,
 			identityv1.IdentityService_WatchRevocations_FullMethodName:  authn.ServiceRole,
 		}),
 	}
 
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// An unreadable request gets the contract's answer (codec.go).
 		grpc.MaxRecvMsgSize(transportMaxRecvMsgBytes),
 		grpc.ForceServerCodecV2(newRequestCodec()),
+	}
+	if s.tls != nil {
+		opts = append(opts, grpc.Creds(grpcCredentials{credentials.NewTLS(s.tls.grpcConfig())}))
+	}
+	s.grpc = grpc.NewServer(append(opts,
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(panics),
 			metrics.UnaryServerInterceptor(),
@@ -125,7 +134,7 @@ func (s *Server) buildGRPC() error {
 			unreadableStreamInterceptor,
 			authn.StreamServerInterceptor(verifier, access...),
 		),
-	)
+	)...)
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityServer{s: s})
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
 	s.health = health.NewServer()

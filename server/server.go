@@ -148,6 +148,8 @@ type Deps struct {
 	// Now and Rand default to time.Now and crypto/rand.Reader.
 	Now  func() time.Time
 	Rand io.Reader
+	// TLS serves both ports with TLS (tls.go); nil: plaintext.
+	TLS *TLS
 }
 
 // Server is one identity instance: gRPC server, gateway and HTTP handler.
@@ -180,6 +182,7 @@ type Server struct {
 	stoppingOnce sync.Once
 
 	registry *prometheus.Registry
+	tls      *TLS
 	grpc     *grpc.Server
 	health   *health.Server
 	inproc   *bufconn.Listener
@@ -212,6 +215,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		rand:     d.Rand,
 		stopping: make(chan struct{}),
 		registry: d.Registry,
+		tls:      d.TLS,
 	}
 	var err error
 	topts := cfg.TokenOptions(d.Now, d.Rand)
@@ -265,7 +269,8 @@ func (s *Server) GRPCServer() *grpc.Server { return s.grpc }
 func (s *Server) HTTPHandler() http.Handler { return s.http }
 
 // Serve serves gRPC on grpcLis and HTTP on httpLis until ctx is done, then
-// drains both within shutdownTimeout.
+// drains both within shutdownTimeout. With Deps.TLS both speak TLS; the
+// REST gateway's in-process connection to the gRPC server stays plaintext.
 func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutdownTimeout time.Duration) error {
 	httpSrv := &http.Server{
 		Handler:           s.http,
@@ -274,12 +279,22 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		// net/http's own complaints (a failed TLS handshake, say) go to
+		// the server's log, not to the standard logger.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.grpc.Serve(grpcLis) })
-	g.Go(func() error { return s.grpc.Serve(s.inproc) })
+	g.Go(func() error { return s.grpc.Serve(inprocListener{s.inproc}) })
 	g.Go(func() error {
-		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.tls != nil {
+			httpSrv.TLSConfig = s.tls.httpConfig()
+			err = httpSrv.ServeTLS(httpLis, "", "")
+		} else {
+			err = httpSrv.Serve(httpLis)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

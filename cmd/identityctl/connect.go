@@ -18,8 +18,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/internal/tlsfiles"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
@@ -40,14 +42,25 @@ func (c *cli) connect(ctx context.Context, withKeys bool) (admin.Admin, func(), 
 // redisOptions builds the go-redis options exactly as identityd does
 // (tokenstore.ClientOptions).
 func (c *config) redisOptions() (*redis.UniversalOptions, error) {
+	var opts *redis.UniversalOptions
+	var err error
 	if c.redisAddrs != "" {
 		addrs := c.addrs()
 		if len(addrs) == 0 {
 			return nil, errors.New("--redis-addrs: no address")
 		}
-		return tokenstore.ClientOptions("", addrs)
+		opts, err = tokenstore.ClientOptions("", addrs)
+	} else {
+		opts, err = tokenstore.ClientOptions(c.redisURL, nil)
 	}
-	return tokenstore.ClientOptions(c.redisURL, nil)
+	if err != nil || c.redisCAFile == "" {
+		return opts, err
+	}
+	pool, err := tlsfiles.CertPool(c.redisCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-ca-file: %w", err)
+	}
+	return opts, tokenstore.SetRootCAs(opts, pool)
 }
 
 // openStore opens the Redis store of --redis-url or --redis-addrs.
@@ -129,8 +142,15 @@ func (c *cli) sealing(store *tokenstore.Redis) (token.Sealing, error) {
 // token: the one given, or one from logging in as --user.
 func (c *cli) connectServer(ctx context.Context) (admin.Admin, func(), error) {
 	creds := &bearer{token: c.cfg.token}
+	transport := insecure.NewCredentials()
+	if c.cfg.serverTLS() {
+		var err error
+		if transport, err = authn.TLSCredentials(c.cfg.tlsCAFile, c.cfg.tlsCertFile, c.cfg.tlsKeyFile); err != nil {
+			return nil, nil, &usageError{msg: fmt.Sprintf("--tls-ca-file/--tls-cert-file/--tls-key-file: %v", err)}
+		}
+	}
 	conn, err := grpc.NewClient(c.cfg.server,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(transport),
 		grpc.WithPerRPCCredentials(creds))
 	if err != nil {
 		return nil, nil, &usageError{msg: fmt.Sprintf("--server %q: %v", c.cfg.server, err)}
@@ -172,8 +192,9 @@ func (b *bearer) GetRequestMetadata(context.Context, ...string) (map[string]stri
 	return map[string]string{"authorization": "Bearer " + b.token}, nil
 }
 
-// RequireTransportSecurity is false: identityd's gRPC port is plaintext,
-// meant for loopback or a private network (docs/configuration.md).
+// RequireTransportSecurity is false: without TLS flags identityctl speaks
+// plaintext to an identityd on loopback; with them the token travels
+// encrypted.
 func (b *bearer) RequireTransportSecurity() bool { return false }
 
 // explain rewords failures whose raw form does not say what to do.
@@ -194,6 +215,8 @@ func (c *cli) explain(err error) error {
 		return fmt.Errorf("cannot reach Redis: %w", err)
 	case !errors.As(err, &re):
 		return err
+	case re.Code == codes.Unavailable && re.Reason == identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED && !c.cfg.serverTLS():
+		return fmt.Errorf("cannot reach identityd at %s (is it running? does it serve TLS: --tls, --tls-ca-file? or give --redis-url): %s", c.cfg.server, re.Message)
 	case re.Code == codes.Unavailable && re.Reason == identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
 		return fmt.Errorf("cannot reach identityd at %s (is it running? or give --redis-url): %s", c.cfg.server, re.Message)
 	case re.Code == codes.Unauthenticated || re.Code == codes.PermissionDenied:

@@ -43,6 +43,7 @@ Commands:
 Direct store access, with the settings identityd has:
   --redis-url URL        redis:// or rediss:// URL          IDENTITY_REDIS_URL
   --redis-addrs A,B,...  Redis Cluster seed addresses       IDENTITY_REDIS_ADDRS
+  --redis-ca-file FILE   CA of Redis's TLS certificate      IDENTITY_REDIS_CA_FILE
   --signing-alg ALG      EdDSA, ES256, RS256, HS256 [EdDSA] IDENTITY_SIGNING_ALG
   --access-ttl D         access-token lifetime [15m]        IDENTITY_ACCESS_TTL
   --leeway D             verification leeway [30s]          IDENTITY_LEEWAY
@@ -51,8 +52,12 @@ Direct store access, with the settings identityd has:
   --master-key-file FILE identityd's master keys            IDENTITY_MASTER_KEY_FILE
   --new-master-key-file FILE
                          key rewrap's new master keys       IDENTITY_NEW_MASTER_KEY_FILE
-Otherwise, a running identityd (plaintext gRPC: keep it on loopback):
+Otherwise, a running identityd (plaintext unless a TLS flag is given):
   --server ADDR          gRPC address [127.0.0.1:9090]      IDENTITY_SERVER
+  --tls                  TLS, trusting the system's roots   IDENTITY_SERVER_TLS
+  --tls-ca-file FILE     TLS, trusting the CA in FILE       IDENTITY_SERVER_CA_FILE
+  --tls-cert-file FILE   client certificate (mTLS) ...      IDENTITY_CLIENT_CERT_FILE
+  --tls-key-file FILE    ... and its key                    IDENTITY_CLIENT_KEY_FILE
   --token TOKEN          an admin's access token            IDENTITY_TOKEN
   --user NAME            or log in as this admin ...        IDENTITY_USER
   --password-file FILE   ... with the password in FILE      IDENTITY_PASSWORD_FILE

@@ -24,6 +24,7 @@ type config struct {
 	RedisURL        string
 	RedisAddrs      []string
 	RedisTimeout    time.Duration
+	RedisCAFile     string
 	SigningAlg      string
 	KeysDir         string
 	KeyPublishAhead time.Duration
@@ -32,6 +33,12 @@ type config struct {
 	ShutdownTimeout time.Duration
 	HashWorkers     int
 	Server          server.Config
+
+	// TLS on both ports from these files (re-read when they change);
+	// with TLSClientCAFile the gRPC port requires client certificates.
+	TLSCertFile     string
+	TLSKeyFile      string
+	TLSClientCAFile string
 
 	BootstrapUser     string
 	BootstrapPassword string
@@ -122,6 +129,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
 	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
+	e.str(&c.RedisCAFile, "redis-ca-file", "IDENTITY_REDIS_CA_FILE", "", "PEM CA certificates to verify Redis's TLS certificate with (rediss:// or --redis-addrs); unset: the system's roots")
+	e.str(&c.TLSCertFile, "tls-cert-file", "IDENTITY_TLS_CERT_FILE", "", "PEM certificate (chain) served on both ports, re-read when it changes; unset: plaintext, for loopback only")
+	e.str(&c.TLSKeyFile, "tls-key-file", "IDENTITY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
+	e.str(&c.TLSClientCAFile, "tls-client-ca-file", "IDENTITY_TLS_CLIENT_CA_FILE", "", "PEM CA certificates: the gRPC port then requires client certificates signed by them (mTLS)")
 	e.dur(&s.AccessTTL, "access-ttl", "IDENTITY_ACCESS_TTL", s.AccessTTL, "access token lifetime")
 	e.dur(&s.RefreshIdleTTL, "refresh-idle-ttl", "IDENTITY_REFRESH_IDLE_TTL", s.RefreshIdleTTL, "session idle lifetime")
 	e.dur(&s.RefreshAbsoluteTTL, "refresh-absolute-ttl", "IDENTITY_REFRESH_ABSOLUTE_TTL", s.RefreshAbsoluteTTL, "session absolute lifetime")
@@ -237,6 +248,10 @@ func (c config) validate() error {
 			"set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key), "+
 			"or give --insecure-plaintext-keys for a trial (anyone who can read Redis can then mint tokens)")
 	check(s.KeyReload >= time.Second, "--key-reload must be at least 1s")
+	check((c.TLSCertFile == "") == (c.TLSKeyFile == ""), "--tls-cert-file and --tls-key-file go together: give both or neither")
+	check(c.TLSClientCAFile == "" || c.TLSCertFile != "", "--tls-client-ca-file needs --tls-cert-file and --tls-key-file (client certificates are asked in a TLS handshake)")
+	check(c.RedisCAFile == "" || c.RedisURL != "" || len(c.RedisAddrs) > 0, "--redis-ca-file needs --redis-url (rediss://) or --redis-addrs")
+	check(c.RedisCAFile == "" || !strings.HasPrefix(c.RedisURL, "redis://"), "--redis-ca-file needs a rediss:// URL: redis:// is plaintext")
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:

@@ -43,6 +43,11 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"login-rate-per-ip", s.LoginRatePerIP, 300},
 		{"login-failures-per-user-address", s.LoginFailuresPerUserAddress, 10},
 		{"login-failures-per-user", s.LoginFailuresPerUser, 100},
+		// No TLS files: plaintext (loopback only), no client certificates.
+		{"tls-cert-file", c.TLSCertFile, ""},
+		{"tls-key-file", c.TLSKeyFile, ""},
+		{"tls-client-ca-file", c.TLSClientCAFile, ""},
+		{"redis-ca-file", c.RedisCAFile, ""},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -106,6 +111,11 @@ func TestConfigRejects(t *testing.T) {
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
 		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
+		{"cert without key", []string{"--tls-cert-file", "/c.pem"}, nil, "--tls-key-file go together"},
+		{"key without cert", nil, map[string]string{"IDENTITY_TLS_KEY_FILE": "/k.pem"}, "--tls-key-file go together"},
+		{"client CA without TLS", []string{"--tls-client-ca-file", "/ca.pem"}, nil, "--tls-client-ca-file needs"},
+		{"redis CA without Redis", []string{"--redis-ca-file", "/ca.pem"}, nil, "--redis-ca-file needs"},
+		{"redis CA on plaintext Redis", []string{"--redis-ca-file", "/ca.pem", "--redis-url", "redis://127.0.0.1:6379"}, nil, "rediss://"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"missing password file", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice", "IDENTITY_BOOTSTRAP_PASSWORD_FILE": "/nonexistent/pw"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"redis without a master key", []string{"--redis-url", "redis://x"}, nil, "set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key)"},
@@ -124,6 +134,25 @@ func TestConfigRejects(t *testing.T) {
 				t.Fatalf("parseConfig error = %v, want one mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestConfigTLSFromEnvAndFlags(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("IDENTITY_TLS_CERT_FILE", "/etc/identity/tls.crt")
+	t.Setenv("IDENTITY_TLS_KEY_FILE", "/etc/identity/tls.key")
+	t.Setenv("IDENTITY_TLS_CLIENT_CA_FILE", "/etc/identity/clients-ca.crt")
+	t.Setenv("IDENTITY_REDIS_URL", "rediss://redis.internal:6380/0")
+	t.Setenv("IDENTITY_REDIS_CA_FILE", "/etc/identity/redis-ca.crt")
+	t.Setenv("IDENTITY_INSECURE_PLAINTEXT_KEYS", "true") // not what this test is about
+	c, err := parseConfig([]string{"--tls-cert-file", "/run/renewed.crt"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile, c.RedisCAFile}
+	want := []string{"/run/renewed.crt", "/etc/identity/tls.key", "/etc/identity/clients-ca.crt", "/etc/identity/redis-ca.crt"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("TLS files = %q, want %q (the flag over its env)", got, want)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/internal/tlsfiles"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -60,6 +61,15 @@ func redisClient(c config) (redis.UniversalClient, error) {
 	opts, err := tokenstore.ClientOptions(c.RedisURL, c.RedisAddrs)
 	if err != nil {
 		return nil, err
+	}
+	if c.RedisCAFile != "" {
+		pool, err := tlsfiles.CertPool(c.RedisCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-ca-file: %w", err)
+		}
+		if err := tokenstore.SetRootCAs(opts, pool); err != nil {
+			return nil, err
+		}
 	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = time.Second
@@ -124,6 +134,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := bootstrap(startCtx, c, store, hasher, log); err != nil {
 		return err
 	}
+	serverTLS, err := loadTLS(c, log)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(startCtx, c.Server, server.Deps{
 		Store:       store,
 		Keys:        keys,
@@ -131,6 +145,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Limiter:     limiter,
 		Logger:      log,
 		KeysFromDir: c.KeysDir != "",
+		TLS:         serverTLS,
 	})
 	if err != nil {
 		return err
@@ -144,13 +159,50 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		grpcLis.Close()
 		return err
 	}
+	if serverTLS == nil {
+		for _, l := range []net.Listener{grpcLis, httpLis} {
+			if !isLoopback(l.Addr()) {
+				log.Warn("serving plaintext on a non-loopback address: tokens and passwords cross the network in the clear; set --tls-cert-file and --tls-key-file", slog.String("addr", l.Addr().String()))
+			}
+		}
+	}
 	log.Info("identityd listening",
 		slog.String("grpc", grpcLis.Addr().String()),
 		slog.String("http", httpLis.Addr().String()),
+		slog.Bool("tls", serverTLS != nil),
+		slog.Bool("client_certs", serverTLS != nil && serverTLS.ClientCAs != nil),
 		slog.String("signing_alg", c.SigningAlg))
 	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
+}
+
+// loadTLS reads --tls-cert-file and --tls-key-file (and the client CAs),
+// or returns nil for plaintext. The pair is re-read when its files change
+// (tlsfiles.KeyPair): a renewed certificate needs no restart. The client
+// CA file is read once, at start.
+func loadTLS(c config, log *slog.Logger) (*server.TLS, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	kp, err := tlsfiles.LoadKeyPair(c.TLSCertFile, c.TLSKeyFile, tlsfiles.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+	}
+	t := &server.TLS{GetCertificate: kp.GetCertificate}
+	if c.TLSClientCAFile != "" {
+		if t.ClientCAs, err = tlsfiles.CertPool(c.TLSClientCAFile); err != nil {
+			return nil, fmt.Errorf("--tls-client-ca-file: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// isLoopback reports whether a listener's address is a loopback one (an
+// unspecified address, 0.0.0.0 or ::, is every interface: not loopback).
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // hashWorkers is how many argon2id hashes run at once: the flag's value,

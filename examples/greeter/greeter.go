@@ -11,15 +11,18 @@ package greeter
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -165,6 +168,10 @@ func HelloStream(ctx context.Context, conn grpc.ClientConnInterface) ([]string, 
 type Config struct {
 	// IdentityAddr is identity's gRPC address (host:port).
 	IdentityAddr string
+	// IdentityTLS reaches identity over TLS (authn.TLSConfig: its CA, and
+	// a client certificate when identity requires one), on gRPC and for
+	// the JWKS; nil: plaintext, for an identity on loopback.
+	IdentityTLS *tls.Config
 	// Mode is "remote" (identity's Verify on every call, behind a short
 	// cache) or "local" (signatures checked here, revocations pushed).
 	Mode string
@@ -180,7 +187,8 @@ type Config struct {
 	// ServiceUser and ServicePassword are the greeter's own identity
 	// account (role "service"): identity streams revocations only to
 	// services, so the local verifier and the remote one's cache watch
-	// open the stream as that account.
+	// open the stream as that account. Under identity's mTLS, the client
+	// certificate in IdentityTLS is enough instead.
 	ServiceUser     string
 	ServicePassword string
 	// ReadyTimeout is how long Run waits for a local verifier to load the
@@ -198,7 +206,11 @@ func Run(ctx context.Context, cfg Config, lis net.Listener) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	conn, err := grpc.NewClient(cfg.IdentityAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport := insecure.NewCredentials()
+	if cfg.IdentityTLS != nil {
+		transport = credentials.NewTLS(cfg.IdentityTLS)
+	}
+	conn, err := grpc.NewClient(cfg.IdentityAddr, grpc.WithTransportCredentials(transport))
 	if err != nil {
 		return fmt.Errorf("identity address %q: %w", cfg.IdentityAddr, err)
 	}
@@ -224,6 +236,12 @@ func Run(ctx context.Context, cfg Config, lis net.Listener) error {
 		opts := []authn.LocalOption{authn.WithRevocationsFromConn(conn), watchAs, authn.WithLogger(log)}
 		if cfg.JWKSURL != "" {
 			opts = append(opts, authn.WithJWKSURL(cfg.JWKSURL))
+			if cfg.IdentityTLS != nil {
+				opts = append(opts, authn.WithHTTPClient(&http.Client{
+					Timeout:   10 * time.Second,
+					Transport: &http.Transport{TLSClientConfig: cfg.IdentityTLS},
+				}))
+			}
 		} else {
 			opts = append(opts, authn.WithKeysFromConn(conn))
 		}

@@ -2,13 +2,16 @@ package testidentityd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 
 	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
@@ -25,6 +28,7 @@ type inProcessOptions struct {
 	configure []func(*server.Config)
 	redisURL  string
 	logger    *slog.Logger
+	tls       *TLS
 }
 
 // InProcessConfig changes the server's configuration, which starts as
@@ -44,6 +48,13 @@ func InProcessLogger(l *slog.Logger) InProcessOption {
 	return func(o *inProcessOptions) { o.logger = l }
 }
 
+// InProcessTLS serves TLS with c's files, built as identityd builds them
+// (client certificates required on gRPC with c.ClientCAFile); Client and
+// HTTP reach the server with c.Client, and BaseURL is https://.
+func InProcessTLS(c TLS) InProcessOption {
+	return func(o *inProcessOptions) { o.tls = &c }
+}
+
 // InProcess is identity's real server (package server) running inside the
 // test binary on loopback ports.
 type InProcess struct {
@@ -51,8 +62,13 @@ type InProcess struct {
 	Client
 	GRPCAddr string // host:port
 	HTTPAddr string // host:port
-	BaseURL  string // http://HTTPAddr
-	Config   server.Config
+	BaseURL  string // http://HTTPAddr, or https:// under InProcessTLS
+	// HTTP is a client of BaseURL (under InProcessTLS: trusting its CA).
+	HTTP *http.Client
+	// ClientTLS is the harness's TLS client configuration (InProcessTLS);
+	// nil on plaintext.
+	ClientTLS *tls.Config
+	Config    server.Config
 	// Store is the server's store, for the test to act on directly.
 	Store  tokenstore.Store
 	Server *server.Server
@@ -113,10 +129,20 @@ func StartInProcess(t testing.TB, opts ...InProcessOption) *InProcess {
 		Keys:       built.keys,
 		MasterKeys: built.masterKeys,
 	}
-	p.BaseURL = "http://" + p.HTTPAddr
-	p.Client = newClient(Dial(t, p.GRPCAddr))
+	if o.tls != nil {
+		p.ClientTLS = o.tls.Client
+	}
+	p.BaseURL = p.client().scheme() + p.HTTPAddr
+	p.HTTP = p.client().httpClient()
+	p.Client = newClient(Dial(t, p.GRPCAddr, p.DialOption()))
 	return p
 }
+
+func (p *InProcess) client() clientSide { return clientSide{p.ClientTLS} }
+
+// DialOption is the transport the harness reaches GRPCAddr with: TLS with
+// ClientTLS under InProcessTLS, plaintext otherwise.
+func (p *InProcess) DialOption() grpc.DialOption { return p.client().dialOption() }
 
 // JWKSURL is the server's JWKS endpoint.
 func (p *InProcess) JWKSURL() string { return p.BaseURL + "/.well-known/jwks.json" }
@@ -174,7 +200,13 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	if err != nil {
 		return fail(err)
 	}
-	if b.srv, err = server.New(ctx, cfg, server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger}); err != nil {
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger}
+	if o.tls != nil {
+		if deps.TLS, err = o.tls.serverTLS(); err != nil {
+			return fail(err)
+		}
+	}
+	if b.srv, err = server.New(ctx, cfg, deps); err != nil {
 		return fail(err)
 	}
 	return b, nil

@@ -2,6 +2,7 @@ package testidentityd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"net/http"
@@ -18,10 +19,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/internal/tlsfiles"
 	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
@@ -42,6 +43,8 @@ type options struct {
 	roles        []string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
+	tls          *TLS
+	redisCAFile  string
 	// masterKey is the key file's lines; nil: DefaultMasterKey.
 	masterKey   []string
 	noMasterKey bool
@@ -100,6 +103,19 @@ func WithBootstrapRoles(roles ...string) Option {
 	return func(o *options) { o.roles = roles }
 }
 
+// WithTLS has identityd serve TLS with c's files (and require client
+// certificates on gRPC with c.ClientCAFile); the harness, Client and HTTP
+// reach it with c.Client. BaseURL is then https://.
+func WithTLS(c TLS) Option {
+	return func(o *options) { o.tls = &c }
+}
+
+// WithRedisCAFile passes --redis-ca-file (for a rediss:// store, see
+// testredis.WithTLS); Store and Identityctl use it too.
+func WithRedisCAFile(file string) Option {
+	return func(o *options) { o.redisCAFile = file }
+}
+
 // WithMasterKey gives identityd a master-key file of these lines (base64
 // keys, the first seals) instead of DefaultMasterKey.
 func WithMasterKey(lines ...string) Option {
@@ -125,9 +141,16 @@ type Process struct {
 	Client
 	GRPCAddr string // host:port
 	HTTPAddr string // host:port
-	BaseURL  string // http://HTTPAddr
+	BaseURL  string // http://HTTPAddr, or https:// under WithTLS
+	// HTTP is a client of BaseURL (under WithTLS: trusting its CA).
+	HTTP *http.Client
+	// ClientTLS is the harness's TLS client configuration (WithTLS); nil
+	// on plaintext.
+	ClientTLS *tls.Config
 	// RedisURL is the store's URL; empty on the embedded store.
 	RedisURL string
+	// RedisCAFile is WithRedisCAFile's file.
+	RedisCAFile string
 	// Redis is the private redis-server Start made, or the one given with
 	// WithRedis; nil otherwise.
 	Redis *testredis.Server
@@ -173,7 +196,7 @@ func Start(t testing.TB, opts ...Option) *Process {
 	var err error
 	for range 3 { // a probed free port can be taken before identityd binds it
 		p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
-		p.BaseURL = "http://" + p.HTTPAddr
+		p.BaseURL = p.client().scheme() + p.HTTPAddr
 		var exited bool
 		if exited, err = p.launch(o.readyTimeout); err == nil || !exited {
 			break
@@ -182,9 +205,15 @@ func Start(t testing.TB, opts ...Option) *Process {
 	if err != nil {
 		t.Fatalf("testidentityd: start identityd: %v", err)
 	}
-	p.Client = newClient(Dial(t, p.GRPCAddr))
+	p.Client = newClient(Dial(t, p.GRPCAddr, p.DialOption()))
 	return p
 }
+
+func (p *Process) client() clientSide { return clientSide{p.ClientTLS} }
+
+// DialOption is the transport the harness reaches GRPCAddr with: TLS with
+// ClientTLS under WithTLS, plaintext otherwise.
+func (p *Process) DialOption() grpc.DialOption { return p.client().dialOption() }
 
 // StartRefused runs identityd with opts as Start would, for a test of a
 // configuration it must refuse: it waits for identityd to exit and returns
@@ -195,7 +224,7 @@ func StartRefused(t testing.TB, opts ...Option) string {
 	t.Helper()
 	p, o := prepare(t, opts)
 	p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
-	p.BaseURL = "http://" + p.HTTPAddr
+	p.BaseURL = p.client().scheme() + p.HTTPAddr
 	cmd := exec.Command(p.bin, append([]string{"--grpc-addr=" + p.GRPCAddr, "--http-addr=" + p.HTTPAddr}, p.args...)...)
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = p.Log, p.Log
@@ -242,6 +271,7 @@ func prepare(t testing.TB, opts []Option) (*Process, options) {
 	p := &Process{
 		Username:    o.username,
 		Password:    o.password,
+		RedisCAFile: o.redisCAFile,
 		Log:         &LockedBuffer{},
 		t:           t,
 		bin:         IdentitydBinary(t),
@@ -263,6 +293,18 @@ func prepare(t testing.TB, opts []Option) (*Process, options) {
 	if o.keysDir != "" {
 		p.args = append(p.args, "--keys-dir="+o.keysDir)
 	}
+	if o.redisCAFile != "" {
+		p.args = append(p.args, "--redis-ca-file="+o.redisCAFile)
+	}
+	if o.tls != nil {
+		p.ClientTLS = o.tls.Client
+		for name, v := range o.tls.flags() {
+			if _, set := o.flags[name]; !set {
+				o.flags[name] = v
+			}
+		}
+	}
+	p.HTTP = p.client().httpClient()
 	for _, name := range slices.Sorted(maps.Keys(o.flags)) {
 		p.args = append(p.args, "--"+name+"="+o.flags[name])
 	}
@@ -341,7 +383,7 @@ func (p *Process) launch(timeout time.Duration) (exited bool, err error) {
 // waitReady waits until identityd logged that it listens (it holds the
 // ports), /readyz answers 200 and gRPC health says SERVING.
 func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}) error {
-	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.GRPCAddr, p.DialOption())
 	if err != nil {
 		return err
 	}
@@ -352,7 +394,7 @@ func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan st
 			return fmt.Errorf("no %q in its log yet", listeningLine)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.BaseURL+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := p.HTTP.Do(req)
 		if err != nil {
 			return err
 		}
@@ -496,6 +538,15 @@ func (p *Process) Store(t testing.TB) tokenstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p.RedisCAFile != "" {
+		pool, err := tlsfiles.CertPool(p.RedisCAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tokenstore.SetRootCAs(opts, pool); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rdb := redis.NewUniversalClient(opts)
 	s := tokenstore.NewRedis(rdb)
 	t.Cleanup(func() { s.Close(); rdb.Close() })
@@ -534,7 +585,11 @@ func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string
 	if p.RedisURL == "" {
 		t.Fatal("testidentityd: Identityctl needs a Redis-backed identityd")
 	}
-	cmd := exec.Command(IdentityctlBinary(t), append([]string{"--redis-url", p.RedisURL}, args...)...)
+	global := []string{"--redis-url", p.RedisURL}
+	if p.RedisCAFile != "" {
+		global = append(global, "--redis-ca-file", p.RedisCAFile)
+	}
+	cmd := exec.Command(IdentityctlBinary(t), append(global, args...)...)
 	cmd.Env = CleanEnv()
 	if p.MasterKeyFile != "" {
 		cmd.Env = append(cmd.Env, "IDENTITY_MASTER_KEY_FILE="+p.MasterKeyFile)
