@@ -5,7 +5,7 @@ package web_test
 //
 //   - TestClientUnit: node --test test/unit/ (the client's queue, single
 //     flight and tabs; the axios adapter with the real axios; the guide's
-//     example),
+//     example; what the demo page says: devices, times, error sentences),
 //   - TestClientTypes: tsc checks the JSDoc types of the client, the axios
 //     adapter, the demo and the guide's example, and that the committed
 //     declarations (identity-client.d.ts, identity-axios.d.ts) are current,
@@ -190,7 +190,7 @@ func TestBrowser(t *testing.T) {
 // TestDemoFS checks what identityd embeds and serves at /demo/.
 func TestDemoFS(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"index.html", "demo.js", "demo.css", "identity-client.js"} {
+	for _, name := range []string{"index.html", "demo.js", "format.js", "demo.css", "identity-client.js"} {
 		if b, err := fs.ReadFile(web.DemoFS(), name); err != nil || len(b) == 0 {
 			t.Errorf("DemoFS %s: %v", name, err)
 		}
@@ -201,12 +201,27 @@ func TestDemoFS(t *testing.T) {
 		}
 	}
 	html, _ := fs.ReadFile(web.DemoFS(), "index.html")
-	for _, id := range []string{"username", "password", "login", "status", "call", "calls", "logout", "logout-all"} {
+	for _, id := range []string{"username", "password", "login", "status", "notice", "call", "calls", "logout", "logout-all",
+		"account", "sessions", "sessions-refresh", "sessions-error", "sessions-done", "revoke-others",
+		"password-form", "current-password", "new-password", "change-password", "password-error", "password-done"} {
 		if !strings.Contains(string(html), `id="`+id+`"`) {
 			t.Errorf("index.html lacks #%s (the page's test contract)", id)
 		}
 	}
 	if strings.Contains(string(html), "<script>") || strings.Contains(string(html), "onclick=") {
 		t.Error("index.html has inline script: the page's CSP forbids it")
+	}
+	if strings.Contains(string(html), " style=") || strings.Contains(string(html), "<style") {
+		t.Error("index.html has inline style: the page's CSP forbids it")
+	}
+	// The DOM is built with createElement and textContent: HTML from
+	// strings is what Trusted Types refuses (and where an XSS would start).
+	for _, name := range []string{"demo.js", "format.js"} {
+		js, _ := fs.ReadFile(web.DemoFS(), name)
+		for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
+			if strings.Contains(string(js), sink) {
+				t.Errorf("%s uses %s", name, sink)
+			}
+		}
 	}
 }
