@@ -5,7 +5,7 @@ package web_test
 //
 //   - TestClientUnit: node --test test/unit/ (the client's queue, single
 //     flight and tabs; the axios adapter with the real axios; the guide's
-//     example),
+//     example; what the demo page says: devices, times, error sentences),
 //   - TestClientTypes: tsc checks the JSDoc types of the client, the axios
 //     adapter, the demo and the guide's example, and that the committed
 //     declarations (identity-client.d.ts, identity-axios.d.ts) are current,
@@ -24,6 +24,8 @@ package web_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
@@ -146,6 +148,20 @@ func TestIntegration(t *testing.T) {
 	}
 }
 
+// browserDemoUsers are the users TestBrowser adds for the demo's account
+// tests in test/browser/demo.test.js, one per test, in the order they use them.
+var browserDemoUsers = []string{"bob", "carol", "dave", "erin"}
+
+// randomSecret is a password for a test user.
+func randomSecret(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	node := requireTool(t, "node")
@@ -170,9 +186,20 @@ func TestBrowser(t *testing.T) {
 		"allowed-origins":   allowedOrigin,
 		"login-rate-per-ip": "100000",
 	}))
+	// The demo's account tests (devices, sign out elsewhere, password
+	// changes, its rate limit) each get a user of their own, so alice's
+	// sessions and password stay as the other tests expect.
+	demoPassword, newPassword := randomSecret(t), randomSecret(t)
+	d.Remember(demoPassword, newPassword)
+	for _, u := range browserDemoUsers {
+		d.Identityctl(t, demoPassword+"\n", "user", "add", u, "--password-stdin")
+	}
 	env := append(d.ScriptEnv(),
 		"TESTIDENTITYD_ACCESS_TTL="+browserAccessTTL,
 		"TESTIDENTITYD_ALLOWED_ORIGIN="+allowedOrigin,
+		"TESTIDENTITYD_DEMO_USERS="+strings.Join(browserDemoUsers, ","),
+		"TESTIDENTITYD_DEMO_PASSWORD="+demoPassword,
+		"TESTIDENTITYD_DEMO_NEW_PASSWORD="+newPassword,
 		"CHROMIUM_PATH="+chromium,
 	)
 	out := run(t, 4*time.Minute, env, node, "--test", "--test-concurrency=1", "test/browser/")
@@ -180,7 +207,9 @@ func TestBrowser(t *testing.T) {
 	if !strings.Contains(out, "# pass ") || strings.Contains(out, "# pass 0\n") {
 		t.Fatalf("the browser tests ran no test:\n%s", out)
 	}
-	for _, shot := range []string{"demo-signed-in.png", "demo-signed-out.png"} {
+	for _, shot := range []string{"demo-signed-in.png", "demo-signed-out.png", "demo-devices.png", "demo-devices-phone.png",
+		"demo-signed-out-remotely-phone.png", "demo-signed-out-everywhere-else.png", "demo-password-wrong.png",
+		"demo-password-changed.png", "demo-password-rate-limited-phone.png"} {
 		if fi, err := os.Stat(filepath.Join("test-results", shot)); err != nil || fi.Size() == 0 {
 			t.Errorf("screenshot %s not saved: %v", shot, err)
 		}
@@ -190,7 +219,7 @@ func TestBrowser(t *testing.T) {
 // TestDemoFS checks what identityd embeds and serves at /demo/.
 func TestDemoFS(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"index.html", "demo.js", "demo.css", "identity-client.js"} {
+	for _, name := range []string{"index.html", "demo.js", "format.js", "demo.css", "identity-client.js"} {
 		if b, err := fs.ReadFile(web.DemoFS(), name); err != nil || len(b) == 0 {
 			t.Errorf("DemoFS %s: %v", name, err)
 		}
@@ -201,12 +230,27 @@ func TestDemoFS(t *testing.T) {
 		}
 	}
 	html, _ := fs.ReadFile(web.DemoFS(), "index.html")
-	for _, id := range []string{"username", "password", "login", "status", "call", "calls", "logout", "logout-all"} {
+	for _, id := range []string{"username", "password", "login", "status", "notice", "call", "calls", "logout", "logout-all",
+		"account", "sessions", "sessions-refresh", "sessions-error", "sessions-done", "revoke-others",
+		"password-form", "current-password", "new-password", "change-password", "password-error", "password-done"} {
 		if !strings.Contains(string(html), `id="`+id+`"`) {
 			t.Errorf("index.html lacks #%s (the page's test contract)", id)
 		}
 	}
 	if strings.Contains(string(html), "<script>") || strings.Contains(string(html), "onclick=") {
 		t.Error("index.html has inline script: the page's CSP forbids it")
+	}
+	if strings.Contains(string(html), " style=") || strings.Contains(string(html), "<style") {
+		t.Error("index.html has inline style: the page's CSP forbids it")
+	}
+	// The DOM is built with createElement and textContent: HTML from
+	// strings is what Trusted Types refuses (and where an XSS would start).
+	for _, name := range []string{"demo.js", "format.js"} {
+		js, _ := fs.ReadFile(web.DemoFS(), name)
+		for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
+			if strings.Contains(string(js), sink) {
+				t.Errorf("%s uses %s", name, sink)
+			}
+		}
 	}
 }

@@ -94,7 +94,9 @@ export class IdentityError extends Error {
     static from(res: Response): Promise<IdentityError>;
     /**
      * Reads an error body already parsed (as an HTTP library hands it over);
-     * anything that is not identity's error JSON gives the status only.
+     * anything that is not identity's error JSON gives the status only. The
+     * delay of a RATE_LIMITED answer comes from its RetryInfo detail (or the
+     * ErrorInfo metadata retry_after_seconds).
      * @param {number} status
      * @param {unknown} body
      * @param {{cause?: unknown}} [options]
@@ -107,13 +109,17 @@ export class IdentityError extends Error {
      * @param {string} message
      * @param {number} status HTTP status (0 when no request was made)
      * @param {string} reason the ErrorInfo reason, e.g. TOKEN_EXPIRED
-     * @param {{cause?: unknown}} [options] cause: what failed, e.g. the call's own error
+     * @param {{cause?: unknown, retryAfter?: number}} [options] cause: what failed, e.g. the
+     *   call's own error; retryAfter: seconds to wait before trying again (RATE_LIMITED)
      */
     constructor(message: string, status: number, reason: string, options?: {
         cause?: unknown;
+        retryAfter?: number;
     });
     status: number;
     reason: string;
+    /** Seconds to wait before trying again (a 429's Retry-After); 0 when not given. */
+    retryAfter: number;
 }
 /**
  * Browser client of identity. Events (CustomEvent, see `detail`):

@@ -97,13 +97,16 @@ export class IdentityError extends Error {
    * @param {string} message
    * @param {number} status HTTP status (0 when no request was made)
    * @param {string} reason the ErrorInfo reason, e.g. TOKEN_EXPIRED
-   * @param {{cause?: unknown}} [options] cause: what failed, e.g. the call's own error
+   * @param {{cause?: unknown, retryAfter?: number}} [options] cause: what failed, e.g. the
+   *   call's own error; retryAfter: seconds to wait before trying again (RATE_LIMITED)
    */
   constructor(message, status, reason, options) {
-    super(message, options);
+    super(message, options && 'cause' in options ? { cause: options.cause } : undefined);
     this.name = 'IdentityError';
     this.status = status;
     this.reason = reason;
+    /** Seconds to wait before trying again (a 429's Retry-After); 0 when not given. */
+    this.retryAfter = options?.retryAfter ?? 0;
   }
 
   /**
@@ -119,12 +122,17 @@ export class IdentityError extends Error {
     } catch {
       // not identity's JSON (a proxy's page, say): status only
     }
-    return IdentityError.fromBody(res.status, body);
+    const err = IdentityError.fromBody(res.status, body);
+    const header = retryAfterHeader(res.headers.get('Retry-After'));
+    if (header) err.retryAfter = header;
+    return err;
   }
 
   /**
    * Reads an error body already parsed (as an HTTP library hands it over);
-   * anything that is not identity's error JSON gives the status only.
+   * anything that is not identity's error JSON gives the status only. The
+   * delay of a RATE_LIMITED answer comes from its RetryInfo detail (or the
+   * ErrorInfo metadata retry_after_seconds).
    * @param {number} status
    * @param {unknown} body
    * @param {{cause?: unknown}} [options]
@@ -134,11 +142,43 @@ export class IdentityError extends Error {
     const b = /** @type {{message?: unknown, details?: unknown} | null} */ (body && typeof body === 'object' ? body : null);
     const message = typeof b?.message === 'string' ? b.message : `HTTP ${status}`;
     let reason = '';
+    let retryAfter = 0;
     for (const d of Array.isArray(b?.details) ? b.details : []) {
-      if (d?.domain === 'identity' && typeof d.reason === 'string') reason = d.reason;
+      if (d?.domain === 'identity' && typeof d.reason === 'string') {
+        reason = d.reason;
+        retryAfter ||= seconds(d.metadata?.retry_after_seconds);
+      }
+      if (typeof d?.['@type'] === 'string' && d['@type'].endsWith('/google.rpc.RetryInfo')) {
+        retryAfter = seconds(d.retry_delay ?? d.retryDelay) || retryAfter;
+      }
     }
-    return new IdentityError(message, status, reason, options);
+    return new IdentityError(message, status, reason, { ...options, retryAfter });
   }
+}
+
+/**
+ * Whole seconds (rounded up, at least 1) of a delay written "5", "5s" or
+ * "1.5s" (a google.protobuf.Duration in JSON); 0 for anything else.
+ * @param {unknown} v
+ * @returns {number}
+ */
+function seconds(v) {
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)s?\s*$/.exec(v) : null;
+  const n = m ? Number(m[1]) : typeof v === 'number' ? v : NaN;
+  return Number.isFinite(n) && n > 0 ? Math.max(1, Math.ceil(n)) : 0;
+}
+
+/**
+ * Seconds of a Retry-After header: delay-seconds or an HTTP date; 0 when
+ * absent or unreadable.
+ * @param {string | null} v
+ * @returns {number}
+ */
+function retryAfterHeader(v) {
+  if (!v) return 0;
+  if (/^\s*\d+\s*$/.test(v)) return seconds(v);
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? 0 : Math.max(1, Math.ceil((at - Date.now()) / 1000));
 }
 
 /**

@@ -64,6 +64,16 @@ export async function startStack({ accessTTL }) {
   const allowedOrigin = String(env.TESTIDENTITYD_ALLOWED_ORIGIN);
   const allowedPort = Number(new URL(allowedOrigin).port);
   const password = String(env.TESTIDENTITYD_PASSWORD);
+  // Users of their own for the tests that list, revoke and change
+  // passwords, so they never touch alice (TestBrowser creates them).
+  if (!env.TESTIDENTITYD_DEMO_USERS || !env.TESTIDENTITYD_DEMO_PASSWORD || !env.TESTIDENTITYD_DEMO_NEW_PASSWORD) {
+    throw new Error('TESTIDENTITYD_DEMO_USERS, _DEMO_PASSWORD and _DEMO_NEW_PASSWORD unset (TestBrowser in browser_test.go sets them)');
+  }
+  const users = {
+    names: env.TESTIDENTITYD_DEMO_USERS.split(','),
+    password: env.TESTIDENTITYD_DEMO_PASSWORD,
+    newPassword: env.TESTIDENTITYD_DEMO_NEW_PASSWORD,
+  };
 
   /** @type {http.Server[]} */
   const servers = [];
@@ -87,7 +97,7 @@ export async function startStack({ accessTTL }) {
     const echo = [];
     servers.push(await pageServer(allowedPort, { '/': allowedPage(api), '/axios.html': axiosPage(api) }, echo));
     servers.push(await pageServer(evilPort, { '/': evilPage(api) }, echo));
-    return { api, demo: `${api}/demo/`, allowedOrigin, evilOrigin, password, wire, echo, stop };
+    return { api, demo: `${api}/demo/`, allowedOrigin, evilOrigin, password, users, wire, echo, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -96,7 +106,8 @@ export async function startStack({ accessTTL }) {
 
 /**
  * One request as it reached identityd.
- * @typedef {{method: string, path: string, origin: string, cookie: boolean, status: number, acao: string}} WireEntry
+ * @typedef {{method: string, path: string, origin: string, cookie: boolean, status: number, acao: string, reason: string}} WireEntry
+ * reason: the ErrorInfo reason of an error answer ('' for others), set when the answer has been relayed
  */
 
 /**
@@ -118,12 +129,27 @@ export function recorder(port, target, wire) {
       cookie: String(req.headers.cookie ?? '').includes('__Host-identity_refresh='),
       status: 0,
       acao: '',
+      reason: '',
     };
     wire.push(entry);
     const up = http.request({ host: '127.0.0.1', port: target, method: req.method, path: req.url, headers: req.headers, agent }, (upRes) => {
       entry.status = upRes.statusCode ?? 0;
       entry.acao = String(upRes.headers['access-control-allow-origin'] ?? '');
       res.writeHead(upRes.statusCode ?? 502, upRes.rawHeaders);
+      if (entry.status >= 400) {
+        // Keep the reason of identity's error body (small) as it passes.
+        /** @type {Buffer[]} */
+        const chunks = [];
+        upRes.on('data', (c) => chunks.push(c));
+        upRes.on('end', () => {
+          try {
+            const details = JSON.parse(Buffer.concat(chunks).toString('utf8'))?.details;
+            entry.reason = (Array.isArray(details) ? details : []).find((d) => d?.domain === 'identity')?.reason ?? '';
+          } catch {
+            // not identity's JSON
+          }
+        });
+      }
       upRes.pipe(res);
     });
     up.on('error', () => { entry.status = 502; res.writeHead(502).end(); });

@@ -412,4 +412,26 @@ describe('for adapters: accessToken, retryToken, IdentityError.fromBody', () => 
       assert.deepEqual([j.status, j.reason, j.message], [502, '', 'HTTP 502']);
     }
   });
+
+  test('IdentityError.retryAfter: the delay of a 429, from Retry-After or the body', async () => {
+    const info = (metadata) => ({ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'RATE_LIMITED', domain: 'identity', metadata });
+    const retry = (delay) => ({ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retry_delay: delay });
+    const body = (...details) => ({ code: 8, message: 'too many login attempts', details });
+    assert.equal(IdentityError.fromBody(429, body(info({ retry_after_seconds: '7' }), retry('7s'))).retryAfter, 7);
+    assert.equal(IdentityError.fromBody(429, body(info({}), retry('1.2s'))).retryAfter, 2, 'rounded up');
+    assert.equal(IdentityError.fromBody(429, body(info({ retry_after_seconds: '4' }))).retryAfter, 4);
+    assert.equal(IdentityError.fromBody(429, body(info({}))).retryAfter, 0);
+    assert.equal(IdentityError.fromBody(401, body(info({ retry_after_seconds: 'soon' }), retry('-3s'))).retryAfter, 0);
+    assert.equal(new IdentityError('x', 0, 'SIGNED_OUT').retryAfter, 0);
+    assert.equal('cause' in new IdentityError('x', 0, 'SIGNED_OUT'), false);
+
+    const answer = (headers, b) => new Response(JSON.stringify(b), { status: 429, headers });
+    assert.equal((await IdentityError.from(answer({ 'Retry-After': '12' }, body(info({}), retry('3s'))))).retryAfter, 12, 'the header wins');
+    assert.equal((await IdentityError.from(answer({}, body(info({}), retry('3s'))))).retryAfter, 3);
+    const date = new Date(Date.now() + 30_000).toUTCString();
+    const fromDate = (await IdentityError.from(answer({ 'Retry-After': date }, body(info({}))))).retryAfter;
+    assert.ok(fromDate >= 29 && fromDate <= 31, `Retry-After as a date: ${fromDate} s`);
+    const e = await IdentityError.from(answer({ 'Retry-After': '5' }, body(info({}))));
+    assert.deepEqual([e.status, e.reason, e.message, e.retryAfter], [429, 'RATE_LIMITED', 'too many login attempts', 5]);
+  });
 });
