@@ -6,7 +6,11 @@
 import { IdentityClient, IdentityError } from './identity-client.js';
 import { describeDevice, errorSentence, exactTime, relativeTime, signedOutSentence } from './format.js';
 
-const client = new IdentityClient({ mode: 'cookie' });
+// ?hello=<ms> sets how long a new tab waits for an open one's token
+// before it refreshes with the cookie itself (the client's default is
+// short, for a fast first load); the tests give a loaded machine longer.
+const helloWaitMs = Number(new URLSearchParams(location.search).get('hello')) || undefined;
+const client = new IdentityClient({ mode: 'cookie', helloWaitMs });
 
 /**
  * @template {HTMLElement} T
