@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/identityd/identity/internal/buildinfo"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -31,13 +32,22 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "identityd:", err)
-		os.Exit(1)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode reports err on stderr and returns the exit status: 0 for none
+// (and for --help), 2 for a command line that does not parse, 1 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "identityd: %v\nRun 'identityd --help' for the flags.\n", err)
+		return 2
 	}
+	fmt.Fprintln(stderr, "identityd:", err)
+	return 1
 }
 
 func newLogger(c config, w io.Writer) (*slog.Logger, error) {
@@ -72,8 +82,14 @@ func redisClient(c config) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(opts), nil
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	c, err := parseConfig(args, stderr)
+// run is identityd without the process: --help goes to stdout, the log to
+// stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, stdout)
+	if errors.Is(err, errShowVersion) {
+		_, err = io.WriteString(stdout, buildinfo.Read().String("identityd"))
+		return err
+	}
 	if err != nil {
 		return err
 	}
