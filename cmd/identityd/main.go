@@ -156,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info("identityd listening",
 		slog.String("grpc", grpcLis.Addr().String()),
 		slog.String("http", httpLis.Addr().String()),
-		slog.String("signing_alg", c.SigningAlg))
+		slog.String("signing_alg", signingAlg(keys)))
 	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
@@ -185,9 +185,43 @@ func loadKeys(ctx context.Context, c config, store tokenstore.Store, log *slog.L
 	opts := append(c.Server.TokenOptions(nil, nil), token.WithPublishAhead(c.KeyPublishAhead))
 	if c.KeysDir != "" {
 		log.Info("loading signing keys from directory", slog.String("dir", c.KeysDir))
-		return token.LoadDir(c.KeysDir, opts...)
+		keys, err := token.LoadDir(c.KeysDir, opts...)
+		if err != nil {
+			return nil, err
+		}
+		// The keys decide the algorithm; a --signing-alg that says
+		// otherwise is a mistake to report, not a wish to ignore (the log
+		// would claim one algorithm while tokens carry another).
+		k, err := keys.SigningKey()
+		if err != nil {
+			return nil, err
+		}
+		if c.SigningAlgGiven && k.Alg != c.SigningAlg {
+			return nil, fmt.Errorf("--signing-alg (IDENTITY_SIGNING_ALG) is %s, but the signing key in --keys-dir %s (%s.pem) is %s: set --signing-alg %s, or leave it unset to follow the keys",
+				c.SigningAlg, c.KeysDir, k.ID, k.Alg, k.Alg)
+		}
+		return keys, nil
 	}
-	return token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	keys, err := token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if k, err := keys.SigningKey(); err == nil && k.Alg != c.SigningAlg {
+		// LoadOrCreate rotated in a key of the configured alg; it signs
+		// once it has been published for --key-publish-ahead.
+		log.Info("the store's signing key has another algorithm: a key of the configured one was added and takes over after --key-publish-ahead",
+			slog.String("signing_alg", k.Alg), slog.String("configured_alg", c.SigningAlg), slog.Duration("publish_ahead", c.KeyPublishAhead))
+	}
+	return keys, nil
+}
+
+// signingAlg is the algorithm tokens are signed with now.
+func signingAlg(keys *token.Manager) string {
+	k, err := keys.SigningKey()
+	if err != nil {
+		return "none"
+	}
+	return k.Alg
 }
 
 // bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet.
