@@ -1,6 +1,6 @@
 // Package server speaks identity's API: the gRPC IdentityService and
 // AdminService, the REST gateway in front of them, and the HTTP endpoints
-// beside it (JWKS, health, readiness, metrics). Its handlers validate a
+// beside it (JWKS, discovery, health, readiness, metrics). Its handlers validate a
 // request, call a domain package and map the error (errors.go, the one
 // table); the rules themselves live below them: sessions (login sessions,
 // rotation, revocation and the instance's revocation feed), users
@@ -75,6 +75,11 @@ type Config struct {
 	// CORS answers and may make cookie-authenticated calls (browser.go);
 	// the server's own origin is always allowed for the latter.
 	AllowedOrigins []string
+	// PublicURL is the base URL clients reach this service at
+	// (https://id.example.com), for the absolute URLs of the discovery
+	// document. Empty: the issuer if it is an https URL, else the
+	// request's scheme and Host.
+	PublicURL string
 }
 
 // DefaultConfig returns DESIGN.md's defaults.

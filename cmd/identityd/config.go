@@ -174,9 +174,10 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e := &envFlags{fs: fs}
 	c.flags = e
 	s := &c.Server
-	var redisAddrs, trusted, bootstrapRoles, origins string
+	var redisAddrs, trusted, bootstrapRoles, origins, publicURL string
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
+	e.str(&publicURL, "public-url", "IDENTITY_PUBLIC_URL", "", "base URL clients reach identityd at (https://id.example.com), for the discovery document's jwks_uri; unset: the issuer if it is an https URL, else the request's Host")
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
 	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
@@ -227,6 +228,13 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 			return c, fmt.Errorf("--allowed-origins: %w", err)
 		}
 		s.AllowedOrigins = append(s.AllowedOrigins, n)
+	}
+	if publicURL != "" {
+		u, err := server.ParsePublicURL(publicURL)
+		if err != nil {
+			return c, fmt.Errorf("--public-url: %w", err)
+		}
+		s.PublicURL = u
 	}
 	for _, p := range splitList(trusted) {
 		pfx, err := netip.ParsePrefix(p)

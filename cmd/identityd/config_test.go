@@ -48,6 +48,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
 	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
+	t.Setenv("IDENTITY_PUBLIC_URL", "https://id.example.com/identity/")
 	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +65,9 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	if len(c.Server.TrustedProxies) != 2 || c.Server.TrustedProxies[0] != want[0] || c.Server.TrustedProxies[1] != want[1] {
 		t.Errorf("trusted proxies = %v, want %v", c.Server.TrustedProxies, want)
+	}
+	if c.Server.PublicURL != "https://id.example.com/identity" {
+		t.Errorf("public URL = %q, want it without its trailing slash", c.Server.PublicURL)
 	}
 	if got := strings.Join(c.Server.AllowedOrigins, " "); got != "https://app.example.com http://localhost:3000" || !c.Server.WebDemo {
 		t.Errorf("allowed origins = %q (normalised as browsers send Origin), web demo = %t", got, c.Server.WebDemo)
@@ -85,6 +89,8 @@ func TestConfigRejects(t *testing.T) {
 		{"url and cluster", []string{"--redis-url", "redis://x", "--redis-addrs", "a:1"}, nil, "not both"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
+		{"public URL not http", []string{"--public-url", "ftp://id.example.com"}, nil, "--public-url"},
+		{"public URL with a query", nil, map[string]string{"IDENTITY_PUBLIC_URL": "https://id.example.com/?x=1"}, "--public-url"},
 		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
