@@ -42,7 +42,7 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 		return err
 	}
 	mux.Handle("/", api)
-	s.http = securityHeaders(mux)
+	s.http = s.countHTTP(securityHeaders(mux))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -47,6 +48,7 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	// turning them away costs little of the CPU Verify shares: the answer
 	// is the one the hash would give after that work, whoever the user.
 	if s.hasher != nil && s.hasher.Busy() {
+		s.metrics.refused(limitLoginHashes)
 		return nil, password.ErrBusy
 	}
 	if err := s.limitLogin(ctx, req.GetUsername()); err != nil {
@@ -54,6 +56,9 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	}
 	u, err := s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
 	if err != nil {
+		if errors.Is(err, password.ErrBusy) {
+			s.metrics.refused(limitLoginHashes) // waited past the budget
+		}
 		s.loginFailed(ctx, req.GetUsername(), err)
 		return nil, err
 	}

@@ -40,6 +40,7 @@ func (s *Server) limitLogin(ctx context.Context, username string) error {
 			return err
 		}
 		if !r.Allowed {
+			s.metrics.refused(limitLoginIP)
 			return &rateLimitedError{msg: "too many login attempts from this address", retryAfter: r.RetryAfter}
 		}
 	}
@@ -49,6 +50,7 @@ func (s *Server) limitLogin(ctx context.Context, username string) error {
 			return err
 		}
 		if !r.Allowed {
+			s.metrics.refused(limitLoginUser)
 			return &rateLimitedError{msg: "too many failed logins for this username", retryAfter: r.RetryAfter}
 		}
 	}

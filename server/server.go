@@ -160,6 +160,9 @@ type Server struct {
 	checker *tokencheck.Checker
 	feed    *sessions.Feed
 
+	// metrics are the service's own (metrics.go).
+	metrics *metrics
+
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
 	// GracefulStop until the shutdown timeout.
@@ -199,6 +202,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		rand:     d.Rand,
 		stopping: make(chan struct{}),
 		registry: d.Registry,
+		metrics:  newMetrics(),
 	}
 	var err error
 	topts := cfg.TokenOptions(d.Now, d.Rand)
@@ -216,6 +220,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		Grace:       cfg.RefreshGrace,
 		AccessTTL:   cfg.AccessTTL,
 		Leeway:      cfg.Leeway,
+		OnRevoke:    s.metrics.sessionsRevoked,
 	}, d.Now, d.Rand)
 	s.feed = sessions.NewFeed(d.Store, revoked, sessions.FeedConfig{
 		Wait:        cfg.RevocationWait,
@@ -228,6 +233,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
 	}
 	s.admin = admin.NewLocal(s.sessions, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
+	}
 	if err := s.buildGRPC(); err != nil {
 		return nil, err
 	}
@@ -312,6 +320,11 @@ func (s *Server) background(ctx context.Context) {
 			s.checker.Revoked().Purge(now)
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			ok := s.store.Ping(pctx) == nil
+			if ok {
+				s.metrics.storeUp.Set(1)
+			} else {
+				s.metrics.storeUp.Set(0)
+			}
 			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
 				if err := s.keys.Reload(pctx); err == nil {
 					lastReload = now
