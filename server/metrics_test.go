@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/server"
 )
@@ -177,4 +180,38 @@ func TestMetricsAfterASession(t *testing.T) {
 			t.Errorf("promtool check metrics: %v\n%s", err, out)
 		}
 	})
+}
+
+// Sessions ended through AdminService are counted by cause: disabling an
+// account, setting a password, an administrator's revocation.
+func TestMetricsRevocationCausesOfAdmin(t *testing.T) {
+	t.Parallel()
+	s := testidentityd.StartInProcess(t)
+	pw := testidentityd.AddUser(t, s.Store, "root", "", "admin")
+	root := s.Login(t, "root", pw)
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+root.GetAccessToken())
+	adm := identityv1.NewAdminServiceClient(s.Conn)
+	for _, name := range []string{"carol", "dave", "erin"} {
+		pw := testidentityd.AddUser(t, s.Store, name, "")
+		s.Login(t, name, pw)
+		if name == "carol" {
+			s.Login(t, name, pw)
+		}
+	}
+	disabled, newPassword := true, "another-long-password"
+	if _, err := adm.UpdateUser(ctx, &identityv1.UpdateUserRequest{Username: "carol", Disabled: &disabled}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.UpdateUser(ctx, &identityv1.UpdateUserRequest{Username: "dave", Password: &newPassword}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.RevokeUserSessions(ctx, &identityv1.RevokeUserSessionsRequest{Username: "erin"}); err != nil {
+		t.Fatal(err)
+	}
+	m := scrapeMetrics(t, s.BaseURL)
+	for cause, want := range map[string]float64{"disable": 2, "password_change": 1, "admin": 1, "logout": 0} {
+		if got, _ := m.value("identity_sessions_revoked_total", "cause", cause); got != want {
+			t.Errorf("identity_sessions_revoked_total{cause=%q} = %v, want %v", cause, got, want)
+		}
+	}
 }
