@@ -88,3 +88,21 @@ func TestOpenAPIDocument(t *testing.T) {
 		t.Errorf("%d operations in the document, want %d", seen, len(want))
 	}
 }
+
+// The document keeps the generator's field order: "swagger" first.
+func TestOpenAPIDocumentOrder(t *testing.T) {
+	t.Parallel()
+	s := testidentityd.StartInProcess(t)
+	resp, err := http.Get(s.BaseURL + server.OpenAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := dec.Token(); err != nil || first != "swagger" {
+		t.Errorf("first field %v (%v), want swagger", first, err)
+	}
+}
