@@ -55,6 +55,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithErrorHandler(s.writeError),
 		runtime.WithRoutingErrorHandler(s.routingError),
 		runtime.WithDisableHTTPMethodOverride(),
+		runtime.WithMiddlewares(recordRoute), // metrics.go: requests by route
 	)
 	if err := identitygw.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
 		return nil, err

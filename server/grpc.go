@@ -121,6 +121,7 @@ func (s *Server) buildGRPC() error {
 			recovery.UnaryServerInterceptor(panics),
 			metrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
+			s.metrics.unaryInterceptor(),
 			errorUnaryInterceptor(s.log),
 			unreadableUnaryInterceptor,
 			authn.UnaryServerInterceptor(verifier, access...),

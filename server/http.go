@@ -22,6 +22,12 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
+	mux.HandleFunc("GET "+DiscoveryPath, s.serveDiscovery)
+	openAPI, err := serveOpenAPI()
+	if err != nil {
+		return err
+	}
+	mux.HandleFunc("GET "+OpenAPIPath, openAPI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -37,7 +43,7 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 		return err
 	}
 	mux.Handle("/", api)
-	s.http = securityHeaders(s.canonicalPaths(mux))
+	s.http = s.countHTTP(securityHeaders(s.canonicalPaths(mux)))
 	return nil
 }
 

@@ -49,6 +49,7 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	// turning them away costs little of the CPU Verify shares: the answer
 	// is the one the hash would give after that work, whoever the user.
 	if s.hasher != nil && s.hasher.Busy() {
+		s.metrics.refused(limitLoginHashes)
 		return nil, password.ErrBusy
 	}
 	charge, err := s.limitLogin(ctx, req.GetUsername())
@@ -58,6 +59,9 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	u, err := s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
 	s.settleLogin(ctx, charge, err)
 	if err != nil {
+		if errors.Is(err, password.ErrBusy) {
+			s.metrics.refused(limitLoginHashes) // waited past the budget
+		}
 		return nil, err
 	}
 	sess, err := s.sessions.Create(ctx, u, client(ctx))

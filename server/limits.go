@@ -78,6 +78,7 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 			return nil, err
 		}
 		if !r.Allowed {
+			s.metrics.refused(limitLoginIP)
 			return nil, &rateLimitedError{msg: "too many login attempts from this address", retryAfter: r.RetryAfter}
 		}
 	}
@@ -97,6 +98,7 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 		l := f.limit()
 		r, err := s.limiter.Allow(ctx, f.key, l)
 		if err == nil && !r.Allowed {
+			s.metrics.refused(limitLoginUser)
 			err = &rateLimitedError{msg: f.msg, retryAfter: r.RetryAfter}
 		}
 		if err != nil {

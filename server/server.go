@@ -1,6 +1,6 @@
 // Package server speaks identity's API: the gRPC IdentityService and
 // AdminService, the REST gateway in front of them, and the HTTP endpoints
-// beside it (JWKS, health, readiness, metrics). Its handlers validate a
+// beside it (JWKS, discovery, health, readiness, metrics). Its handlers validate a
 // request, call a domain package and map the error (errors.go, the one
 // table); the rules themselves live below them: sessions (login sessions,
 // rotation, revocation and the instance's revocation feed), users
@@ -89,6 +89,11 @@ type Config struct {
 	// CORS answers and may make cookie-authenticated calls (browser.go);
 	// the server's own origin is always allowed for the latter.
 	AllowedOrigins []string
+	// PublicURL is the base URL clients reach this service at
+	// (https://id.example.com), for the absolute URLs of the discovery
+	// document. Empty: the issuer if it is an https URL, else the
+	// request's scheme and Host.
+	PublicURL string
 }
 
 // DefaultConfig returns the defaults (docs/configuration.md).
@@ -175,6 +180,9 @@ type Server struct {
 	checker *tokencheck.Checker
 	feed    *sessions.Feed
 
+	// metrics are the service's own (metrics.go).
+	metrics *metrics
+
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
 	// GracefulStop until the shutdown timeout.
@@ -216,6 +224,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		stopping: make(chan struct{}),
 		registry: d.Registry,
 		tls:      d.TLS,
+		metrics:  newMetrics(),
 	}
 	var err error
 	topts := cfg.TokenOptions(d.Now, d.Rand)
@@ -241,6 +250,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 			}
 			return tokenstore.UseLimit{Every: time.Minute / time.Duration(cfg.RefreshRatePerSession), Burst: max(1, cfg.RefreshRatePerSession/2)}
 		}(),
+		OnRevoke: s.metrics.sessionsRevoked,
 	}, d.Now, d.Rand)
 	s.feed = sessions.NewFeed(d.Store, revoked, sessions.FeedConfig{
 		Wait:        cfg.RevocationWait,
@@ -253,6 +263,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		keys = admin.NewStoreKeys(d.Store, d.Keys.Sealing(), func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
 	}
 	s.admin = admin.NewLocal(s.sessions, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
+	}
 	if err := s.buildGRPC(); err != nil {
 		return nil, err
 	}
@@ -349,6 +362,11 @@ func (s *Server) background(ctx context.Context) {
 			s.checker.Revoked().Purge(now)
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			ok := s.store.Ping(pctx) == nil
+			if ok {
+				s.metrics.storeUp.Set(1)
+			} else {
+				s.metrics.storeUp.Set(0)
+			}
 			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
 				if err := s.keys.Reload(pctx); err == nil {
 					lastReload = now

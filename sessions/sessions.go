@@ -42,6 +42,10 @@ type Config struct {
 	// RefreshLimit bounds how often one session may be refreshed (zero:
 	// no limit); it is checked in the rotation's own atomic step.
 	RefreshLimit tokenstore.UseLimit
+	// OnRevoke, if set, is told of every revocation this service makes:
+	// why (cause.go) and how many sessions. It runs on the caller's
+	// goroutine and must be quick (a metric's counter).
+	OnRevoke func(cause Cause, sessions int)
 }
 
 // Service applies the session rules. It is safe for concurrent use.
@@ -156,6 +160,7 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (token
 		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
 	case errors.Is(err, tokenstore.ErrReused):
 		s.revoked.Add(sid, s.forgetAfter(now), now) // the store revoked it
+		s.revokedSessions(CauseReuse, 1)
 		return tokenstore.Session{}, tokenstore.User{}, err
 	case err != nil:
 		return tokenstore.Session{}, tokenstore.User{}, err
@@ -194,9 +199,9 @@ func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
 	}
 	now := s.now()
 	if all {
-		return s.EndAll(ctx, sess.UserID, now)
+		return s.EndAll(WithCause(ctx, CauseLogoutAll), sess.UserID, now)
 	}
-	err = s.RevokeSession(ctx, sid, now)
+	err = s.RevokeSession(WithCause(ctx, CauseLogout), sid, now)
 	if errors.Is(err, tokenstore.ErrNotFound) {
 		return nil // ended meanwhile: what the caller asked for
 	}
@@ -214,6 +219,7 @@ func (s *Service) RevokeSession(ctx context.Context, id string, now time.Time) e
 		return err
 	}
 	s.revoked.Add(id, s.forgetAfter(now), now)
+	s.revokedSessions(causeOf(ctx), 1)
 	return nil
 }
 
@@ -225,6 +231,7 @@ func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now tim
 	for _, id := range ids {
 		s.revoked.Add(id, s.forgetAfter(now), now)
 	}
+	s.revokedSessions(causeOf(ctx), len(ids))
 	if err != nil {
 		return ids, fmt.Errorf("sessions: revoke user sessions: %w", err)
 	}

@@ -17,13 +17,20 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/identityd/identity/internal/buildinfo"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/tokenstore"
 )
 
 const usage = `Usage: identityctl [global flags] <command> [flags] [args]
 
-Administers identity: users, sessions and signing keys.
+Administers identity: users, sessions and signing keys, on the store itself
+(--redis-url, --redis-addrs) or through a running identityd's admin API.
+
+Common invocations:
+  identityctl --redis-url redis://127.0.0.1:6379 user add bob --password-stdin --role reader
+  identityctl --redis-url redis://127.0.0.1:6379 session revoke-all bob
+  identityctl --server 127.0.0.1:9090 --user alice --password-file /tmp/alice.pw user list
 
 Commands:
   user add NAME --password-stdin [--role R ...]   create a user; password: one line on stdin
@@ -64,6 +71,7 @@ Otherwise, a running identityd (plaintext unless a TLS flag is given):
 Output and limits:
   --json                 JSON instead of tables
   --timeout D            give up after D [30s]              IDENTITY_TIMEOUT
+  --version              print the build (version, VCS revision, Go) and exit
 
 Flags may come before or after a command's arguments (use -- before a NAME
 that starts with "-"). Exit status: 0 done, 1 failed, 2 usage error.
@@ -122,11 +130,16 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		return c.fail(&usageError{msg: err.Error()})
 	}
 	fs := c.newFlagSet("identityctl")
+	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			err = &usageError{msg: err.Error()}
 		}
 		return c.fail(err)
+	}
+	if *version {
+		fmt.Fprint(c.stdout, buildinfo.Read().String("identityctl"))
+		return 0
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {

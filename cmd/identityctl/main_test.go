@@ -515,6 +515,22 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	c := &cli{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+	if code := c.run(t.Context(), []string{"--version"}); code != 0 || stderr.Len() != 0 {
+		t.Fatalf("--version: exit %d, stderr %q", code, stderr.String())
+	}
+	out := stdout.String()
+	if !regexp.MustCompile(`^identityctl \S+\n`).MatchString(out) || !strings.Contains(out, "\ngo: go1.") {
+		t.Errorf("--version printed %q; want \"identityctl <version>\" then the Go version", out)
+	}
+	if !strings.Contains(usage, "--version") {
+		t.Error("usage does not mention --version")
+	}
+}
+
 func TestReadPassword(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -50,12 +50,28 @@ type config struct {
 	// InsecurePlaintextKeys allows Redis without a master key, the keyring
 	// then stored in the clear: for a trial only.
 	InsecurePlaintextKeys bool
+	// SigningAlgGiven: --signing-alg (or its variable) was set, not left
+	// at its default; with --keys-dir the keys must then be of that alg.
+	SigningAlgGiven bool
+
+	// flags is the flag set parsed (for the help's tests).
+	flags *envFlags
 }
 
-// envFlags registers flags whose defaults come from the environment.
+// envFlags registers flags whose defaults come from the environment, and
+// remembers each flag's variable and built-in default for the help text
+// (which shows the built-in default, never the environment's value: that
+// may be a Redis URL with a password in it).
 type envFlags struct {
-	fs   *flag.FlagSet
-	errs []error
+	fs      *flag.FlagSet
+	errs    []error
+	entries map[string]flagEntry
+}
+
+type flagEntry struct {
+	env string
+	def string // built-in default, as the help shows it
+	set bool   // the variable was set (non-empty)
 }
 
 func (e *envFlags) env(name string) (string, bool) {
@@ -63,14 +79,24 @@ func (e *envFlags) env(name string) (string, bool) {
 	return v, ok && v != ""
 }
 
+func (e *envFlags) record(flagName, envName, def string) {
+	if e.entries == nil {
+		e.entries = map[string]flagEntry{}
+	}
+	_, set := e.env(envName)
+	e.entries[flagName] = flagEntry{env: envName, def: def, set: set}
+}
+
 func (e *envFlags) str(p *string, flagName, envName, def, usage string) {
+	e.record(flagName, envName, def)
 	if v, ok := e.env(envName); ok {
 		def = v
 	}
-	e.fs.StringVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.StringVar(p, flagName, def, usage)
 }
 
 func (e *envFlags) dur(p *time.Duration, flagName, envName string, def time.Duration, usage string) {
+	e.record(flagName, envName, shortDuration(def))
 	if v, ok := e.env(envName); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -79,10 +105,11 @@ func (e *envFlags) dur(p *time.Duration, flagName, envName string, def time.Dura
 			def = d
 		}
 	}
-	e.fs.DurationVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.DurationVar(p, flagName, def, usage)
 }
 
 func (e *envFlags) num(p *int, flagName, envName string, def int, usage string) {
+	e.record(flagName, envName, strconv.Itoa(def))
 	if v, ok := e.env(envName); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -91,10 +118,11 @@ func (e *envFlags) num(p *int, flagName, envName string, def int, usage string) 
 			def = n
 		}
 	}
-	e.fs.IntVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.IntVar(p, flagName, def, usage)
 }
 
 func (e *envFlags) boolean(p *bool, flagName, envName string, def bool, usage string) {
+	e.record(flagName, envName, strconv.FormatBool(def))
 	if v, ok := e.env(envName); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -103,7 +131,30 @@ func (e *envFlags) boolean(p *bool, flagName, envName string, def bool, usage st
 			def = b
 		}
 	}
-	e.fs.BoolVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.BoolVar(p, flagName, def, usage)
+}
+
+// shortDuration is d as the docs write it: 15m, 720h, 1m30s, 500ms.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// given reports whether the operator chose the flag's value: on the
+// command line or through its variable.
+func (e *envFlags) given(flagName string) bool {
+	if e.entries[flagName].set {
+		return true
+	}
+	found := false
+	e.fs.Visit(func(f *flag.Flag) { found = found || f.Name == flagName })
+	return found
 }
 
 func splitList(s string) []string {
@@ -116,16 +167,31 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseConfig reads flags from args and the environment.
-func parseConfig(args []string, stderr io.Writer) (config, error) {
+// usageError is a command line the flags cannot parse: exit status 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// errShowVersion: --version was given; nothing else is parsed.
+var errShowVersion = errors.New("version requested")
+
+// parseConfig reads flags from args and the environment. For -h/--help it
+// writes the help text to help and returns flag.ErrHelp; for --version it
+// returns errShowVersion. The flag package itself prints nothing: the
+// caller reports a bad flag in one line.
+func parseConfig(args []string, help io.Writer) (config, error) {
 	c := config{Server: server.DefaultConfig()}
 	fs := flag.NewFlagSet("identityd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	e := &envFlags{fs: fs}
+	c.flags = e
 	s := &c.Server
-	var redisAddrs, trusted, bootstrapRoles, origins string
+	var redisAddrs, trusted, bootstrapRoles, origins, publicURL string
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
+	e.str(&publicURL, "public-url", "IDENTITY_PUBLIC_URL", "", "base URL clients reach identityd at (https://id.example.com), for the discovery document's jwks_uri; unset: the issuer if it is an https URL, else the request's Host")
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
 	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
@@ -140,7 +206,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.dur(&s.Leeway, "leeway", "IDENTITY_LEEWAY", s.Leeway, "clock leeway when verifying exp/nbf/iat (0 to 30s)")
 	e.str(&s.Issuer, "issuer", "IDENTITY_ISSUER", s.Issuer, "iss of issued tokens")
 	e.str(&s.Audience, "audience", "IDENTITY_AUDIENCE", s.Audience, "aud of issued tokens")
-	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256")
+	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256; with --keys-dir the keys decide, and a value given here must match them")
 	e.str(&c.KeysDir, "keys-dir", "IDENTITY_KEYS_DIR", "", "directory of PEM signing keys; unset: keys made at start and kept in the store")
 	e.dur(&c.KeyPublishAhead, "key-publish-ahead", "IDENTITY_KEY_PUBLISH_AHEAD", token.DefaultPublishAhead, "how long a key rotated in by this instance is published before it signs; keep it above the other instances' key reload (30s) and the verifiers' JWKS refresh; shorter is for tests")
 	e.dur(&s.KeyReload, "key-reload", "IDENTITY_KEY_RELOAD", s.KeyReload, "how often keys are re-read from the store or --keys-dir: a rotation or a withdrawn key file takes effect within this (at least 1s)")
@@ -159,11 +225,20 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "IDENTITY_SHUTDOWN_TIMEOUT", 10*time.Second, "time to drain connections on SIGINT/SIGTERM")
 	e.str(&bootstrapRoles, "bootstrap-roles", "IDENTITY_BOOTSTRAP_ROLES", "admin", "roles of the bootstrap user")
 	e.boolean(&c.InsecurePlaintextKeys, "insecure-plaintext-keys", "IDENTITY_INSECURE_PLAINTEXT_KEYS", false, "with Redis and no IDENTITY_MASTER_KEY_FILE, store the signing keys and refresh-token secret in the clear (a trial only: anyone who can read Redis can then mint tokens)")
+	version := fs.Bool("version", false, "print the build (version, VCS revision and time, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			writeHelp(help, fs, e.entries)
+			return c, err
+		}
+		return c, &usageError{err}
 	}
+	if *version {
+		return c, errShowVersion
+	}
+	c.SigningAlgGiven = e.given("signing-alg")
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return c, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	if len(e.errs) > 0 {
 		return c, errors.Join(e.errs...)
@@ -176,6 +251,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("--allowed-origins: %w", err)
 		}
 		s.AllowedOrigins = append(s.AllowedOrigins, n)
+	}
+	if publicURL != "" {
+		u, err := server.ParsePublicURL(publicURL)
+		if err != nil {
+			return c, fmt.Errorf("--public-url: %w", err)
+		}
+		s.PublicURL = u
 	}
 	for _, p := range splitList(trusted) {
 		pfx, err := netip.ParsePrefix(p)

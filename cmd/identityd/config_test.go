@@ -65,6 +65,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
 	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", "3")
 	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER", "30")
+	t.Setenv("IDENTITY_PUBLIC_URL", "https://id.example.com/identity/")
 	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256", "--login-failures-per-user", "40"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +86,9 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	if len(c.Server.TrustedProxies) != 2 || c.Server.TrustedProxies[0] != want[0] || c.Server.TrustedProxies[1] != want[1] {
 		t.Errorf("trusted proxies = %v, want %v", c.Server.TrustedProxies, want)
+	}
+	if c.Server.PublicURL != "https://id.example.com/identity" {
+		t.Errorf("public URL = %q, want it without its trailing slash", c.Server.PublicURL)
 	}
 	if got := strings.Join(c.Server.AllowedOrigins, " "); got != "https://app.example.com http://localhost:3000" || !c.Server.WebDemo {
 		t.Errorf("allowed origins = %q (normalised as browsers send Origin), web demo = %t", got, c.Server.WebDemo)
@@ -109,6 +113,8 @@ func TestConfigRejects(t *testing.T) {
 		{"negative per-address failures", []string{"--login-failures-per-user-address", "-1"}, nil, "login limits"},
 		{"bad per-address failures env", nil, map[string]string{"IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS": "ten"}, "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS"},
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
+		{"public URL not http", []string{"--public-url", "ftp://id.example.com"}, nil, "--public-url"},
+		{"public URL with a query", nil, map[string]string{"IDENTITY_PUBLIC_URL": "https://id.example.com/?x=1"}, "--public-url"},
 		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
 		{"cert without key", []string{"--tls-cert-file", "/c.pem"}, nil, "--tls-key-file go together"},

@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,59 +21,38 @@ type docFlag struct {
 	name, typ, env, def string
 }
 
-var (
-	// A flag's first line in flag.PrintDefaults: "  -name type"; bool flags
-	// have no type.
-	helpFlagLine = regexp.MustCompile(`^  -([a-z0-9-]+)(?: ([a-z0-9]+))?$`)
-	helpEnv      = regexp.MustCompile(`\(env (IDENTITY_[A-Z0-9_]+)\)`)
-	helpDefault  = regexp.MustCompile(` \(default (.*)\)$`)
-)
-
-// helpFlags returns every flag identityd registers, read from what
-// parseConfig prints for -h (flag.PrintDefaults), with the environment
-// cleared so the defaults are the built-in ones. DefValue is what the help
-// shows after "(default"; PrintDefaults leaves it out exactly when it is the
-// zero value of the flag's type.
+// helpFlags returns every flag identityd registers, from the flag set
+// parseConfig builds, with the environment cleared so the defaults are the
+// built-in ones (as the help shows them).
 func helpFlags(t *testing.T) []docFlag {
 	t.Helper()
 	clearEnv(t)
-	var out bytes.Buffer
-	if _, err := parseConfig([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("parseConfig(-h) = %v, want flag.ErrHelp", err)
+	c, err := parseConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var flags []docFlag
-	lines := strings.Split(out.String(), "\n")
-	for i := 0; i < len(lines); i++ {
-		m := helpFlagLine.FindStringSubmatch(lines[i])
-		if m == nil {
-			continue
+	c.flags.fs.VisitAll(func(fl *flag.Flag) {
+		if fl.Name == "version" {
+			return // no variable, no configuration
 		}
-		f := docFlag{name: m[1], typ: m[2]}
-		if f.typ == "" {
+		e, ok := c.flags.entries[fl.Name]
+		if !ok || e.env == "" {
+			t.Errorf("identityd: flag --%s names no environment variable", fl.Name)
+		}
+		f := docFlag{name: fl.Name, env: e.env, def: e.def}
+		switch fl.Value.(type) {
+		case interface{ IsBoolFlag() bool }:
 			f.typ = "bool"
-		}
-		usage := ""
-		for i+1 < len(lines) && strings.HasPrefix(lines[i+1], "    \t") {
-			i++
-			usage += strings.TrimPrefix(lines[i], "    \t")
-		}
-		if e := helpEnv.FindStringSubmatch(usage); e != nil {
-			f.env = e[1]
-		} else {
-			t.Errorf("identityd -h: flag --%s names no environment variable: %q", f.name, usage)
-		}
-		switch d := helpDefault.FindStringSubmatch(usage); {
-		case d != nil && f.typ == "string":
-			f.def = strings.Trim(d[1], `"`)
-		case d != nil:
-			f.def = d[1]
 		default:
-			f.def = map[string]string{"string": "", "duration": "0s", "int": "0", "bool": "false"}[f.typ]
+			if _, err := time.ParseDuration(e.def); err == nil && e.def != "0" {
+				f.typ = "duration"
+			}
 		}
 		flags = append(flags, f)
-	}
+	})
 	if len(flags) < 20 {
-		t.Fatalf("read %d flags from identityd -h, want them all:\n%s", len(flags), out.String())
+		t.Fatalf("read %d flags from identityd's flag set, want them all", len(flags))
 	}
 	return flags
 }

@@ -20,8 +20,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/internal/buildinfo"
 	"github.com/identityd/identity/internal/tlsfiles"
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -33,13 +34,22 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "identityd:", err)
-		os.Exit(1)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode reports err on stderr and returns the exit status: 0 for none
+// (and for --help), 2 for a command line that does not parse, 1 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "identityd: %v\nRun 'identityd --help' for the flags.\n", err)
+		return 2
 	}
+	fmt.Fprintln(stderr, "identityd:", err)
+	return 1
 }
 
 func newLogger(c config, w io.Writer) (*slog.Logger, error) {
@@ -83,8 +93,14 @@ func redisClient(c config) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(opts), nil
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	c, err := parseConfig(args, stderr)
+// run is identityd without the process: --help goes to stdout, the log to
+// stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, stdout)
+	if errors.Is(err, errShowVersion) {
+		_, err = io.WriteString(stdout, buildinfo.Read().String("identityd"))
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -171,7 +187,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		slog.String("http", httpLis.Addr().String()),
 		slog.Bool("tls", serverTLS != nil),
 		slog.Bool("client_certs", serverTLS != nil && serverTLS.ClientCAs != nil),
-		slog.String("signing_alg", c.SigningAlg))
+		slog.String("signing_alg", signingAlg(keys)))
 	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
@@ -233,7 +249,22 @@ func loadKeys(ctx context.Context, c config, store tokenstore.Store, keyringName
 		if c.MasterKeys != nil {
 			log.Warn("IDENTITY_MASTER_KEY_FILE is not used: the signing keys are the files of --keys-dir")
 		}
-		return token.LoadDir(c.KeysDir, opts...)
+		keys, err := token.LoadDir(c.KeysDir, opts...)
+		if err != nil {
+			return nil, err
+		}
+		// The keys decide the algorithm; a --signing-alg that says
+		// otherwise is a mistake to report, not a wish to ignore (the log
+		// would claim one algorithm while tokens carry another).
+		k, err := keys.SigningKey()
+		if err != nil {
+			return nil, err
+		}
+		if c.SigningAlgGiven && k.Alg != c.SigningAlg {
+			return nil, fmt.Errorf("--signing-alg (IDENTITY_SIGNING_ALG) is %s, but the signing key in --keys-dir %s (%s.pem) is %s: set --signing-alg %s, or leave it unset to follow the keys",
+				c.SigningAlg, c.KeysDir, k.ID, k.Alg, k.Alg)
+		}
+		return keys, nil
 	}
 	switch {
 	case keyringName == "":
@@ -248,14 +279,31 @@ func loadKeys(ctx context.Context, c config, store tokenstore.Store, keyringName
 		log.Warn("--insecure-plaintext-keys: the signing keys and the refresh-token secret are stored in Redis in the clear; " +
 			"anyone who can read Redis can mint tokens. Set IDENTITY_MASTER_KEY_FILE for production")
 	}
-	m, err := token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	keys, err := token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
 	switch {
 	case errors.Is(err, token.ErrKeyringSealed):
 		return nil, fmt.Errorf("refusing to start: %w; set IDENTITY_MASTER_KEY_FILE to the file it was sealed with (nothing was changed)", err)
 	case errors.Is(err, masterkey.ErrUnknownKey) || errors.Is(err, masterkey.ErrOpen):
 		return nil, fmt.Errorf("refusing to start: %w; is IDENTITY_MASTER_KEY_FILE the file the other instances use? (nothing was changed)", err)
+	case err != nil:
+		return nil, err
 	}
-	return m, err
+	if k, err := keys.SigningKey(); err == nil && k.Alg != c.SigningAlg {
+		// LoadOrCreate rotated in a key of the configured alg; it signs
+		// once it has been published for --key-publish-ahead.
+		log.Info("the store's signing key has another algorithm: a key of the configured one was added and takes over after --key-publish-ahead",
+			slog.String("signing_alg", k.Alg), slog.String("configured_alg", c.SigningAlg), slog.Duration("publish_ahead", c.KeyPublishAhead))
+	}
+	return keys, nil
+}
+
+// signingAlg is the algorithm tokens are signed with now.
+func signingAlg(keys *token.Manager) string {
+	k, err := keys.SigningKey()
+	if err != nil {
+		return "none"
+	}
+	return k.Alg
 }
 
 // bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet.

@@ -262,3 +262,42 @@ func TestCheckerDropsTokensOfAWithdrawnKey(t *testing.T) {
 		t.Errorf("cache holds %d entries, want only the live key's token", n)
 	}
 }
+
+func TestCacheStats(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	c := NewCache(16, 0)
+	k := KeyOf("tok")
+	c.Get(k, now) // miss: not there
+	c.Put(k, &token.Claims{ExpiresAt: now.Add(time.Minute)}, now, c.Epoch())
+	c.Get(k, now)                  // hit
+	c.Get(k, now.Add(time.Second)) // hit
+	c.Get(k, now.Add(time.Hour))   // miss: expired
+	c.Clear()
+	c.Get(k, now) // miss: cleared; the counts survive Clear
+	if hits, misses := c.Stats(); hits != 2 || misses != 3 {
+		t.Errorf("Stats = %d hits, %d misses; want 2, 3", hits, misses)
+	}
+	var none *Cache
+	none.Get(k, now)
+	if hits, misses := none.Stats(); hits != 0 || misses != 0 {
+		t.Errorf("a nil cache counts %d, %d", hits, misses)
+	}
+}
+
+func TestRevokedLastHeard(t *testing.T) {
+	t.Parallel()
+	r := NewRevoked(time.Second, 0, 10)
+	if !r.LastHeard().IsZero() {
+		t.Fatal("heard before any catch-up")
+	}
+	at := time.Unix(1_700_000_000, 0)
+	r.Heard(at)
+	if !r.LastHeard().Equal(at) {
+		t.Fatalf("LastHeard = %v, want %v", r.LastHeard(), at)
+	}
+	r.Stale()
+	if !r.LastHeard().IsZero() {
+		t.Fatal("a stale set still reports its last catch-up")
+	}
+}
