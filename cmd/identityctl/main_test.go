@@ -123,6 +123,7 @@ func (h *harness) loginAt(username string, at time.Time) string {
 	now := at.Truncate(time.Millisecond)
 	err = h.store.CreateSession(ctx, tokenstore.Session{
 		ID: id, UserID: u.ID, Nonce: "nonce", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+		Epoch: u.Epoch, // a login authenticates under the user's current credential epoch
 	})
 	if err != nil {
 		h.t.Fatal(err)
