@@ -47,7 +47,7 @@ func TestGatewayOwnErrors(t *testing.T) {
 		}
 	}
 	// A body just within the limit, chunked, reaches the handler.
-	ok := `{"username":"alice","password":"wonderland"}`
+	ok := `{"username":"alice","password":"down-the-rabbit-hole"}`
 	if a := ls.do(t, call{path: "/v1/login", body: ok, header: json, chunked: true}); a.status != http.StatusOK {
 		t.Errorf("chunked login within the limit: %d %v", a.status, a.body)
 	}

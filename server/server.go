@@ -75,6 +75,9 @@ type Config struct {
 	// CORS answers and may make cookie-authenticated calls (browser.go);
 	// the server's own origin is always allowed for the latter.
 	AllowedOrigins []string
+	// PasswordMinLength is the password policy's minimum, in characters,
+	// for passwords set through this server (users.PasswordPolicy).
+	PasswordMinLength int
 }
 
 // DefaultConfig returns DESIGN.md's defaults.
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		KeyReload:            30 * time.Second,
 		KeyRotation:          0,
 		MaxBodyBytes:         1 << 20,
+		PasswordMinLength:    users.DefaultMinPasswordLength,
 	}
 }
 
@@ -217,7 +221,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		MaxWatchers: cfg.MaxWatchers,
 		OnReset:     s.checker.Cache().Clear,
 	}, d.Now, d.Logger)
-	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions))
+	policy := users.PasswordPolicy{MinLength: cfg.PasswordMinLength}
+	if err := policy.Validate(); err != nil {
+		return nil, err
+	}
+	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions), users.WithPasswordPolicy(policy))
 	var keys admin.Keys = admin.NewDirKeys(d.Keys)
 	if !d.KeysFromDir {
 		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)

@@ -1,5 +1,6 @@
 // Package users manages accounts on top of a tokenstore.Store: it normalises
-// and validates usernames, hashes passwords and checks credentials. It is the
+// and validates usernames, applies the password policy to new passwords
+// (PasswordPolicy), hashes passwords and checks credentials. It is the
 // one place both identityd (Login, AdminService) and identityctl (direct store
 // access) go through, so the rules cannot drift apart. It does not issue
 // tokens or manage sessions.
@@ -55,6 +56,7 @@ type Service struct {
 	store    tokenstore.Store
 	sessions Sessions
 	hasher   Hasher
+	policy   PasswordPolicy
 	now      func() time.Time
 	rand     io.Reader
 }
@@ -65,10 +67,13 @@ type Option func(*Service)
 // WithSessions ends sessions through s instead of the store directly.
 func WithSessions(s Sessions) Option { return func(svc *Service) { svc.sessions = s } }
 
+// WithPasswordPolicy replaces DefaultPasswordPolicy for new passwords.
+func WithPasswordPolicy(p PasswordPolicy) Option { return func(svc *Service) { svc.policy = p } }
+
 // New returns a Service. now and rand are injected for tests; production
 // passes time.Now and crypto/rand.Reader.
 func New(store tokenstore.Store, hasher Hasher, now func() time.Time, rand io.Reader, opts ...Option) *Service {
-	s := &Service{store: store, sessions: store, hasher: hasher, now: now, rand: rand}
+	s := &Service{store: store, sessions: store, hasher: hasher, policy: DefaultPasswordPolicy(), now: now, rand: rand}
 	for _, o := range opts {
 		o(s)
 	}
@@ -126,14 +131,24 @@ func validRoles(roles []string) ([]string, error) {
 	return out, nil
 }
 
-// Create adds a user. The username is normalised; ErrAlreadyExists (from
-// tokenstore) if taken.
+// newPassword checks a password being chosen for the account name: the
+// byte limits, then the policy.
+func (s *Service) newPassword(pw, name string) error {
+	if err := validPassword(pw); err != nil {
+		return err
+	}
+	return s.policy.Check(pw, name)
+}
+
+// Create adds a user. The username is normalised; the password must pass
+// the policy (ErrPasswordTooWeak); ErrAlreadyExists (from tokenstore) if
+// the name is taken.
 func (s *Service) Create(ctx context.Context, username, pw string, roles []string) (tokenstore.User, error) {
 	name, err := NormalizeUsername(username)
 	if err != nil {
 		return tokenstore.User{}, err
 	}
-	if err := validPassword(pw); err != nil {
+	if err := s.newPassword(pw, name); err != nil {
 		return tokenstore.User{}, err
 	}
 	roles, err = validRoles(roles)
@@ -219,7 +234,8 @@ type Change struct {
 	Roles    *[]string
 }
 
-// Update applies c to the user named username.
+// Update applies c to the user named username. A new password must pass
+// the policy (ErrPasswordTooWeak).
 func (s *Service) Update(ctx context.Context, username string, c Change) (tokenstore.User, error) {
 	u, err := s.ByName(ctx, username)
 	if err != nil {
@@ -227,7 +243,7 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 	}
 	var hash string
 	if c.Password != nil {
-		if err := validPassword(*c.Password); err != nil {
+		if err := s.newPassword(*c.Password, u.Username); err != nil {
 			return tokenstore.User{}, err
 		}
 		if hash, err = s.hasher.Hash(ctx, *c.Password); err != nil {

@@ -46,6 +46,7 @@ Direct store access, with the settings identityd has:
   --leeway D             verification leeway [30s]          IDENTITY_LEEWAY
   --keys-dir DIR         identityd's keys directory, if any IDENTITY_KEYS_DIR
   --refresh-idle-ttl D   session idle lifetime [720h]       IDENTITY_REFRESH_IDLE_TTL
+  --password-min-length N  shortest new password [8]       IDENTITY_PASSWORD_MIN_LENGTH
 Otherwise, a running identityd (plaintext gRPC: keep it on loopback):
   --server ADDR          gRPC address [127.0.0.1:9090]      IDENTITY_SERVER
   --token TOKEN          an admin's access token            IDENTITY_TOKEN

@@ -13,6 +13,7 @@ import (
 
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/users"
 )
 
 // config is everything identityd reads at start: flags, each with an
@@ -128,6 +129,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.num(&s.LoginRatePerIP, "login-rate-per-ip", "IDENTITY_LOGIN_RATE_PER_IP", s.LoginRatePerIP, "login attempts per minute per client address (0: no limit)")
 	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per minute per username (0: no limit)")
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	e.num(&s.PasswordMinLength, "password-min-length", "IDENTITY_PASSWORD_MIN_LENGTH", s.PasswordMinLength, "shortest password accepted when one is set, in characters (NIST SP 800-63B asks 15 where the password is the only factor); common and easily guessed passwords are refused at any length")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
 	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
@@ -201,10 +203,19 @@ func (c config) validate() error {
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
+	if err := c.passwordPolicy().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--password-min-length: %w", err))
+	}
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:
 		errs = append(errs, fmt.Errorf("--signing-alg %q: want EdDSA, ES256, RS256 or HS256", c.SigningAlg))
 	}
 	return errors.Join(errs...)
+}
+
+// passwordPolicy is the rule for passwords set here: the bootstrap user's
+// and, through the server, every other.
+func (c config) passwordPolicy() users.PasswordPolicy {
+	return users.PasswordPolicy{MinLength: c.Server.PasswordMinLength}
 }

@@ -33,6 +33,7 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"audience", s.Audience, "identity"},
 		{"signing-alg", c.SigningAlg, "EdDSA"},
 		{"keys-dir", c.KeysDir, ""},
+		{"password-min-length", s.PasswordMinLength, 8},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -48,12 +49,16 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
 	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
+	t.Setenv("IDENTITY_PASSWORD_MIN_LENGTH", "15")
 	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Server.AccessTTL != 6*time.Second {
 		t.Errorf("access TTL from env = %v, want 6s", c.Server.AccessTTL)
+	}
+	if c.Server.PasswordMinLength != 15 {
+		t.Errorf("password min length from env = %d, want 15", c.Server.PasswordMinLength)
 	}
 	if c.GRPCAddr != "127.0.0.1:2" {
 		t.Errorf("the flag must win over the env: grpc-addr = %q", c.GRPCAddr)
@@ -87,6 +92,9 @@ func TestConfigRejects(t *testing.T) {
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
 		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
+		{"zero password length", []string{"--password-min-length", "0"}, nil, "--password-min-length"},
+		{"password length over the limit", nil, map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "1025"}, "--password-min-length"},
+		{"password length not a number", nil, map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "eight"}, "IDENTITY_PASSWORD_MIN_LENGTH"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"missing password file", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice", "IDENTITY_BOOTSTRAP_PASSWORD_FILE": "/nonexistent/pw"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 	}
@@ -107,7 +115,7 @@ func TestConfigRejects(t *testing.T) {
 func TestBootstrapPasswordFromFile(t *testing.T) {
 	clearEnv(t)
 	f := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(f, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(f, []byte("correct horse battery\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("IDENTITY_BOOTSTRAP_USER", "alice")
@@ -116,7 +124,7 @@ func TestBootstrapPasswordFromFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.BootstrapPassword != "s3cret" || c.BootstrapUser != "alice" || strings.Join(c.BootstrapRoles, ",") != "admin" {
+	if c.BootstrapPassword != "correct horse battery" || c.BootstrapUser != "alice" || strings.Join(c.BootstrapRoles, ",") != "admin" {
 		t.Fatalf("bootstrap = %q/%q roles %v: want the file's line without its newline and role admin", c.BootstrapUser, c.BootstrapPassword, c.BootstrapRoles)
 	}
 }
