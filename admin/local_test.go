@@ -31,6 +31,7 @@ func (fakeHasher) Hash(_ context.Context, pw string) (string, error) { return "f
 func (fakeHasher) Check(_ context.Context, phc, pw string) (bool, error) {
 	return phc != "" && phc == "fake$"+pw, nil
 }
+func (fakeHasher) NeedsRehash(string) bool { return false }
 
 // fakeKeys is a key manager holding a list in memory.
 type fakeKeys struct {

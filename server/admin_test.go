@@ -25,6 +25,7 @@ func (plainHasher) Hash(_ context.Context, pw string) (string, error) { return "
 func (plainHasher) Check(_ context.Context, phc, pw string) (bool, error) {
 	return phc != "" && phc == "plain$"+pw, nil
 }
+func (plainHasher) NeedsRehash(string) bool { return false }
 
 type staticKeys []admin.Key
 

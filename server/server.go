@@ -225,7 +225,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions), users.WithPasswordPolicy(policy))
+	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions),
+		users.WithPasswordPolicy(policy), users.WithLogger(d.Logger))
 	var keys admin.Keys = admin.NewDirKeys(d.Keys)
 	if !d.KeysFromDir {
 		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)

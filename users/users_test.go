@@ -30,6 +30,8 @@ func (c *countingHasher) Check(ctx context.Context, phc, pw string) (bool, error
 	return c.h.Check(ctx, phc, pw)
 }
 
+func (c *countingHasher) NeedsRehash(phc string) bool { return c.h.NeedsRehash(phc) }
+
 func cheapHasher(t *testing.T) *password.Hasher {
 	t.Helper()
 	h, err := password.New(password.WithParams(password.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}))
