@@ -16,6 +16,13 @@ import (
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
+// Passwords the password policy accepts.
+const (
+	testPW = "correct horse battery staple"
+	oldPW  = "an old horse battery"
+	newPW  = "a brand new horse battery"
+)
+
 // fakeHasher stands in for argon2id: these tests are about administration,
 // not hashing. The "hash" is only ever compared, never shown.
 type fakeHasher struct{}
@@ -24,6 +31,7 @@ func (fakeHasher) Hash(_ context.Context, pw string) (string, error) { return "f
 func (fakeHasher) Check(_ context.Context, phc, pw string) (bool, error) {
 	return phc != "" && phc == "fake$"+pw, nil
 }
+func (fakeHasher) NeedsRehash(string) bool { return false }
 
 // fakeKeys is a key manager holding a list in memory.
 type fakeKeys struct {
@@ -90,7 +98,7 @@ func (f *fixture) login(t *testing.T, username string) tokenstore.Session {
 
 func (f *fixture) mustCreate(t *testing.T, name string, roles ...string) admin.User {
 	t.Helper()
-	u, err := f.local.CreateUser(t.Context(), name, "correct horse", roles)
+	u, err := f.local.CreateUser(t.Context(), name, "correct horse battery", roles)
 	if err != nil {
 		t.Fatalf("CreateUser(%q): %v", name, err)
 	}
@@ -103,7 +111,7 @@ func TestCreateUser(t *testing.T) {
 	ctx := t.Context()
 
 	// "é" decomposed: stored and answered in NFC.
-	u, err := f.local.CreateUser(ctx, "re\u0301mi", "pw", []string{"ops", "admin", "ops"})
+	u, err := f.local.CreateUser(ctx, "re\u0301mi", testPW, []string{"ops", "admin", "ops"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +127,7 @@ func TestCreateUser(t *testing.T) {
 	if u.Disabled || !u.CreatedAt.Equal(t0) {
 		t.Errorf("Disabled = %v, CreatedAt = %v; want false, %v", u.Disabled, u.CreatedAt, t0)
 	}
-	if _, err := f.accounts.Authenticate(ctx, "rémi", "pw"); err != nil {
+	if _, err := f.accounts.Authenticate(ctx, "rémi", testPW); err != nil {
 		t.Errorf("the new user cannot log in: %v", err)
 	}
 
@@ -139,15 +147,17 @@ func TestCreateUserErrors(t *testing.T) {
 		want                     error
 		msg                      string
 	}{
-		{"duplicate", "alice", "pw", nil, tokenstore.ErrAlreadyExists, `user "alice" already exists`},
-		{"duplicate after normalisation", "alice", "other", []string{"x"}, tokenstore.ErrAlreadyExists, `already exists`},
-		{"empty username", "", "pw", nil, users.ErrInvalidUsername, "invalid username"},
-		{"control character", "al\x00ice", "pw", nil, users.ErrInvalidUsername, `"al\x00ice"`},
-		{"surrounding space", " alice", "pw", nil, users.ErrInvalidUsername, "invalid username"},
+		{"duplicate", "alice", testPW, nil, tokenstore.ErrAlreadyExists, `user "alice" already exists`},
+		{"duplicate after normalisation", "alice", "another horse battery", []string{"x"}, tokenstore.ErrAlreadyExists, `already exists`},
+		{"empty username", "", testPW, nil, users.ErrInvalidUsername, "invalid username"},
+		{"control character", "al\x00ice", testPW, nil, users.ErrInvalidUsername, `"al\x00ice"`},
+		{"surrounding space", " alice", testPW, nil, users.ErrInvalidUsername, "invalid username"},
 		{"empty password", "carol", "", nil, users.ErrInvalidPassword, "invalid password"},
 		{"password too long", "carol", strings.Repeat("p", 1025), nil, users.ErrInvalidPassword, "1024 bytes"},
-		{"bad role", "carol", "pw", []string{"ad min"}, users.ErrInvalidRole, "invalid role"},
-		{"empty role", "carol", "pw", []string{""}, users.ErrInvalidRole, "invalid role"},
+		{"common password", "carol", "password1", nil, users.ErrPasswordTooWeak, "too common"},
+		{"short password", "carol", "h4Tz!pQ", nil, users.ErrPasswordTooWeak, "at least 8 characters"},
+		{"bad role", "carol", testPW, []string{"ad min"}, users.ErrInvalidRole, "invalid role"},
+		{"empty role", "carol", testPW, []string{""}, users.ErrInvalidRole, "invalid role"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,20 +231,20 @@ func TestUpdateUser(t *testing.T) {
 		wantPassword string
 		wantRevoked  bool
 	}{
-		{"disable", users.Change{Disabled: ptr(true)}, true, []string{"ops"}, "old", true},
-		{"enable", users.Change{Disabled: ptr(false)}, false, []string{"ops"}, "old", false},
-		{"password", users.Change{Password: str("new")}, false, []string{"ops"}, "new", true},
+		{"disable", users.Change{Disabled: ptr(true)}, true, []string{"ops"}, oldPW, true},
+		{"enable", users.Change{Disabled: ptr(false)}, false, []string{"ops"}, oldPW, false},
+		{"password", users.Change{Password: str(newPW)}, false, []string{"ops"}, newPW, true},
 		// A role change ends the sessions: no token keeps the old roles.
-		{"roles", users.Change{Roles: roles("b", "a")}, false, []string{"a", "b"}, "old", true},
-		{"clear roles", users.Change{Roles: roles()}, false, []string{}, "old", true},
-		{"nothing", users.Change{}, false, []string{"ops"}, "old", false},
+		{"roles", users.Change{Roles: roles("b", "a")}, false, []string{"a", "b"}, oldPW, true},
+		{"clear roles", users.Change{Roles: roles()}, false, []string{}, oldPW, true},
+		{"nothing", users.Change{}, false, []string{"ops"}, oldPW, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			ctx := t.Context()
-			if _, err := f.local.CreateUser(ctx, "alice", "old", []string{"ops"}); err != nil {
+			if _, err := f.local.CreateUser(ctx, "alice", oldPW, []string{"ops"}); err != nil {
 				t.Fatal(err)
 			}
 			f.login(t, "alice")
@@ -271,6 +281,7 @@ func TestUpdateUserErrors(t *testing.T) {
 	f.mustCreate(t, "alice")
 	empty := ""
 	bad := []string{"no spaces"}
+	weak := "alice2024"
 	tests := []struct {
 		name     string
 		username string
@@ -281,6 +292,7 @@ func TestUpdateUserErrors(t *testing.T) {
 		{"unknown user", "bob", users.Change{}, tokenstore.ErrNotFound, `user "bob" not found`},
 		{"empty username", "", users.Change{}, users.ErrInvalidUsername, "invalid username"},
 		{"empty password", "alice", users.Change{Password: &empty}, users.ErrInvalidPassword, "invalid password"},
+		{"weak password", "alice", users.Change{Password: &weak}, users.ErrPasswordTooWeak, "too easy to guess"},
 		{"bad role", "alice", users.Change{Roles: &bad}, users.ErrInvalidRole, "invalid role"},
 	}
 	for _, tt := range tests {

@@ -25,6 +25,7 @@ func (plainHasher) Hash(_ context.Context, pw string) (string, error) { return "
 func (plainHasher) Check(_ context.Context, phc, pw string) (bool, error) {
 	return phc != "" && phc == "plain$"+pw, nil
 }
+func (plainHasher) NeedsRehash(string) bool { return false }
 
 type staticKeys []admin.Key
 
@@ -32,6 +33,9 @@ func (k staticKeys) List(context.Context) ([]admin.Key, error)   { return k, nil
 func (k staticKeys) Rotate(context.Context) ([]admin.Key, error) { return k, nil }
 
 var adminT0 = time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
+
+// adminTestPW passes the password policy.
+const adminTestPW = "correct horse battery staple"
 
 type adminFixture struct {
 	srv      identityv1.AdminServiceServer
@@ -78,7 +82,7 @@ func TestAdminServerUsers(t *testing.T) {
 	f := newAdminFixture(t)
 	ctx := t.Context()
 
-	u, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: "pw", Roles: []string{"admin"}})
+	u, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: adminTestPW, Roles: []string{"admin"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +91,7 @@ func TestAdminServerUsers(t *testing.T) {
 		t.Errorf("CreateUser = %v", u)
 	}
 
-	if _, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: "pw"}); err != nil {
+	if _, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: adminTestPW}); err != nil {
 		t.Fatal(err)
 	}
 	list, err := f.srv.ListUsers(ctx, &identityv1.ListUsersRequest{})
@@ -116,7 +120,7 @@ func TestAdminServerUsers(t *testing.T) {
 		t.Errorf("roles without set_roles: %v (code %v)", err, code)
 	}
 
-	pw := "new password"
+	pw := "a brand new horse battery"
 	enabled := false
 	if _, err := f.srv.UpdateUser(ctx, &identityv1.UpdateUserRequest{Username: "alice", Password: &pw, Disabled: &enabled}); err != nil {
 		t.Fatal(err)
@@ -130,7 +134,7 @@ func TestAdminServerSessions(t *testing.T) {
 	t.Parallel()
 	f := newAdminFixture(t)
 	ctx := t.Context()
-	if _, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: "pw"}); err != nil {
+	if _, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: adminTestPW}); err != nil {
 		t.Fatal(err)
 	}
 	s1, s2 := f.session(t, "alice"), f.session(t, "alice")
@@ -192,7 +196,7 @@ func TestAdminServerValidates(t *testing.T) {
 	t.Parallel()
 	f := newAdminFixture(t)
 	ctx := t.Context()
-	if _, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: "pw"}); err != nil {
+	if _, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: adminTestPW}); err != nil {
 		t.Fatal(err)
 	}
 	empty := ""
@@ -204,11 +208,11 @@ func TestAdminServerValidates(t *testing.T) {
 		code codes.Code
 	}{
 		{"create: empty username", func() error {
-			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Password: "pw"})
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Password: adminTestPW})
 			return err
 		}, users.ErrInvalidUsername, codes.InvalidArgument},
 		{"create: huge username", func() error {
-			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: strings.Repeat("u", 5000), Password: "pw"})
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: strings.Repeat("u", 5000), Password: adminTestPW})
 			return err
 		}, users.ErrInvalidUsername, codes.InvalidArgument},
 		{"create: empty password", func() error {
@@ -220,7 +224,7 @@ func TestAdminServerValidates(t *testing.T) {
 			return err
 		}, users.ErrInvalidPassword, codes.InvalidArgument},
 		{"create: empty role", func() error {
-			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: "pw", Roles: []string{""}})
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: adminTestPW, Roles: []string{""}})
 			return err
 		}, users.ErrInvalidRole, codes.InvalidArgument},
 		{"create: too many roles", func() error {
@@ -228,13 +232,26 @@ func TestAdminServerValidates(t *testing.T) {
 			for i := range roles {
 				roles[i] = "r" + strings.Repeat("x", i)
 			}
-			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: "pw", Roles: roles})
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: adminTestPW, Roles: roles})
 			return err
 		}, users.ErrInvalidRole, codes.InvalidArgument},
 		{"create: duplicate", func() error {
-			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: "pw"})
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "alice", Password: adminTestPW})
 			return err
 		}, tokenstore.ErrAlreadyExists, codes.AlreadyExists},
+		{"create: weak password", func() error {
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: "bob12345"})
+			return err
+		}, users.ErrPasswordTooWeak, codes.InvalidArgument},
+		{"create: short password", func() error {
+			_, err := f.srv.CreateUser(ctx, &identityv1.CreateUserRequest{Username: "bob", Password: "h4Tz!pQ"})
+			return err
+		}, users.ErrPasswordTooWeak, codes.InvalidArgument},
+		{"update: weak password", func() error {
+			weak := "wonderland"
+			_, err := f.srv.UpdateUser(ctx, &identityv1.UpdateUserRequest{Username: "alice", Password: &weak})
+			return err
+		}, users.ErrPasswordTooWeak, codes.InvalidArgument},
 		{"update: empty username", func() error {
 			_, err := f.srv.UpdateUser(ctx, &identityv1.UpdateUserRequest{})
 			return err

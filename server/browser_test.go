@@ -37,7 +37,7 @@ func startLiveServer(t *testing.T, mutate func(*server.Config)) *liveServer {
 			mutate(c)
 		}
 	}))
-	testidentityd.AddUser(t, s.Store, "alice", "wonderland")
+	testidentityd.AddUser(t, s.Store, "alice", "down-the-rabbit-hole")
 	return &liveServer{base: s.BaseURL, grpc: s.Conn}
 }
 
@@ -122,7 +122,7 @@ func (ls *liveServer) do(t *testing.T, c call) answer {
 	return a
 }
 
-const aliceLogin = `{"username":"alice","password":"wonderland"}`
+const aliceLogin = `{"username":"alice","password":"down-the-rabbit-hole"}`
 
 // browserLogin logs alice in in cookie mode and returns the cookie's token.
 func (ls *liveServer) browserLogin(t *testing.T) string {

@@ -107,6 +107,10 @@ var errorTable = []errorRow{
 	{password.ErrBusy, codes.ResourceExhausted, identityv1.ErrorReason_RATE_LIMITED, http.StatusTooManyRequests, "too many logins in progress, retry shortly"},
 	{users.ErrInvalidUsername, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusBadRequest, "invalid username"},
 	{users.ErrInvalidPassword, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusBadRequest, "invalid password: 1 to 1024 bytes"},
+	// The policy's error says why in words ("at least 8 characters", "too
+	// common"), for the person choosing the password; it never holds the
+	// password, so its text is the message.
+	{users.ErrPasswordTooWeak, codes.InvalidArgument, identityv1.ErrorReason_PASSWORD_TOO_WEAK, http.StatusBadRequest, ""},
 	{users.ErrInvalidRole, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusBadRequest, "invalid role"},
 	{admin.ErrInvalidSessionID, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusBadRequest, "invalid session id"},
 	// Admin errors name the user or session the admin asked about, or the
@@ -143,7 +147,6 @@ var errorTable = []errorRow{
 var reasonsOutsideTheTable = map[identityv1.ErrorReason]string{
 	identityv1.ErrorReason_PERMISSION_DENIED: "authn.RequireRole (the admin role check, and services protected by authn)",
 	identityv1.ErrorReason_VERIFIER_STALE:    "authn's local verifier, in other services",
-	identityv1.ErrorReason_PASSWORD_TOO_WEAK: "nothing yet: reserved for the password policy",
 }
 
 // rowFor is err's row; an error no row matches is the server's own failure,

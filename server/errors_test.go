@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func TestToStatusFollowsTheContract(t *testing.T) {
 		{"refresh reused", wrap(tokenstore.ErrReused), codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_REUSED},
 		{"invalid request", invalidRequest("username is required"), codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST},
 		{"bad username", wrap(users.ErrInvalidUsername), codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST},
+		{"weak password", users.DefaultPasswordPolicy().Check("password1", "alice"), codes.InvalidArgument, identityv1.ErrorReason_PASSWORD_TOO_WEAK},
 		{"rate limited", &rateLimitedError{msg: "slow down", retryAfter: 3 * time.Second}, codes.ResourceExhausted, identityv1.ErrorReason_RATE_LIMITED},
 		{"hasher busy", password.ErrBusy, codes.ResourceExhausted, identityv1.ErrorReason_RATE_LIMITED},
 		{"store down", wrap(tokenstore.ErrUnavailable), codes.Unavailable, identityv1.ErrorReason_STORE_UNAVAILABLE},
@@ -74,6 +76,16 @@ func TestToStatusFollowsTheContract(t *testing.T) {
 	// An unexpected error's text never reaches the client.
 	if st, _ := status.FromError(toStatus(errors.New("redis password=hunter2"))); st.Message() != "internal error" {
 		t.Errorf("internal error message = %q, want a generic one", st.Message())
+	}
+	// A refused password says why, in words.
+	for pw, want := range map[string]string{
+		"h4Tz!pQ":   "password too weak: it must have at least 8 characters",
+		"alice2024": "password too weak: it is too common or too easy to guess",
+	} {
+		st, _ := status.FromError(toStatus(users.DefaultPasswordPolicy().Check(pw, "alice")))
+		if !strings.HasPrefix(st.Message(), want) {
+			t.Errorf("weak password message = %q, want it to begin %q", st.Message(), want)
+		}
 	}
 	// A request error says what was wrong, not where it was found.
 	if st, _ := status.FromError(toStatus(fmt.Errorf("login: %w", invalidRequest("username is required")))); st.Message() != "username is required" {

@@ -20,7 +20,7 @@ func TestGatewayOwnErrors(t *testing.T) {
 	const limit = 4 << 10
 	ls := startLiveServer(t, func(c *server.Config) { c.MaxBodyBytes, c.WebDemo = limit, true })
 	big := `{"username":"` + strings.Repeat("a", 2*limit) + `","password":"x"}`
-	ok := `{"username":"alice","password":"wonderland"}`
+	ok := `{"username":"alice","password":"down-the-rabbit-hole"}`
 	json := http.Header{"Content-Type": {"application/json"}}
 	for _, tc := range []struct {
 		name   string

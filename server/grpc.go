@@ -12,7 +12,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -59,7 +59,7 @@ func (s *Server) buildGRPC() error {
 	if err := s.registry.Register(metrics); err != nil {
 		return fmt.Errorf("register grpc metrics: %w", err)
 	}
-	if err := s.registry.Register(prometheus.NewGoCollector()); err != nil {
+	if err := s.registry.Register(collectors.NewGoCollector()); err != nil {
 		return fmt.Errorf("register go metrics: %w", err)
 	}
 

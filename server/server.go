@@ -94,6 +94,9 @@ type Config struct {
 	// document. Empty: the issuer if it is an https URL, else the
 	// request's scheme and Host.
 	PublicURL string
+	// PasswordMinLength is the password policy's minimum, in characters,
+	// for passwords set through this server (users.PasswordPolicy).
+	PasswordMinLength int
 }
 
 // DefaultConfig returns the defaults (docs/configuration.md).
@@ -118,6 +121,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:          1 << 20,
 
 		LoginFailuresPerUserAddress: 10,
+		PasswordMinLength:           users.DefaultMinPasswordLength,
 	}
 }
 
@@ -257,7 +261,12 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		MaxWatchers: cfg.MaxWatchers,
 		OnReset:     s.checker.Cache().Clear,
 	}, d.Now, d.Logger)
-	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions))
+	policy := users.PasswordPolicy{MinLength: cfg.PasswordMinLength}
+	if err := policy.Validate(); err != nil {
+		return nil, err
+	}
+	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions),
+		users.WithPasswordPolicy(policy), users.WithLogger(d.Logger))
 	var keys admin.Keys = admin.NewDirKeys(d.Keys)
 	if !d.KeysFromDir {
 		keys = admin.NewStoreKeys(d.Store, d.Keys.Sealing(), func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)

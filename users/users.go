@@ -1,5 +1,6 @@
 // Package users manages accounts on top of a tokenstore.Store: it normalises
-// and validates usernames, hashes passwords and checks credentials. It is the
+// and validates usernames, applies the password policy to new passwords
+// (PasswordPolicy), hashes passwords and checks credentials. It is the
 // one place both identityd (Login, AdminService) and identityctl (direct store
 // access) go through, so the rules cannot drift apart. It does not issue
 // tokens or manage sessions.
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"time"
 	"unicode"
@@ -41,6 +43,9 @@ const MaxUsernameLength = 256
 type Hasher interface {
 	Hash(ctx context.Context, pw string) (string, error)
 	Check(ctx context.Context, phc, pw string) (bool, error)
+	// NeedsRehash reports whether phc was made with other parameters
+	// than new hashes get.
+	NeedsRehash(phc string) bool
 }
 
 // Sessions is what Service needs to end a user's sessions: identityd's
@@ -56,6 +61,8 @@ type Service struct {
 	store    tokenstore.Store
 	sessions Sessions
 	hasher   Hasher
+	policy   PasswordPolicy
+	log      *slog.Logger
 	now      func() time.Time
 	rand     io.Reader
 }
@@ -66,12 +73,22 @@ type Option func(*Service)
 // WithSessions ends sessions through s instead of the store directly.
 func WithSessions(s Sessions) Option { return func(svc *Service) { svc.sessions = s } }
 
+// WithPasswordPolicy replaces DefaultPasswordPolicy for new passwords.
+func WithPasswordPolicy(p PasswordPolicy) Option { return func(svc *Service) { svc.policy = p } }
+
+// WithLogger receives what goes wrong without failing the caller (a
+// password rehash that could not be stored); default: discarded.
+func WithLogger(l *slog.Logger) Option { return func(svc *Service) { svc.log = l } }
+
 // New returns a Service. now and rand are injected for tests; production
 // passes time.Now and crypto/rand.Reader.
 func New(store tokenstore.Store, hasher Hasher, now func() time.Time, rand io.Reader, opts ...Option) *Service {
-	s := &Service{store: store, sessions: store, hasher: hasher, now: now, rand: rand}
+	s := &Service{store: store, sessions: store, hasher: hasher, policy: DefaultPasswordPolicy(), now: now, rand: rand}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	return s
 }
@@ -127,14 +144,24 @@ func validRoles(roles []string) ([]string, error) {
 	return out, nil
 }
 
-// Create adds a user. The username is normalised; ErrAlreadyExists (from
-// tokenstore) if taken.
+// newPassword checks a password being chosen for the account name: the
+// byte limits, then the policy.
+func (s *Service) newPassword(pw, name string) error {
+	if err := validPassword(pw); err != nil {
+		return err
+	}
+	return s.policy.Check(pw, name)
+}
+
+// Create adds a user. The username is normalised; the password must pass
+// the policy (ErrPasswordTooWeak); ErrAlreadyExists (from tokenstore) if
+// the name is taken.
 func (s *Service) Create(ctx context.Context, username, pw string, roles []string) (tokenstore.User, error) {
 	name, err := NormalizeUsername(username)
 	if err != nil {
 		return tokenstore.User{}, err
 	}
-	if err := validPassword(pw); err != nil {
+	if err := s.newPassword(pw, name); err != nil {
 		return tokenstore.User{}, err
 	}
 	roles, err = validRoles(roles)
@@ -166,7 +193,9 @@ func (s *Service) Create(ctx context.Context, username, pw string, roles []strin
 // on the account (unknown, disabled, wrong password, a username that could
 // never exist) is ErrBadCredentials and costs one password hash, so neither
 // the answer nor its timing tells which usernames exist. Store and hasher
-// failures are returned as they are (the caller fails closed).
+// failures are returned as they are (the caller fails closed). After a
+// success, a hash made with other parameters than the hasher's is
+// replaced (see rehash); the password policy is not applied here.
 func (s *Service) Authenticate(ctx context.Context, username, pw string) (tokenstore.User, error) {
 	name, nameErr := NormalizeUsername(username)
 	var u tokenstore.User
@@ -196,7 +225,49 @@ func (s *Service) Authenticate(ctx context.Context, username, pw string) (tokens
 	if lookupErr != nil || !ok || u.Disabled {
 		return tokenstore.User{}, ErrBadCredentials
 	}
-	return u, nil
+	return s.rehash(ctx, u, pw), nil
+}
+
+// errCredentialsMoved aborts a rehash whose user changed since the login
+// read it.
+var errCredentialsMoved = errors.New("users: password or credential epoch changed during the login")
+
+// rehash stores a fresh hash of pw, just checked against u's, when u's was
+// made with other parameters than the hasher's (they were raised since, or
+// lowered): a login is the only moment the server holds the password. It
+// costs one more hash, once per user and parameter change. It never fails
+// the login: a failure is logged and the old hash, which still checks, is
+// kept for the next login to try again. It changes nothing else: not the
+// credential epoch, so no session ends, and a password change or disable
+// that came in between wins (the write is skipped). The user returned is
+// u with the new hash, never a newer copy from the store, so a login in
+// flight keeps the epoch it authenticated under.
+func (s *Service) rehash(ctx context.Context, u tokenstore.User, pw string) tokenstore.User {
+	if !s.hasher.NeedsRehash(u.PasswordHash) {
+		return u
+	}
+	fail := func(err error) tokenstore.User {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "password rehash not stored; the old hash stays",
+			slog.String("user_id", u.ID), slog.String("error", err.Error()))
+		return u
+	}
+	hash, err := s.hasher.Hash(ctx, pw)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = s.store.UpdateUser(ctx, u.ID, func(cur tokenstore.User) (tokenstore.User, error) {
+		if cur.PasswordHash != u.PasswordHash || cur.Epoch != u.Epoch {
+			return cur, errCredentialsMoved
+		}
+		cur.PasswordHash = hash
+		return cur, nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "password rehashed with the current parameters", slog.String("user_id", u.ID))
+	u.PasswordHash = hash
+	return u
 }
 
 // ByName returns the user with that (normalised) username.
@@ -224,7 +295,8 @@ type Change struct {
 	KeepSession string
 }
 
-// Update applies c to the user named username.
+// Update applies c to the user named username. A new password must pass
+// the policy (ErrPasswordTooWeak).
 func (s *Service) Update(ctx context.Context, username string, c Change) (tokenstore.User, error) {
 	u, err := s.ByName(ctx, username)
 	if err != nil {
@@ -232,7 +304,7 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 	}
 	var hash string
 	if c.Password != nil {
-		if err := validPassword(*c.Password); err != nil {
+		if err := s.newPassword(*c.Password, u.Username); err != nil {
 			return tokenstore.User{}, err
 		}
 		if hash, err = s.hasher.Hash(ctx, *c.Password); err != nil {

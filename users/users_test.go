@@ -30,15 +30,37 @@ func (c *countingHasher) Check(ctx context.Context, phc, pw string) (bool, error
 	return c.h.Check(ctx, phc, pw)
 }
 
-func newService(t *testing.T) (*users.Service, *countingHasher, tokenstore.Store) {
+func (c *countingHasher) NeedsRehash(phc string) bool { return c.h.NeedsRehash(phc) }
+
+func cheapHasher(t *testing.T) *password.Hasher {
 	t.Helper()
 	h, err := password.New(password.WithParams(password.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := &countingHasher{h: h}
+	return h
+}
+
+func newService(t *testing.T) (*users.Service, *countingHasher, tokenstore.Store) {
+	t.Helper()
+	ch := &countingHasher{h: cheapHasher(t)}
 	store := tokenstore.NewMemory()
 	return users.New(store, ch, time.Now, rand.Reader), ch, store
+}
+
+// Passwords the policy accepts.
+const (
+	strongPW = "correct horse battery staple"
+	rightPW  = "the right horse battery"
+)
+
+// longPassword is a strong password of exactly n bytes.
+func longPassword(n int) string {
+	var b strings.Builder
+	for b.Len() < n {
+		b.WriteString(rand.Text())
+	}
+	return b.String()[:n]
 }
 
 func TestNormalizeUsername(t *testing.T) {
@@ -77,17 +99,17 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	t.Parallel()
 	svc, _, _ := newService(t)
 	ctx := t.Context()
-	u, err := svc.Create(ctx, "Zoe\u0308", "correct horse", []string{"reader", "admin", "reader"})
+	u, err := svc.Create(ctx, "Zoe\u0308", "correct horse battery", []string{"reader", "admin", "reader"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.Username != "Zoë" || strings.Join(u.Roles, ",") != "admin,reader" {
 		t.Fatalf("Create = %+v: want NFC name and sorted unique roles", u)
 	}
-	if _, err := svc.Create(ctx, "Zoë", "other", nil); !errors.Is(err, tokenstore.ErrAlreadyExists) {
+	if _, err := svc.Create(ctx, "Zoë", "another horse battery", nil); !errors.Is(err, tokenstore.ErrAlreadyExists) {
 		t.Fatalf("Create of the same name in another normal form: %v, want ErrAlreadyExists", err)
 	}
-	got, err := svc.Authenticate(ctx, "Zoë", "correct horse")
+	got, err := svc.Authenticate(ctx, "Zoë", "correct horse battery")
 	if err != nil || got.ID != u.ID {
 		t.Fatalf("Authenticate = %+v, %v", got, err)
 	}
@@ -102,12 +124,16 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		roles          []string
 		want           error
 	}{
-		{"empty username", "", "pw", nil, users.ErrInvalidUsername},
-		{"control char", "a\tb", "pw", nil, users.ErrInvalidUsername},
+		{"empty username", "", strongPW, nil, users.ErrInvalidUsername},
+		{"control char", "a\tb", strongPW, nil, users.ErrInvalidUsername},
 		{"empty password", "bob", "", nil, users.ErrInvalidPassword},
 		{"password too long", "bob", strings.Repeat("x", password.MaxLength+1), nil, users.ErrInvalidPassword},
-		{"bad role", "bob", "pw", []string{"a b"}, users.ErrInvalidRole},
-		{"empty role", "bob", "pw", []string{""}, users.ErrInvalidRole},
+		{"password not UTF-8", "bob", strongPW + "\xff", nil, users.ErrInvalidPassword},
+		{"password too short", "bob", "Xq7#", nil, users.ErrPasswordTooWeak},
+		{"common password", "bob", "password1", nil, users.ErrPasswordTooWeak},
+		{"password built on the username", "bob", "bob12345", nil, users.ErrPasswordTooWeak},
+		{"bad role", "bob", strongPW, []string{"a b"}, users.ErrInvalidRole},
+		{"empty role", "bob", strongPW, []string{""}, users.ErrInvalidRole},
 	}
 	for _, tc := range tests {
 		if _, err := svc.Create(ctx, tc.user, tc.pw, tc.roles); !errors.Is(err, tc.want) {
@@ -115,7 +141,7 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		}
 	}
 	// A password of exactly MaxLength bytes is accepted, never truncated.
-	long := strings.Repeat("x", password.MaxLength)
+	long := longPassword(password.MaxLength)
 	if _, err := svc.Create(ctx, "carol", long, nil); err != nil {
 		t.Fatalf("Create with a %d-byte password: %v", password.MaxLength, err)
 	}
@@ -129,10 +155,10 @@ func TestAuthenticateFailuresLookAlike(t *testing.T) {
 	t.Parallel()
 	svc, h, _ := newService(t)
 	ctx := t.Context()
-	if _, err := svc.Create(ctx, "alice", "right", nil); err != nil {
+	if _, err := svc.Create(ctx, "alice", rightPW, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Create(ctx, "dave", "right", nil); err != nil {
+	if _, err := svc.Create(ctx, "dave", rightPW, nil); err != nil {
 		t.Fatal(err)
 	}
 	disabled := true
@@ -141,9 +167,9 @@ func TestAuthenticateFailuresLookAlike(t *testing.T) {
 	}
 	tests := []struct{ name, user, pw string }{
 		{"wrong password", "alice", "wrong"},
-		{"unknown user", "mallory", "right"},
-		{"disabled user", "dave", "right"},
-		{"username with a control character", "ali\x00ce", "right"},
+		{"unknown user", "mallory", rightPW},
+		{"disabled user", "dave", rightPW},
+		{"username with a control character", "ali\x00ce", rightPW},
 		{"empty password", "alice", ""},
 		{"over-long password", "alice", strings.Repeat("x", password.MaxLength+10)},
 	}
@@ -163,7 +189,7 @@ func TestUpdateRevokesSessionsOnDisableRolesAndPasswordChange(t *testing.T) {
 	t.Parallel()
 	svc, _, store := newService(t)
 	ctx := t.Context()
-	u, err := svc.Create(ctx, "erin", "old", nil)
+	u, err := svc.Create(ctx, "erin", "old horse battery", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,14 +228,21 @@ func TestUpdateRevokesSessionsOnDisableRolesAndPasswordChange(t *testing.T) {
 	}
 	sid = newSession()
 
-	pw := "new"
+	weak := "erin2024"
+	if _, err := svc.Update(ctx, "erin", users.Change{Password: &weak}); !errors.Is(err, users.ErrPasswordTooWeak) {
+		t.Fatalf("Update to a password built on the username: %v, want ErrPasswordTooWeak", err)
+	}
+	if _, err := store.Session(ctx, sid); err != nil {
+		t.Fatalf("a refused password change must not end sessions: %v", err)
+	}
+	pw := "new horse battery"
 	if _, err := svc.Update(ctx, "erin", users.Change{Password: &pw}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.Session(ctx, sid); !errors.Is(err, tokenstore.ErrNotFound) {
 		t.Fatalf("session after a password change: %v, want ErrNotFound", err)
 	}
-	if _, err := svc.Authenticate(ctx, "erin", "new"); err != nil {
+	if _, err := svc.Authenticate(ctx, "erin", pw); err != nil {
 		t.Fatalf("Authenticate with the new password: %v", err)
 	}
 

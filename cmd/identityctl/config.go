@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/identityd/identity/users"
 )
 
 // config is the global flags. Each starts from its IDENTITY_* variable (or
@@ -36,6 +38,9 @@ type config struct {
 	// target.
 	masterKeyFile    string
 	newMasterKeyFile string
+	// passwordMinLength is the password policy's minimum for passwords
+	// set with direct store access (identityd applies its own otherwise).
+	passwordMinLength int
 
 	json    bool
 	timeout time.Duration
@@ -73,6 +78,8 @@ func (c *config) fromEnv(getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("IDENTITY_SERVER_TLS: %v", err))
 		}
 	}
+	c.passwordMinLength, err = intEnv(getenv, "IDENTITY_PASSWORD_MIN_LENGTH", users.DefaultMinPasswordLength)
+	errs = append(errs, err)
 	return errors.Join(errs...)
 }
 
@@ -99,6 +106,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.masterKeyFile, "master-key-file", c.masterKeyFile, "")
 	fs.StringVar(&c.newMasterKeyFile, "new-master-key-file", c.newMasterKeyFile, "")
 	fs.DurationVar(&c.refreshIdleTTL, "refresh-idle-ttl", c.refreshIdleTTL, "")
+	fs.IntVar(&c.passwordMinLength, "password-min-length", c.passwordMinLength, "")
 	fs.BoolVar(&c.json, "json", c.json, "")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "")
 }
@@ -120,6 +128,9 @@ func (c *config) check() error {
 		return fmt.Errorf("--timeout must be positive, got %s", c.timeout)
 	}
 	if c.direct() {
+		if err := c.passwordPolicy().Validate(); err != nil {
+			return fmt.Errorf("--password-min-length: %w", err)
+		}
 		return nil
 	}
 	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
@@ -168,4 +179,23 @@ func durationEnv(getenv func(string) string, name string, def time.Duration) (ti
 		return 0, fmt.Errorf("%s: %v", name, err)
 	}
 	return d, nil
+}
+
+// intEnv reads an integer from the environment, keeping def when unset.
+func intEnv(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v", name, err)
+	}
+	return n, nil
+}
+
+// passwordPolicy is the rule for passwords identityctl sets in the store
+// itself, the one identityd applies with the same setting.
+func (c *config) passwordPolicy() users.PasswordPolicy {
+	return users.PasswordPolicy{MinLength: c.passwordMinLength}
 }

@@ -93,7 +93,7 @@ func (c *cli) connectStore(withKeys bool) (admin.Admin, func(), error) {
 		closeFn()
 		return nil, nil, err
 	}
-	accounts := users.New(store, hasher, time.Now, rand.Reader)
+	accounts := users.New(store, hasher, time.Now, rand.Reader, users.WithPasswordPolicy(c.cfg.passwordPolicy()))
 	return admin.NewLocal(store, accounts, keys, admin.WithIdleTTL(c.cfg.refreshIdleTTL)), closeFn, nil
 }
 

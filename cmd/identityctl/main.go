@@ -59,6 +59,7 @@ Direct store access, with the settings identityd has:
   --master-key-file FILE identityd's master keys            IDENTITY_MASTER_KEY_FILE
   --new-master-key-file FILE
                          key rewrap's new master keys       IDENTITY_NEW_MASTER_KEY_FILE
+  --password-min-length N  shortest new password [8]       IDENTITY_PASSWORD_MIN_LENGTH
 Otherwise, a running identityd (plaintext unless a TLS flag is given):
   --server ADDR          gRPC address [127.0.0.1:9090]      IDENTITY_SERVER
   --tls                  TLS, trusting the system's roots   IDENTITY_SERVER_TLS

@@ -122,7 +122,8 @@ func (h *harness) loginAt(username string, at time.Time) string {
 	}
 	now := at.Truncate(time.Millisecond)
 	err = h.store.CreateSession(ctx, tokenstore.Session{
-		ID: id, UserID: u.ID, Nonce: "nonce", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(24 * time.Hour), Epoch: u.Epoch,
+		ID: id, UserID: u.ID, Nonce: "nonce", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+		Epoch: u.Epoch, // a login authenticates under the user's current credential epoch
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -165,14 +166,14 @@ func TestUserCommands(t *testing.T) {
 	}
 	h.secrets = append(h.secrets, "s3cret alice")
 	// Flags before the name, repeated --role, --json after the command.
-	out = h.ok("bob pw\r\n", "user", "add", "--role", "ops", "--password-stdin", "--role", "dev", "bob", "--json")
-	h.secrets = append(h.secrets, "bob pw")
+	out = h.ok("violet harbour bob\r\n", "user", "add", "--role", "ops", "--password-stdin", "--role", "dev", "bob", "--json")
+	h.secrets = append(h.secrets, "violet harbour bob")
 	bob := decode[admin.User](t, out)
 	if bob.Username != "bob" || !slices.Equal(bob.Roles, []string{"dev", "ops"}) || bob.Disabled || bob.CreatedAt.IsZero() {
 		t.Errorf("user add --json = %+v", bob)
 	}
 	accounts := h.accounts()
-	if _, err := accounts.Authenticate(t.Context(), "bob", "bob pw"); err != nil {
+	if _, err := accounts.Authenticate(t.Context(), "bob", "violet harbour bob"); err != nil {
 		t.Errorf("bob cannot log in with the password given on stdin (CRLF stripped): %v", err)
 	}
 
@@ -261,8 +262,8 @@ func TestUserListEmpty(t *testing.T) {
 func TestSessionCommands(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.addUser("alice", "pw one")
-	h.addUser("bob", "pw two")
+	h.addUser("alice", "crimson otter wagon")
+	h.addUser("bob", "curtain falcon pebble")
 	s1 := h.loginAt("alice", time.Now().Add(-time.Minute))
 	s2 := h.login("alice")
 	bobs := h.login("bob")
@@ -399,7 +400,7 @@ func TestKeyCommands(t *testing.T) {
 func TestErrors(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.addUser("alice", "alice pw")
+	h.addUser("alice", "amber gravel piano")
 	tests := []struct {
 		name   string
 		env    map[string]string
@@ -408,15 +409,15 @@ func TestErrors(t *testing.T) {
 		code   int
 		stderr string // a line stderr must hold
 	}{
-		{"duplicate user", nil, "other pw\n", []string{"user", "add", "alice", "--password-stdin"}, 1,
+		{"duplicate user", nil, "quiet maple engine\n", []string{"user", "add", "alice", "--password-stdin"}, 1,
 			"identityctl: user \"alice\" already exists\n"},
-		{"decomposed name", nil, "pw\n", []string{"user", "add", "a\u0301", "--password-stdin"}, 0, ""},
-		{"duplicate after NFC", nil, "pw\n", []string{"user", "add", "\u00e1", "--password-stdin"}, 1,
+		{"decomposed name", nil, "purple shovel orbit\n", []string{"user", "add", "a\u0301", "--password-stdin"}, 0, ""},
+		{"duplicate after NFC", nil, "purple shovel orbit\n", []string{"user", "add", "\u00e1", "--password-stdin"}, 1,
 			"identityctl: user \"\u00e1\" already exists\n"},
-		{"name after --", nil, "pw\n", []string{"user", "add", "--password-stdin", "--", "-dash"}, 0, ""},
+		{"name after --", nil, "purple shovel orbit\n", []string{"user", "add", "--password-stdin", "--", "-dash"}, 0, ""},
 		{"flag after --", nil, "pw\n", []string{"user", "add", "--", "-x", "--password-stdin"}, 2, "unexpected argument \"--password-stdin\""},
 		{"unknown user", nil, "", []string{"user", "disable", "nobody"}, 1, "identityctl: user \"nobody\" not found\n"},
-		{"unknown user passwd", nil, "pw\n", []string{"user", "passwd", "nobody", "--password-stdin"}, 1,
+		{"unknown user passwd", nil, "purple shovel orbit\n", []string{"user", "passwd", "nobody", "--password-stdin"}, 1,
 			"identityctl: user \"nobody\" not found\n"},
 		{"nothing on stdin", nil, "", []string{"user", "add", "bob", "--password-stdin"}, 1,
 			"identityctl: no password on stdin: expected one line\n"},
@@ -426,8 +427,20 @@ func TestErrors(t *testing.T) {
 			"identityctl: password on stdin is longer than 1024 bytes\n"},
 		{"password too long, no newline", nil, strings.Repeat("p", 5000), []string{"user", "add", "bob", "--password-stdin"}, 1,
 			"identityctl: password on stdin is longer than 1024 bytes\n"},
-		{"invalid username", nil, "pw\n", []string{"user", "add", " bob", "--password-stdin"}, 1, "invalid username"},
-		{"invalid role", nil, "pw\n", []string{"user", "add", "bob", "--password-stdin", "--role", "a b"}, 1, "invalid role"},
+		{"invalid username", nil, "purple shovel orbit\n", []string{"user", "add", " bob", "--password-stdin"}, 1, "invalid username"},
+		{"weak password", nil, "password1\n", []string{"user", "add", "bob", "--password-stdin"}, 1,
+			"identityctl: password too weak: it is too common or too easy to guess"},
+		{"password built on the username", nil, "alice2024\n", []string{"user", "passwd", "alice", "--password-stdin"}, 1,
+			"identityctl: password too weak: it is too common or too easy to guess"},
+		{"password too short", nil, "h4Tz!pQ\n", []string{"user", "add", "bob", "--password-stdin"}, 1,
+			"identityctl: password too weak: it must have at least 8 characters\n"},
+		{"password under IDENTITY_PASSWORD_MIN_LENGTH", map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "25"}, "purple shovel orbit\n",
+			[]string{"user", "add", "bob", "--password-stdin"}, 1, "identityctl: password too weak: it must have at least 25 characters\n"},
+		{"password under --password-min-length", nil, "purple shovel orbit\n",
+			[]string{"--password-min-length", "20", "user", "add", "bob", "--password-stdin"}, 1, "at least 20 characters"},
+		{"bad password min length", map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "0"}, "", []string{"user", "list"}, 2,
+			"--password-min-length"},
+		{"invalid role", nil, "purple shovel orbit\n", []string{"user", "add", "bob", "--password-stdin", "--role", "a b"}, 1, "invalid role"},
 		{"missing --password-stdin", nil, "pw\n", []string{"user", "add", "bob"}, 2,
 			"usage: identityctl user add NAME --password-stdin [--role R ...]\n"},
 		{"unknown flag", nil, "", []string{"user", "list", "--bogus"}, 2, "flag provided but not defined: -bogus"},
@@ -482,7 +495,7 @@ func TestErrors(t *testing.T) {
 	if len(names) != 3 || names[0].Username != "-dash" || names[1].Username != "alice" || names[2].Username != "\u00e1" {
 		t.Errorf("users after the failures: %+v", names)
 	}
-	if _, err := h.accounts().Authenticate(t.Context(), "alice", "alice pw"); err != nil {
+	if _, err := h.accounts().Authenticate(t.Context(), "alice", "amber gravel piano"); err != nil {
 		t.Errorf("alice's password changed: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/users"
 )
 
 // config is everything identityd reads at start: flags, each with an
@@ -217,6 +218,7 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.num(&s.LoginFailuresPerUserAddress, "login-failures-per-user-address", "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", s.LoginFailuresPerUserAddress, "failed logins per minute per username from one client address (0: no limit)")
 	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per hour per username from every address together (0: no limit)")
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	e.num(&s.PasswordMinLength, "password-min-length", "IDENTITY_PASSWORD_MIN_LENGTH", s.PasswordMinLength, "shortest password accepted when one is set, in characters (NIST SP 800-63B asks 15 where the password is the only factor); common and easily guessed passwords are refused at any length")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
 	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
@@ -334,10 +336,19 @@ func (c config) validate() error {
 	check(c.TLSClientCAFile == "" || c.TLSCertFile != "", "--tls-client-ca-file needs --tls-cert-file and --tls-key-file (client certificates are asked in a TLS handshake)")
 	check(c.RedisCAFile == "" || c.RedisURL != "" || len(c.RedisAddrs) > 0, "--redis-ca-file needs --redis-url (rediss://) or --redis-addrs")
 	check(c.RedisCAFile == "" || !strings.HasPrefix(c.RedisURL, "redis://"), "--redis-ca-file needs a rediss:// URL: redis:// is plaintext")
+	if err := c.passwordPolicy().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--password-min-length: %w", err))
+	}
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:
 		errs = append(errs, fmt.Errorf("--signing-alg %q: want EdDSA, ES256, RS256 or HS256", c.SigningAlg))
 	}
 	return errors.Join(errs...)
+}
+
+// passwordPolicy is the rule for passwords set here: the bootstrap user's
+// and, through the server, every other.
+func (c config) passwordPolicy() users.PasswordPolicy {
+	return users.PasswordPolicy{MinLength: c.Server.PasswordMinLength}
 }

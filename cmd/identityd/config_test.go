@@ -48,6 +48,7 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"tls-key-file", c.TLSKeyFile, ""},
 		{"tls-client-ca-file", c.TLSClientCAFile, ""},
 		{"redis-ca-file", c.RedisCAFile, ""},
+		{"password-min-length", s.PasswordMinLength, 8},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -63,6 +64,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
 	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
+	t.Setenv("IDENTITY_PASSWORD_MIN_LENGTH", "15")
 	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", "3")
 	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER", "30")
 	t.Setenv("IDENTITY_PUBLIC_URL", "https://id.example.com/identity/")
@@ -72,6 +74,9 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 	if c.Server.AccessTTL != 6*time.Second {
 		t.Errorf("access TTL from env = %v, want 6s", c.Server.AccessTTL)
+	}
+	if c.Server.PasswordMinLength != 15 {
+		t.Errorf("password min length from env = %d, want 15", c.Server.PasswordMinLength)
 	}
 	if c.GRPCAddr != "127.0.0.1:2" {
 		t.Errorf("the flag must win over the env: grpc-addr = %q", c.GRPCAddr)
@@ -122,6 +127,9 @@ func TestConfigRejects(t *testing.T) {
 		{"client CA without TLS", []string{"--tls-client-ca-file", "/ca.pem"}, nil, "--tls-client-ca-file needs"},
 		{"redis CA without Redis", []string{"--redis-ca-file", "/ca.pem"}, nil, "--redis-ca-file needs"},
 		{"redis CA on plaintext Redis", []string{"--redis-ca-file", "/ca.pem", "--redis-url", "redis://127.0.0.1:6379"}, nil, "rediss://"},
+		{"zero password length", []string{"--password-min-length", "0"}, nil, "--password-min-length"},
+		{"password length over the limit", nil, map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "1025"}, "--password-min-length"},
+		{"password length not a number", nil, map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "eight"}, "IDENTITY_PASSWORD_MIN_LENGTH"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"missing password file", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice", "IDENTITY_BOOTSTRAP_PASSWORD_FILE": "/nonexistent/pw"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"redis without a master key", []string{"--redis-url", "redis://x"}, nil, "set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key)"},
@@ -165,7 +173,7 @@ func TestConfigTLSFromEnvAndFlags(t *testing.T) {
 func TestBootstrapPasswordFromFile(t *testing.T) {
 	clearEnv(t)
 	f := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(f, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(f, []byte("correct horse battery\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("IDENTITY_BOOTSTRAP_USER", "alice")
@@ -174,7 +182,7 @@ func TestBootstrapPasswordFromFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.BootstrapPassword != "s3cret" || c.BootstrapUser != "alice" || strings.Join(c.BootstrapRoles, ",") != "admin" {
+	if c.BootstrapPassword != "correct horse battery" || c.BootstrapUser != "alice" || strings.Join(c.BootstrapRoles, ",") != "admin" {
 		t.Fatalf("bootstrap = %q/%q roles %v: want the file's line without its newline and role admin", c.BootstrapUser, c.BootstrapPassword, c.BootstrapRoles)
 	}
 }

@@ -18,7 +18,7 @@ Usage: identityd [flags]
 
 Common invocations:
   # try it: embedded in-memory store (one instance, not durable), a first admin
-  printf wonderland > /tmp/alice.pw
+  printf down-the-rabbit-hole > /tmp/alice.pw
   IDENTITY_BOOTSTRAP_USER=alice IDENTITY_BOOTSTRAP_PASSWORD_FILE=/tmp/alice.pw identityd
   # production: Redis (rediss:// for TLS) and an https issuer
   identityd --redis-url redis://10.0.0.5:6379/0 --issuer https://id.example.com

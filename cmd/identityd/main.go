@@ -306,17 +306,28 @@ func signingAlg(keys *token.Manager) string {
 	return k.Alg
 }
 
-// bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet.
+// bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet, with
+// the password policy every other account has.
 func bootstrap(ctx context.Context, c config, store tokenstore.Store, hasher *password.Hasher, log *slog.Logger) error {
 	if c.BootstrapUser == "" {
 		return nil
 	}
-	svc := users.New(store, hasher, time.Now, rand.Reader)
-	_, err := svc.Create(ctx, c.BootstrapUser, c.BootstrapPassword, c.BootstrapRoles)
+	svc := users.New(store, hasher, time.Now, rand.Reader, users.WithPasswordPolicy(c.passwordPolicy()))
+	// An existing user is left alone, whatever the policy says of the
+	// password in the environment now: a restart of an identityd whose
+	// bootstrap user was made under a laxer policy must still start.
+	_, err := svc.ByName(ctx, c.BootstrapUser)
+	if err == nil {
+		err = tokenstore.ErrAlreadyExists
+	} else if errors.Is(err, tokenstore.ErrNotFound) {
+		_, err = svc.Create(ctx, c.BootstrapUser, c.BootstrapPassword, c.BootstrapRoles)
+	}
 	switch {
 	case errors.Is(err, tokenstore.ErrAlreadyExists):
 		log.Info("bootstrap user already exists", slog.String("username", c.BootstrapUser))
 		return nil
+	case errors.Is(err, users.ErrPasswordTooWeak):
+		return fmt.Errorf("bootstrap user: the password of IDENTITY_BOOTSTRAP_PASSWORD_FILE (or IDENTITY_BOOTSTRAP_PASSWORD) is refused: %w", err)
 	case err != nil:
 		return fmt.Errorf("bootstrap user: %w", err)
 	}

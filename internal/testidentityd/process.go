@@ -496,9 +496,11 @@ func (p *Process) Problems() []string {
 	p.mu.Unlock()
 	log := p.Log.String()
 	var problems []string
-	for _, s := range secrets {
+	for i, s := range secrets {
 		if len(s) >= 8 && strings.Contains(log, s) {
-			problems = append(problems, fmt.Sprintf("a secret (password or token, %d bytes, starting %.6q) appears in its log", len(s), s))
+			// Named by its place and size: the failure output must not
+			// hold a piece of the secret either.
+			problems = append(problems, fmt.Sprintf("a secret (#%d of those remembered, %d bytes) appears in its log", i+1, len(s)))
 		}
 	}
 	if refreshTokenPattern.MatchString(log) {

@@ -202,7 +202,10 @@ func (c Client) Logout(t testing.TB, pair *identityv1.TokenPair) {
 
 // CheapHash are argon2id parameters that make logins cheap in tests. The
 // parameters travel with each stored hash, so identity checks a password
-// hashed with them at their cost, whatever its own hasher's defaults.
+// hashed with them at their cost. An identityd whose own parameters differ
+// (a process: OWASP's) rehashes it at the user's first login, so later
+// logins of that user cost a full hash; the in-process server hashes with
+// CheapHash itself and never does.
 var CheapHash = password.Params{Memory: 8, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 
 // AddUser creates a user straight in store (as `identityctl --redis-url

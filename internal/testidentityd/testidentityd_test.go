@@ -149,8 +149,8 @@ func TestProblems(t *testing.T) {
 			t.Errorf("problems %q lack %q", got, want)
 		}
 	}
-	if strings.Contains(got, "short") || strings.Contains(got, "s3cr3t-token-value") {
-		t.Errorf("a problem quotes the secret, or a short one was checked: %q", got)
+	if strings.Contains(got, "short") || strings.Contains(got, "s3cr3t") {
+		t.Errorf("a problem quotes the secret (or a piece of it), or a short one was checked: %q", got)
 	}
 }
 
