@@ -38,6 +38,36 @@ func TestRedisConformance(t *testing.T) {
 	})
 }
 
+// TestRedisClusterConformance runs the suite on a real Redis Cluster (3
+// masters, 3 replicas), through a client built as identityd builds its
+// own for --redis-addrs.
+func TestRedisClusterConformance(t *testing.T) {
+	cluster := testredis.SharedCluster(t)
+	opts, err := tokenstore.ClientOptions("", cluster.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewUniversalClient(opts)
+	t.Cleanup(func() { client.Close() })
+	storetest.Run(t, func(t *testing.T) tokenstore.Store {
+		return newRedisStore(t, client)
+	})
+}
+
+// TestRedisSentinelConformance runs the suite on a primary and its replica
+// monitored by three sentinels, through a go-redis failover client.
+func TestRedisSentinelConformance(t *testing.T) {
+	sentinel := testredis.SharedSentinel(t)
+	client := redis.NewUniversalClient(tokenstore.RedisOptions(redis.UniversalOptions{
+		Addrs:      sentinel.SentinelAddrs(),
+		MasterName: sentinel.MasterName(),
+	}))
+	t.Cleanup(func() { client.Close() })
+	storetest.Run(t, func(t *testing.T) tokenstore.Store {
+		return newRedisStore(t, client)
+	})
+}
+
 func randomNonce() string {
 	b := make([]byte, 16)
 	rand.Read(b)
