@@ -20,11 +20,13 @@ func TestMain(m *testing.M) { testidentityd.Main(m) }
 
 // opts describe one identityd run. Flags not named keep the defaults below.
 type opts struct {
-	embedded bool              // no --redis-url: the in-memory store
-	redis    *testredis.Server // use this Redis; nil starts a private one
-	flags    map[string]string // flag name (no dashes) → value, over the defaults
-	username string            // bootstrap user; default "alice"
-	password string            // bootstrap password; default random
+	embedded bool                // no --redis-url: the in-memory store
+	redis    *testredis.Server   // use this Redis; nil starts a private one
+	cluster  *testredis.Cluster  // or this Redis Cluster
+	sentinel *testredis.Sentinel // or this Sentinel-watched primary
+	flags    map[string]string   // flag name (no dashes) → value, over the defaults
+	username string              // bootstrap user; default "alice"
+	password string              // bootstrap password; default random
 }
 
 func defaultFlags() map[string]string {
@@ -61,6 +63,10 @@ func startIdentityd(t *testing.T, o opts) *identityd {
 		options = append(options, testidentityd.WithEmbeddedStore())
 	case o.redis != nil:
 		options = append(options, testidentityd.WithRedis(o.redis))
+	case o.cluster != nil:
+		options = append(options, testidentityd.WithRedisCluster(o.cluster))
+	case o.sentinel != nil:
+		options = append(options, testidentityd.WithRedisSentinel(o.sentinel))
 	}
 	if o.username == "" {
 		o.username = "alice"

@@ -51,6 +51,21 @@ func ClientOptions(rawURL string, clusterAddrs []string) (*redis.UniversalOption
 	}), nil
 }
 
+// SentinelClientOptions builds the go-redis options for a Store on a
+// primary watched by Redis Sentinel: master is the name the sentinels
+// monitor it by, sentinelAddrs are the sentinels' addresses. go-redis asks
+// the sentinels for the current primary and follows a failover itself.
+// Calls are bounded and never resent, as with ClientOptions.
+func SentinelClientOptions(master string, sentinelAddrs []string) (*redis.UniversalOptions, error) {
+	if master == "" {
+		return nil, errors.New("--redis-sentinel-master: no name")
+	}
+	if len(sentinelAddrs) == 0 {
+		return nil, errors.New("--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
+	}
+	return RedisOptions(redis.UniversalOptions{Addrs: sentinelAddrs, MasterName: master}), nil
+}
+
 // redactURLError drops the URL net/url quotes in its errors.
 func redactURLError(err error) error {
 	if ue, ok := errors.AsType[*url.Error](err); ok {

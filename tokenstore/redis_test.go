@@ -55,13 +55,15 @@ func TestRedisClusterConformance(t *testing.T) {
 }
 
 // TestRedisSentinelConformance runs the suite on a primary and its replica
-// monitored by three sentinels, through a go-redis failover client.
+// monitored by three sentinels, through a go-redis failover client built
+// as identityd's for --redis-sentinel-master.
 func TestRedisSentinelConformance(t *testing.T) {
 	sentinel := testredis.SharedSentinel(t)
-	client := redis.NewUniversalClient(tokenstore.RedisOptions(redis.UniversalOptions{
-		Addrs:      sentinel.SentinelAddrs(),
-		MasterName: sentinel.MasterName(),
-	}))
+	opts, err := tokenstore.SentinelClientOptions(sentinel.MasterName(), sentinel.SentinelAddrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewUniversalClient(opts)
 	t.Cleanup(func() { client.Close() })
 	storetest.Run(t, func(t *testing.T) tokenstore.Store {
 		return newRedisStore(t, client)

@@ -13,6 +13,8 @@ import (
 type config struct {
 	redisURL   string
 	redisAddrs string
+	// sentinelMaster makes redisAddrs the sentinels' addresses.
+	sentinelMaster string
 
 	server       string
 	token        string
@@ -32,6 +34,7 @@ type config struct {
 func (c *config) fromEnv(getenv func(string) string) error {
 	c.redisURL = getenv("IDENTITY_REDIS_URL")
 	c.redisAddrs = getenv("IDENTITY_REDIS_ADDRS")
+	c.sentinelMaster = getenv("IDENTITY_REDIS_SENTINEL_MASTER")
 	c.server = or(getenv("IDENTITY_SERVER"), "127.0.0.1:9090")
 	c.token = getenv("IDENTITY_TOKEN")
 	c.user = getenv("IDENTITY_USER")
@@ -58,6 +61,7 @@ func (c *config) fromEnv(getenv func(string) string) error {
 func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.redisURL, "redis-url", c.redisURL, "")
 	fs.StringVar(&c.redisAddrs, "redis-addrs", c.redisAddrs, "")
+	fs.StringVar(&c.sentinelMaster, "redis-sentinel-master", c.sentinelMaster, "")
 	fs.StringVar(&c.server, "server", c.server, "")
 	fs.StringVar(&c.token, "token", c.token, "")
 	fs.StringVar(&c.user, "user", c.user, "")
@@ -78,6 +82,9 @@ func (c *config) direct() bool { return c.redisURL != "" || c.redisAddrs != "" }
 func (c *config) check() error {
 	if c.redisURL != "" && c.redisAddrs != "" {
 		return errors.New("--redis-url and --redis-addrs are exclusive: give one")
+	}
+	if c.sentinelMaster != "" && c.redisAddrs == "" {
+		return errors.New("--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
 	}
 	if c.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %s", c.timeout)

@@ -44,6 +44,9 @@ func (c *config) redisOptions() (*redis.UniversalOptions, error) {
 		if len(addrs) == 0 {
 			return nil, errors.New("--redis-addrs: no address")
 		}
+		if c.sentinelMaster != "" {
+			return tokenstore.SentinelClientOptions(c.sentinelMaster, addrs)
+		}
 		return tokenstore.ClientOptions("", addrs)
 	}
 	return tokenstore.ClientOptions(c.redisURL, nil)

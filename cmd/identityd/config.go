@@ -32,6 +32,10 @@ type config struct {
 	HashWorkers     int
 	Server          server.Config
 
+	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
+	// addresses and names the primary they monitor.
+	RedisSentinelMaster string
+
 	BootstrapUser     string
 	BootstrapPassword string
 	BootstrapRoles    []string
@@ -112,7 +116,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
-	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses")
+	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses, or the sentinels' addresses with --redis-sentinel-master")
+	e.str(&c.RedisSentinelMaster, "redis-sentinel-master", "IDENTITY_REDIS_SENTINEL_MASTER", "", "name of the primary the sentinels in --redis-addrs monitor (Redis Sentinel)")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
 	e.dur(&s.AccessTTL, "access-ttl", "IDENTITY_ACCESS_TTL", s.AccessTTL, "access token lifetime")
 	e.dur(&s.RefreshIdleTTL, "refresh-idle-ttl", "IDENTITY_REFRESH_IDLE_TTL", s.RefreshIdleTTL, "session idle lifetime")
@@ -198,6 +203,8 @@ func (c config) validate() error {
 	check(s.Issuer != "" && s.Audience != "", "--issuer and --audience must not be empty")
 	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0, "login limits must not be negative")
 	check(c.RedisURL == "" || len(c.RedisAddrs) == 0, "set --redis-url or --redis-addrs, not both")
+	check(c.RedisSentinelMaster == "" || len(c.RedisAddrs) > 0, "--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
+	check(c.RedisSentinelMaster == "" || c.RedisURL == "", "--redis-sentinel-master goes with --redis-addrs, not --redis-url")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")

@@ -52,11 +52,18 @@ func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// redisClient builds the go-redis universal client: one node for
-// --redis-url, a cluster for --redis-addrs. Calls are bounded by their
+// redisOptions are the go-redis universal client's options: one node for
+// --redis-url, a cluster for --redis-addrs, a Sentinel-watched primary for
+// --redis-addrs with --redis-sentinel-master. Calls are bounded by their
 // context and never resent by go-redis, so a Lua rotation cannot run twice.
-func redisClient(c config) (redis.UniversalClient, error) {
-	opts, err := tokenstore.ClientOptions(c.RedisURL, c.RedisAddrs)
+func redisOptions(c config) (*redis.UniversalOptions, error) {
+	var opts *redis.UniversalOptions
+	var err error
+	if c.RedisSentinelMaster != "" {
+		opts, err = tokenstore.SentinelClientOptions(c.RedisSentinelMaster, c.RedisAddrs)
+	} else {
+		opts, err = tokenstore.ClientOptions(c.RedisURL, c.RedisAddrs)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +76,18 @@ func redisClient(c config) (redis.UniversalClient, error) {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = c.RedisTimeout
 	}
-	return redis.NewUniversalClient(opts), nil
+	return opts, nil
+}
+
+// redisMode names the topology of c's Redis for the log.
+func redisMode(c config) string {
+	switch {
+	case c.RedisSentinelMaster != "":
+		return "sentinel"
+	case len(c.RedisAddrs) > 0:
+		return "cluster"
+	}
+	return "single"
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -94,11 +112,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		store = tokenstore.NewMemory(storeOpts...)
 		limiter = ratelimit.NewMemory()
 	} else {
-		rdb, err := redisClient(c)
+		opts, err := redisOptions(c)
 		if err != nil {
 			return err
 		}
-		log.Info("using the Redis store", slog.Int("seeds", max(1, len(c.RedisAddrs))))
+		rdb := redis.NewUniversalClient(opts)
+		defer rdb.Close()
+		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
 		store = tokenstore.NewRedis(rdb, storeOpts...)
 		limiter = ratelimit.NewRedis(rdb)
 	}

@@ -32,6 +32,8 @@ type options struct {
 	embedded     bool
 	redis        *testredis.Server
 	redisURL     string
+	redisAddrs   []string // --redis-addrs: cluster seeds, or sentinels with sentinelMaster
+	sentinel     string   // --redis-sentinel-master
 	flags        map[string]string
 	env          []string
 	keysDir      string
@@ -62,19 +64,35 @@ func WithEnv(kv ...string) Option {
 
 // WithEmbeddedStore runs identityd on its in-memory store (no --redis-url).
 func WithEmbeddedStore() Option {
-	return func(o *options) { o.embedded, o.redis, o.redisURL = true, nil, "" }
+	return func(o *options) { o.setStore(true, nil, "", nil, "") }
 }
 
 // WithRedis runs identityd on srv, for tests that share one Redis between
 // instances or stop it under identityd. Without a store option, identityd
 // gets a private redis-server of its own (testredis.NewServer).
 func WithRedis(srv *testredis.Server) Option {
-	return func(o *options) { o.embedded, o.redis, o.redisURL = false, srv, "" }
+	return func(o *options) { o.setStore(false, srv, "", nil, "") }
 }
 
 // WithRedisURL runs identityd on the Redis at url, which the test owns.
 func WithRedisURL(url string) Option {
-	return func(o *options) { o.embedded, o.redis, o.redisURL = false, nil, url }
+	return func(o *options) { o.setStore(false, nil, url, nil, "") }
+}
+
+// WithRedisCluster runs identityd on the Redis Cluster c (--redis-addrs
+// with every node as a seed).
+func WithRedisCluster(c *testredis.Cluster) Option {
+	return func(o *options) { o.setStore(false, nil, "", c.Addrs(), "") }
+}
+
+// WithRedisSentinel runs identityd on the primary the sentinels of s watch
+// (--redis-addrs with the sentinels, --redis-sentinel-master).
+func WithRedisSentinel(s *testredis.Sentinel) Option {
+	return func(o *options) { o.setStore(false, nil, "", s.SentinelAddrs(), s.MasterName()) }
+}
+
+func (o *options) setStore(embedded bool, srv *testredis.Server, url string, addrs []string, sentinel string) {
+	o.embedded, o.redis, o.redisURL, o.redisAddrs, o.sentinel = embedded, srv, url, addrs, sentinel
 }
 
 // WithKeysDir passes --keys-dir: identityd signs with the PEM keys in dir.
@@ -109,8 +127,14 @@ type Process struct {
 	GRPCAddr string // host:port
 	HTTPAddr string // host:port
 	BaseURL  string // http://HTTPAddr
-	// RedisURL is the store's URL; empty on the embedded store.
+	// RedisURL is the store's URL; empty on the embedded store, a
+	// cluster or Sentinel.
 	RedisURL string
+	// RedisAddrs are the cluster's seeds or the sentinels' addresses, and
+	// SentinelMaster the sentinels' name of the primary (WithRedisCluster,
+	// WithRedisSentinel).
+	RedisAddrs     []string
+	SentinelMaster string
 	// Redis is the private redis-server Start made, or the one given with
 	// WithRedis; nil otherwise.
 	Redis *testredis.Server
@@ -165,6 +189,9 @@ func Start(t testing.TB, opts ...Option) *Process {
 	}
 	switch {
 	case o.embedded:
+	case len(o.redisAddrs) > 0:
+		p.RedisAddrs, p.SentinelMaster = o.redisAddrs, o.sentinel
+		p.args = append(p.args, p.storeArgs()...)
 	case o.redisURL != "":
 		p.RedisURL = o.redisURL
 	default:
@@ -174,7 +201,7 @@ func Start(t testing.TB, opts ...Option) *Process {
 		p.Redis, p.RedisURL = o.redis, o.redis.URL()
 	}
 	if p.RedisURL != "" {
-		p.args = append(p.args, "--redis-url="+p.RedisURL)
+		p.args = append(p.args, p.storeArgs()...)
 	}
 	if o.keysDir != "" {
 		p.args = append(p.args, "--keys-dir="+o.keysDir)
@@ -399,14 +426,36 @@ func (p *Process) finish() {
 // JWKSURL is identityd's JWKS endpoint.
 func (p *Process) JWKSURL() string { return p.BaseURL + "/.well-known/jwks.json" }
 
+// storeArgs are the flags that name identityd's Redis, for identityd and
+// identityctl alike.
+func (p *Process) storeArgs() []string {
+	switch {
+	case p.SentinelMaster != "":
+		return []string{"--redis-addrs=" + strings.Join(p.RedisAddrs, ","), "--redis-sentinel-master=" + p.SentinelMaster}
+	case len(p.RedisAddrs) > 0:
+		return []string{"--redis-addrs=" + strings.Join(p.RedisAddrs, ",")}
+	case p.RedisURL != "":
+		return []string{"--redis-url=" + p.RedisURL}
+	}
+	return nil
+}
+
 // Store opens identityd's Redis store for the test to act on directly, as
 // `identityctl --redis-url` does; closed when t ends.
 func (p *Process) Store(t testing.TB) tokenstore.Store {
 	t.Helper()
-	if p.RedisURL == "" {
+	var opts *redis.UniversalOptions
+	var err error
+	switch { // as identityd builds it
+	case p.SentinelMaster != "":
+		opts, err = tokenstore.SentinelClientOptions(p.SentinelMaster, p.RedisAddrs)
+	case len(p.RedisAddrs) > 0:
+		opts, err = tokenstore.ClientOptions("", p.RedisAddrs)
+	case p.RedisURL != "":
+		opts, err = tokenstore.ClientOptions(p.RedisURL, nil)
+	default:
 		t.Fatal("testidentityd: Store needs a Redis-backed identityd")
 	}
-	opts, err := tokenstore.ClientOptions(p.RedisURL, nil) // as identityd builds it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,14 +465,16 @@ func (p *Process) Store(t testing.TB) tokenstore.Store {
 	return s
 }
 
-// Identityctl runs `identityctl --redis-url <the store> args...` with stdin
+// Identityctl runs `identityctl --redis-url <the store> args...` (or the
+// cluster's or sentinels' flags) with stdin
 // as its input and returns its combined output; an error exit fails t.
 func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
-	if p.RedisURL == "" {
+	storeArgs := p.storeArgs()
+	if storeArgs == nil {
 		t.Fatal("testidentityd: Identityctl needs a Redis-backed identityd")
 	}
-	cmd := exec.Command(IdentityctlBinary(t), append([]string{"--redis-url", p.RedisURL}, args...)...)
+	cmd := exec.Command(IdentityctlBinary(t), append(storeArgs, args...)...)
 	cmd.Env = CleanEnv()
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
