@@ -47,7 +47,7 @@ func TestRedisClusterConformance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := redis.NewUniversalClient(opts)
+	client := tokenstore.NewClient(opts)
 	t.Cleanup(func() { client.Close() })
 	storetest.Run(t, func(t *testing.T) tokenstore.Store {
 		return newRedisStore(t, client)
@@ -63,7 +63,7 @@ func TestRedisSentinelConformance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := redis.NewUniversalClient(opts)
+	client := tokenstore.NewClient(opts)
 	t.Cleanup(func() { client.Close() })
 	storetest.Run(t, func(t *testing.T) tokenstore.Store {
 		return newRedisStore(t, client)

@@ -59,7 +59,7 @@ func (c *cli) connectStore(withKeys bool) (admin.Admin, func(), error) {
 	if err != nil {
 		return nil, nil, &usageError{msg: err.Error()}
 	}
-	rdb := redis.NewUniversalClient(opts)
+	rdb := tokenstore.NewClient(opts)
 	store := tokenstore.NewRedis(rdb, c.storeOptions...)
 	closeFn := func() { store.Close(); rdb.Close() }
 	var keys admin.Keys

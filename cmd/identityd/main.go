@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		rdb := redis.NewUniversalClient(opts)
+		rdb := tokenstore.NewClient(opts)
 		defer rdb.Close()
 		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
 		store = tokenstore.NewRedis(rdb, storeOpts...)

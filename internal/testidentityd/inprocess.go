@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -133,7 +131,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (*s
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		rdb := redis.NewUniversalClient(ropts)
+		rdb := tokenstore.NewClient(ropts)
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		store, limiter, closeFn = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
 	}

@@ -459,7 +459,7 @@ func (p *Process) Store(t testing.TB) tokenstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewUniversalClient(opts)
+	rdb := tokenstore.NewClient(opts)
 	s := tokenstore.NewRedis(rdb)
 	t.Cleanup(func() { s.Close(); rdb.Close() })
 	return s

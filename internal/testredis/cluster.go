@@ -230,6 +230,57 @@ func (c *Cluster) Restart(t testing.TB, addr string) {
 	}
 }
 
+// Failover makes the replica at addr take over from its master the
+// orderly way (CLUSTER FAILOVER: the master stops writes, the replica
+// catches up, the roles swap) and waits until both report their new role.
+// A client that still routes to the old master then gets MOVED.
+func (c *Cluster) Failover(t testing.TB, addr string) {
+	t.Helper()
+	master := ""
+	for _, l := range c.mustView(t) {
+		if l.addr == addr {
+			for _, m := range c.mustView(t) {
+				if m.id == l.master {
+					master = m.addr
+				}
+			}
+		}
+	}
+	if master == "" {
+		t.Fatalf("testredis: %s is no replica of a known master", addr)
+	}
+	// Redis gives up a manual failover after 5 s (an election lost on a
+	// busy machine, say): ask again, a few times.
+	replica := c.node(t, addr)
+	var err error
+	for range 4 {
+		if err = replica.do("CLUSTER", "FAILOVER").Err(); err != nil {
+			t.Fatalf("testredis: CLUSTER FAILOVER on %s: %v", addr, err)
+		}
+		if err = pollUntil(7*time.Second, 5*time.Millisecond, func() error {
+			if role, err := replica.role(); err != nil || role != "master" {
+				return fmt.Errorf("%s: role %s (%v), want master", addr, role, err)
+			}
+			return nil
+		}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("testredis: manual failover to %s: %v\n%s", addr, err, replica.logTail())
+	}
+	waitRole(t, c.node(t, master), "slave", 30*time.Second)
+}
+
+func (c *Cluster) mustView(t testing.TB) []clusterNodeLine {
+	t.Helper()
+	v, err := c.view()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // WaitPromotion waits until the node at addr (a replica of a master that
 // was killed) reports itself master, polling ROLE every few milliseconds,
 // and returns when it first saw it: the promotion, as closely as a client
