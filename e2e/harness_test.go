@@ -24,7 +24,9 @@ type opts struct {
 	redis    *testredis.Server   // use this Redis; nil starts a private one
 	cluster  *testredis.Cluster  // or this Redis Cluster
 	sentinel *testredis.Sentinel // or this Sentinel-watched primary
+	redisURL string              // or the Redis at this URL (the test owns it)
 	flags    map[string]string   // flag name (no dashes) → value, over the defaults
+	notReady bool                // return once identityd holds its ports, ready or not
 	username string              // bootstrap user; default "alice"
 	password string              // bootstrap password; default random
 }
@@ -67,6 +69,11 @@ func startIdentityd(t *testing.T, o opts) *identityd {
 		options = append(options, testidentityd.WithRedisCluster(o.cluster))
 	case o.sentinel != nil:
 		options = append(options, testidentityd.WithRedisSentinel(o.sentinel))
+	case o.redisURL != "":
+		options = append(options, testidentityd.WithRedisURL(o.redisURL))
+	}
+	if o.notReady {
+		options = append(options, testidentityd.WithoutReadyWait())
 	}
 	if o.username == "" {
 		o.username = "alice"

@@ -100,6 +100,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
+	// go-redis logs each failed dial on its own: while Redis is down that
+	// is a line per attempt. identityd says once what it waits for (see
+	// waiting.go) and what fails (the feed, the health check); go-redis's
+	// lines go to the debug level.
+	redis.SetLogger(goRedisLog{log})
+
 	var store tokenstore.Store
 	var limiter ratelimit.Limiter
 	storeOpts := []tokenstore.Option{
@@ -124,27 +130,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer store.Close()
 
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	keys, err := loadKeys(startCtx, c, store, log)
-	if err != nil {
-		return err
-	}
 	hasher, err := password.New(password.WithWorkers(hashWorkers(c.HashWorkers, runtime.GOMAXPROCS(0))))
-	if err != nil {
-		return err
-	}
-	if err := bootstrap(startCtx, c, store, hasher, log); err != nil {
-		return err
-	}
-	srv, err := server.New(startCtx, c.Server, server.Deps{
-		Store:       store,
-		Keys:        keys,
-		Hasher:      hasher,
-		Limiter:     limiter,
-		Logger:      log,
-		KeysFromDir: c.KeysDir != "",
-	})
 	if err != nil {
 		return err
 	}
@@ -161,9 +147,60 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		slog.String("grpc", grpcLis.Addr().String()),
 		slog.String("http", httpLis.Addr().String()),
 		slog.String("signing_alg", c.SigningAlg))
-	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
+	// The ports are bound from here on; until the store answers, the
+	// waiting server answers on them (see waiting.go).
+	grpcPorts, httpPorts := newHandoff(grpcLis), newHandoff(httpLis)
+	defer grpcPorts.Close()
+	defer httpPorts.Close()
+	waiting := serveWaiting(grpcPorts.next(), httpPorts.next())
+
+	var keys *token.Manager
+	err = waitForStore(ctx, log, startBackoff, []startStep{
+		{"the store to answer", store.Ping},
+		{"the signing keys: the keyring cannot be read from the store yet", func(ctx context.Context) (err error) {
+			keys, err = loadKeys(ctx, c, store, log)
+			return err
+		}},
+		{"the store to take the bootstrap user", func(ctx context.Context) error {
+			return bootstrap(ctx, c, store, hasher, log)
+		}},
+	})
+	if err != nil {
+		waiting.stop(c.ShutdownTimeout)
+		if ctx.Err() != nil {
+			log.Info("identityd stopped before its store answered")
+			return nil
+		}
+		return err
+	}
+	newCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	srv, err := server.New(newCtx, c.Server, server.Deps{
+		Store:       store,
+		Keys:        keys,
+		Hasher:      hasher,
+		Limiter:     limiter,
+		Logger:      log,
+		KeysFromDir: c.KeysDir != "",
+	})
+	if err != nil {
+		waiting.stop(c.ShutdownTimeout)
+		return err
+	}
+	// New connections go to the server from now on; the waiting server's
+	// clients reconnect to it.
+	grpcServed, httpServed := grpcPorts.next(), httpPorts.next()
+	waiting.stop(c.ShutdownTimeout)
+	err = srv.Serve(ctx, grpcServed, httpServed, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
+}
+
+// goRedisLog puts go-redis's own log lines in identityd's log, at debug.
+type goRedisLog struct{ log *slog.Logger }
+
+func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), slog.String("source", "go-redis"))
 }
 
 // hashWorkers is how many argon2id hashes run at once: the flag's value,

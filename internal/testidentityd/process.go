@@ -42,6 +42,7 @@ type options struct {
 	roles        []string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
+	noReadyWait  bool
 }
 
 // WithFlags sets identityd flags (name without dashes → value), over
@@ -119,6 +120,14 @@ func WithStopTimeout(d time.Duration) Option {
 	return func(o *options) { o.stopTimeout = d }
 }
 
+// WithoutReadyWait makes Start (and Restart) return as soon as identityd
+// holds its ports (its "identityd listening" line), ready or not: for tests
+// of a start with the store unreachable. WaitReady then waits for it to
+// serve.
+func WithoutReadyWait() Option {
+	return func(o *options) { o.noReadyWait = true }
+}
+
 // Process is one identityd process on loopback ports.
 type Process struct {
 	// Client is a connection to GRPCAddr, closed when the test ends; it
@@ -149,6 +158,7 @@ type Process struct {
 	args        []string // without the listen addresses
 	env         []string
 	stopTimeout time.Duration
+	noReadyWait bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -186,6 +196,7 @@ func Start(t testing.TB, opts ...Option) *Process {
 		t:           t,
 		bin:         IdentitydBinary(t),
 		stopTimeout: o.stopTimeout,
+		noReadyWait: o.noReadyWait,
 	}
 	switch {
 	case o.embedded:
@@ -262,7 +273,7 @@ func (p *Process) launch(timeout time.Duration) (exited bool, err error) {
 	p.cmd, p.exited = cmd, done
 	p.mu.Unlock()
 
-	err = p.waitReady(timeout, logFrom, done)
+	err = p.waitReady(timeout, logFrom, done, p.noReadyWait)
 	if err == nil {
 		return false, nil
 	}
@@ -279,9 +290,22 @@ func (p *Process) launch(timeout time.Duration) (exited bool, err error) {
 	return exited, fmt.Errorf("%v\n--- identityd %s: log (tail) ---\n%s", err, strings.Join(args, " "), p.Log.Tail(8<<10))
 }
 
+// WaitReady waits until identityd serves (/readyz 200, gRPC health
+// SERVING), and fails t if it does not within timeout or exits.
+func (p *Process) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if err := p.waitReady(timeout, 0, exited, false); err != nil {
+		t.Fatalf("testidentityd: %v\n--- identityd log (tail) ---\n%s", err, p.Log.Tail(8<<10))
+	}
+}
+
 // waitReady waits until identityd logged that it listens (it holds the
-// ports), /readyz answers 200 and gRPC health says SERVING.
-func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}) error {
+// ports) and, unless listeningOnly, /readyz answers 200 and gRPC health
+// says SERVING.
+func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}, listeningOnly bool) error {
 	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -291,6 +315,9 @@ func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan st
 	ready := func(ctx context.Context) error {
 		if !strings.Contains(p.Log.String()[logFrom:], listeningLine) {
 			return fmt.Errorf("no %q in its log yet", listeningLine)
+		}
+		if listeningOnly {
+			return nil
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.BaseURL+"/readyz", nil)
 		resp, err := http.DefaultClient.Do(req)
