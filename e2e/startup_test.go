@@ -24,15 +24,15 @@ func TestStartWithRedisDown(t *testing.T) {
 	t.Parallel()
 	r := testredis.NewServer(t)
 	r.Stop() // nothing listens on its port now
-	started := time.Now()
 	d := startIdentityd(t, opts{redis: r, notReady: true})
+	started := time.Now() // identityd holds its ports
 	waitLog(t, d, "waiting for the store to answer")
 	requireWaiting(t, d)
 
 	r.Restart() // a redis-server on the same port
 	up := time.Now()
 	d.WaitReady(t, 30*time.Second)
-	t.Logf("identityd up and waiting for %v; ready %v after redis-server answered (its backoff is at most 3s)",
+	t.Logf("identityd up and waiting for %v (Redis down); ready %v after redis-server answered (its backoff is at most 3s)",
 		up.Sub(started).Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
 	tp := d.login(t, d.Username, d.Password) // the bootstrap user was made once the store answered
 	d.refresh(t, tp.RefreshToken)
