@@ -3,7 +3,6 @@ package admin
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,15 +21,17 @@ var ErrNoKeyring = errors.New("admin: no signing keys in the store yet")
 // --signing-alg says.
 type StoreKeys struct {
 	store   token.KeyringStore
+	sealing token.Sealing
 	manager func(context.Context) (*token.Manager, error)
 	now     func() time.Time
 }
 
-// NewStoreKeys returns StoreKeys over the keyring in store. manager returns
-// the Manager to rotate with; it is called only by Rotate, so a caller
-// that builds one on demand (identityctl) does so only to rotate.
-func NewStoreKeys(store token.KeyringStore, manager func(context.Context) (*token.Manager, error), now func() time.Time) *StoreKeys {
-	return &StoreKeys{store: store, manager: manager, now: now}
+// NewStoreKeys returns StoreKeys over the keyring in store, opened with
+// sealing (the Manager's: token.Manager.Sealing). manager returns the
+// Manager to rotate with; it is called only by Rotate, so a caller that
+// builds one on demand (identityctl) does so only to rotate.
+func NewStoreKeys(store token.KeyringStore, sealing token.Sealing, manager func(context.Context) (*token.Manager, error), now func() time.Time) *StoreKeys {
+	return &StoreKeys{store: store, sealing: sealing, manager: manager, now: now}
 }
 
 // List returns the keys not yet retired, oldest first.
@@ -42,8 +43,8 @@ func (k *StoreKeys) List(ctx context.Context) ([]Key, error) {
 	if raw == nil {
 		return nil, ErrNoKeyring
 	}
-	var ring token.Keyring
-	if err := json.Unmarshal(raw, &ring); err != nil {
+	ring, err := k.sealing.Open(raw)
+	if err != nil {
 		return nil, fmt.Errorf("admin: read keyring: %w", err)
 	}
 	return keysOf(ring, k.now()), nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 )
@@ -26,7 +27,7 @@ func TestStoreKeys(t *testing.T) {
 	defer store.Close()
 	calls := 0
 	var m *token.Manager
-	keys := admin.NewStoreKeys(store, func(context.Context) (*token.Manager, error) { calls++; return m, nil }, clock)
+	keys := admin.NewStoreKeys(store, token.Sealing{}, func(context.Context) (*token.Manager, error) { calls++; return m, nil }, clock)
 
 	if _, err := keys.List(ctx); !errors.Is(err, admin.ErrNoKeyring) {
 		t.Fatalf("List on an empty store: err = %v, want ErrNoKeyring", err)
@@ -106,6 +107,33 @@ func TestStoreKeys(t *testing.T) {
 	ks, _ = keys.List(ctx)
 	if len(ks) != 1 || ks[0].ID != second.ID || !ks[0].Signing {
 		t.Errorf("after the old key retires: %+v, want only %s", ks, second.ID)
+	}
+}
+
+// A sealed keyring lists with the Manager's sealing, and only with it.
+func TestStoreKeysSealed(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	store := tokenstore.NewMemory()
+	defer store.Close()
+	raw := make([]byte, masterkey.Size)
+	rand.Read(raw)
+	mk, err := masterkey.New(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealing := token.Sealing{Sealer: mk, Name: "identity:keyring"}
+	m, err := token.LoadOrCreate(ctx, store, token.EdDSA, token.WithSealing(sealing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manager := func(context.Context) (*token.Manager, error) { return m, nil }
+	ks, err := admin.NewStoreKeys(store, m.Sealing(), manager, time.Now).List(ctx)
+	if sk, _ := m.SigningKey(); err != nil || len(ks) != 1 || ks[0].ID != sk.ID || !ks[0].Signing {
+		t.Fatalf("List of a sealed keyring = %+v, %v", ks, err)
+	}
+	if _, err := admin.NewStoreKeys(store, token.Sealing{}, manager, time.Now).List(ctx); !errors.Is(err, token.ErrKeyringSealed) {
+		t.Errorf("List without the master key: %v, want token.ErrKeyringSealed", err)
 	}
 }
 

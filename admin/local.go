@@ -27,7 +27,7 @@ type Accounts interface {
 type Sessions interface {
 	ListSessions(ctx context.Context, userID string) ([]tokenstore.Session, error)
 	RevokeSession(ctx context.Context, id string, now time.Time) error
-	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error)
 }
 
 // Keys is what Local needs of the token key manager.

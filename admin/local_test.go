@@ -224,8 +224,9 @@ func TestUpdateUser(t *testing.T) {
 		{"disable", users.Change{Disabled: ptr(true)}, true, []string{"ops"}, "old", true},
 		{"enable", users.Change{Disabled: ptr(false)}, false, []string{"ops"}, "old", false},
 		{"password", users.Change{Password: str("new")}, false, []string{"ops"}, "new", true},
-		{"roles", users.Change{Roles: roles("b", "a")}, false, []string{"a", "b"}, "old", false},
-		{"clear roles", users.Change{Roles: roles()}, false, []string{}, "old", false},
+		// A role change ends the sessions: no token keeps the old roles.
+		{"roles", users.Change{Roles: roles("b", "a")}, false, []string{"a", "b"}, "old", true},
+		{"clear roles", users.Change{Roles: roles()}, false, []string{}, "old", true},
 		{"nothing", users.Change{}, false, []string{"ops"}, "old", false},
 	}
 	for _, tt := range tests {

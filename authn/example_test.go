@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
@@ -203,4 +206,48 @@ func ExampleReason() {
 		fmt.Println("retry later")
 	}
 	// Output: retry later
+}
+
+// Reach identity over TLS: its CA, and the client certificate it asks for
+// when it requires them (mTLS). Under mTLS that certificate also opens the
+// revocation stream, so no ServiceAccount is needed.
+func ExampleTLSCredentials() {
+	creds, err := authn.TLSCredentials("/etc/greeter/identity-ca.pem", "/etc/greeter/client.pem", "/etc/greeter/client-key.pem")
+	if err != nil {
+		log.Fatal(err)
+	}
+	identity, err := grpc.NewClient("identity.internal:9090", grpc.WithTransportCredentials(creds))
+	if err != nil {
+		log.Fatal(err)
+	}
+	v, err := authn.NewLocal(authn.WithKeysFromConn(identity))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer v.Close()
+}
+
+// The JWKS over https from a private CA: the same CA file, in an HTTP
+// client.
+func ExampleTLSConfig() {
+	tlsConfig, err := authn.TLSConfig("/etc/greeter/identity-ca.pem", "", "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	identity, err := grpc.NewClient("identity.internal:9090", grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	v, err := authn.NewLocal(
+		authn.WithJWKSURL("https://identity.internal:8080/.well-known/jwks.json"),
+		authn.WithHTTPClient(&http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}}),
+		authn.WithRevocationsFromConn(identity),
+		// No client certificate here: the revocation stream needs the
+		// service's own account.
+		authn.WithWatchCredentials(authn.NewServiceAccount(identity, "greeter", os.Getenv("GREETER_SERVICE_PASSWORD"))),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer v.Close()
 }

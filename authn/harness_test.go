@@ -1,9 +1,14 @@
 package authn_test
 
 import (
+	"crypto/rand"
 	"maps"
+	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+
+	"github.com/identityd/identity/authn"
 	"github.com/identityd/identity/internal/testidentityd"
 )
 
@@ -31,4 +36,19 @@ func startIdentityd(t testing.TB, flags map[string]string) *testidentityd.Proces
 	}
 	maps.Copy(all, flags)
 	return testidentityd.Start(t, testidentityd.WithFlags(all))
+}
+
+// asService gives a verifier the credentials identity asks of a revocation
+// stream: a service account made for the test in d's store.
+func asService(t testing.TB, d *testidentityd.Process) authn.VerifierOption {
+	t.Helper()
+	return asServiceOn(t, d, d.Conn)
+}
+
+// asServiceOn is asService logging in over conn.
+func asServiceOn(t testing.TB, d *testidentityd.Process, conn grpc.ClientConnInterface) authn.VerifierOption {
+	t.Helper()
+	name := "svc-" + strings.ToLower(rand.Text()[:10])
+	pw := testidentityd.AddUser(t, d.Store(t), name, "", authn.ServiceRole)
+	return authn.WithWatchCredentials(authn.NewServiceAccount(conn, name, pw))
 }

@@ -51,13 +51,14 @@ func TestGreeterProtectedByIdentityd(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, nil)
 	bobPW := testidentityd.AddUser(t, d.Store(t), "bob", "")
+	svcPW := testidentityd.AddUser(t, d.Store(t), "greeter", "", authn.ServiceRole)
 	alice := d.Login(t, "alice", d.Password) // bootstrap user: role admin
 	bob := d.Login(t, "bob", bobPW)
 
 	modes := map[string]greeter.Config{
-		"remote":     {IdentityAddr: d.GRPCAddr, Mode: "remote"},
-		"local-grpc": {IdentityAddr: d.GRPCAddr, Mode: "local"},
-		"local-jwks": {IdentityAddr: d.GRPCAddr, Mode: "local", JWKSURL: d.JWKSURL()},
+		"remote":     {IdentityAddr: d.GRPCAddr, Mode: "remote", ServiceUser: "greeter", ServicePassword: svcPW},
+		"local-grpc": {IdentityAddr: d.GRPCAddr, Mode: "local", ServiceUser: "greeter", ServicePassword: svcPW},
+		"local-jwks": {IdentityAddr: d.GRPCAddr, Mode: "local", JWKSURL: d.JWKSURL(), ServiceUser: "greeter", ServicePassword: svcPW},
 	}
 	conns := map[string]*grpc.ClientConn{}
 	for name, cfg := range modes {
@@ -113,13 +114,13 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 	admin := d.Login(t, "alice", d.Password)
 	// Key refresh far off: only the refetch an unknown kid triggers can
 	// teach these verifiers the new key.
-	jwks, err := authn.NewLocal(authn.WithJWKSURL(d.JWKSURL()), authn.WithRevocationsFromConn(d.Conn),
+	jwks, err := authn.NewLocal(authn.WithJWKSURL(d.JWKSURL()), authn.WithRevocationsFromConn(d.Conn), asService(t, d),
 		authn.WithKeyRefresh(time.Hour), quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer jwks.Close()
-	grpcKeys, err := authn.NewLocal(authn.WithKeysFromConn(d.Conn), authn.WithKeyRefresh(time.Hour), quiet(t))
+	grpcKeys, err := authn.NewLocal(authn.WithKeysFromConn(d.Conn), authn.WithKeyRefresh(time.Hour), asService(t, d), quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,14 +179,15 @@ func TestIdentitydDown(t *testing.T) {
 	}
 	defer conn.Close()
 	const staleness = 2 * time.Second
+	svc := asServiceOn(t, d, conn)
 	local, err := authn.NewLocal(authn.WithKeysFromConn(conn), authn.WithStaleness(staleness),
-		authn.WithReconnectBackoff(20*time.Millisecond, 200*time.Millisecond), quiet(t))
+		authn.WithReconnectBackoff(20*time.Millisecond, 200*time.Millisecond), svc, quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer local.Close()
 	withFallback, err := authn.NewLocal(authn.WithKeysFromConn(conn), authn.WithStaleness(staleness),
-		authn.WithRemoteFallback(conn), quiet(t))
+		authn.WithRemoteFallback(conn), svc, quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +274,7 @@ func TestRevocationPropagation(t *testing.T) {
 	const sessions = 200
 	d := startIdentityd(t, nil)
 	pw := testidentityd.AddUser(t, d.Store(t), "load", "")
-	l, err := authn.NewLocal(authn.WithKeysFromConn(d.Conn), quiet(t))
+	l, err := authn.NewLocal(authn.WithKeysFromConn(d.Conn), asService(t, d), quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,6 +84,9 @@ func NewLocal(opts ...LocalOption) (*Local, error) {
 	if revConn == nil {
 		errs = append(errs, errors.New("authn: NewLocal needs the revocation stream: WithRevocationsFromConn (or WithKeysFromConn)"))
 	}
+	if c.accessTTL <= 0 {
+		errs = append(errs, fmt.Errorf("authn: access TTL %v must be positive", c.accessTTL))
+	}
 	if c.keyRefresh <= 0 || c.keyRefetch < 0 {
 		errs = append(errs, fmt.Errorf("authn: key refresh %v must be positive and refetch interval %v not negative", c.keyRefresh, c.keyRefetch))
 	}
@@ -113,6 +116,7 @@ func NewLocal(opts ...LocalOption) (*Local, error) {
 		token.WithIssuer(c.issuer),
 		token.WithAudience(c.audience),
 		token.WithLeeway(c.leeway),
+		token.WithAccessTTL(c.accessTTL),
 		token.WithClock(c.now))
 	if err != nil {
 		cancel()

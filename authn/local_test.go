@@ -435,6 +435,7 @@ func TestNewLocalRefusesUnsafeConfigurations(t *testing.T) {
 		{"leeway too large", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithLeeway(time.Hour)}, "leeway"},
 		{"empty audience", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithAudience("")}, "audience"},
 		{"no revoked set", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithMaxRevoked(0)}, "max revoked"},
+		{"no access TTL", []authn.LocalOption{authn.WithKeysFromConn(f.conn), authn.WithAccessTTL(0)}, "access TTL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := authn.NewLocal(tc.opts...)
@@ -495,6 +496,7 @@ func TestOptionTypesKeepToTheirVerifier(t *testing.T) {
 		"WithLeeway":              authn.WithLeeway(0),
 		"WithKeyRefresh":          authn.WithKeyRefresh(time.Second),
 		"WithKeyRefetchInterval":  authn.WithKeyRefetchInterval(time.Second),
+		"WithAccessTTL":           authn.WithAccessTTL(time.Minute),
 	}
 	for name, o := range localOnly {
 		if _, ok := o.(authn.RemoteOption); ok {
@@ -519,4 +521,21 @@ func TestOptionTypesKeepToTheirVerifier(t *testing.T) {
 			t.Errorf("%s: LocalOption %v, RemoteOption %v; want both", name, local, remote)
 		}
 	}
+}
+
+// A local verifier caps a token's lifetime: exp - iat beyond the access
+// TTL it is told (plus the leeway) is refused, however good the signature.
+func TestLocalCapsTheTokenLifetime(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	f := newFakeIdentity(t, clock) // issues tokens for token's default access TTL (15m)
+	strict := newLocal(t, f, authn.WithAccessTTL(time.Minute), authn.WithLeeway(0))
+	lenient := newLocal(t, f) // DefaultMaxAccessTTL
+	tok := f.issue(t, "s1")
+	f.waitStreams(t, 2)
+	f.heartbeat("c1")
+	waitReady(t, strict)
+	waitReady(t, lenient)
+	verifyOK(t, lenient, tok, "s1")
+	verifyFails(t, strict, tok, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/identityd/identity/token"
 )
@@ -33,6 +34,9 @@ const (
 	DefaultLocalCacheSize = 10_000
 	// DefaultMaxRevoked bounds the revoked-session set of a local verifier.
 	DefaultMaxRevoked = 1_000_000
+	// DefaultMaxAccessTTL is the longest access-token lifetime a local
+	// verifier accepts unless told identity's own (WithAccessTTL).
+	DefaultMaxAccessTTL = 24 * time.Hour
 )
 
 // The verifiers' options come in three types, so an option that does not
@@ -72,6 +76,7 @@ type commonConfig struct {
 	maxRevoked  int
 	backoffMin  time.Duration
 	backoffMax  time.Duration
+	watchCreds  credentials.PerRPCCredentials
 }
 
 type localConfig struct {
@@ -84,6 +89,7 @@ type localConfig struct {
 	issuer          string
 	audience        string
 	leeway          time.Duration
+	accessTTL       time.Duration
 	keyRefresh      time.Duration
 	keyRefetch      time.Duration
 }
@@ -124,6 +130,16 @@ func WithClock(now func() time.Time) VerifierOption {
 // token. Default slog.Default().
 func WithLogger(l *slog.Logger) VerifierOption {
 	return func(c *commonConfig) { c.log = l }
+}
+
+// WithWatchCredentials (local, and remote with WithRevocationWatch) opens
+// the revocation stream with these per-RPC credentials: identity answers
+// WatchRevocations only to a caller whose token has the ServiceRole (use a
+// ServiceAccount), or, on a TLS port that asks client certificates, to a
+// service it knows by its certificate. Without them the stream is refused
+// with UNAUTHENTICATED and a local verifier fails closed.
+func WithWatchCredentials(creds credentials.PerRPCCredentials) VerifierOption {
+	return func(c *commonConfig) { c.watchCreds = creds }
 }
 
 // WithRevocationWatch (remote) follows identity's revocation stream over
@@ -186,6 +202,15 @@ func WithLeeway(d time.Duration) LocalOption {
 	return localOption(func(c *localConfig) { c.leeway = d })
 }
 
+// WithAccessTTL (local) is identity's --access-ttl: a token whose lifetime
+// (exp - iat) exceeds it plus the leeway is refused, so a token minted with
+// a leaked key and a far exp is not accepted for years. Default
+// DefaultMaxAccessTTL, a bound no sane deployment reaches; set it to match
+// identityd for the tightest check.
+func WithAccessTTL(d time.Duration) LocalOption {
+	return localOption(func(c *localConfig) { c.accessTTL = d })
+}
+
 // WithStaleness (local, and remote with WithRevocationWatch) is how long
 // the verifier keeps trusting its revocation set after it last heard from
 // identity; past it, a local Verify fails closed (or falls back, see
@@ -241,6 +266,7 @@ func newLocalConfig(opts []LocalOption) localConfig {
 		issuer:       token.DefaultIssuer,
 		audience:     token.DefaultAudience,
 		leeway:       token.DefaultLeeway,
+		accessTTL:    DefaultMaxAccessTTL,
 		keyRefresh:   DefaultKeyRefresh,
 		keyRefetch:   DefaultKeyRefetchInterval,
 		httpClient:   http.DefaultClient,

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/grpc"
+
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/tokencheck"
 )
@@ -29,6 +31,8 @@ type watcher struct {
 	backoff [2]time.Duration
 	// staleness bounds how long a silent stream is believed alive.
 	staleness time.Duration
+	// callOpts carry the watch credentials, if any.
+	callOpts []grpc.CallOption
 
 	// onReset lets a verifier drop what it cached; it runs on the
 	// watcher's goroutine and must be quick. (Revocations need no such
@@ -42,7 +46,12 @@ type watcher struct {
 }
 
 func newWatcher(client identityv1.IdentityServiceClient, revoked *tokencheck.Revoked, c *commonConfig) *watcher {
+	var opts []grpc.CallOption
+	if c.watchCreds != nil {
+		opts = append(opts, grpc.PerRPCCredentials(c.watchCreds))
+	}
 	return &watcher{
+		callOpts:  opts,
 		client:    client,
 		revoked:   revoked,
 		now:       c.now,
@@ -99,7 +108,7 @@ func (f *watcher) follow(ctx context.Context) (caughtUp bool, err error) {
 	watchdog := time.AfterFunc(idle, cancel)
 	defer watchdog.Stop()
 
-	stream, err := f.client.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{Cursor: f.cursor})
+	stream, err := f.client.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{Cursor: f.cursor}, f.callOpts...)
 	if err != nil {
 		return false, err
 	}

@@ -49,7 +49,11 @@ func (d *identityd) do(t testing.TB, method, path string, body io.Reader, header
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	resp, err := httpClient.Do(req)
+	client := httpClient
+	if d.ClientTLS != nil {
+		client = d.HTTP // trusts the test CA
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

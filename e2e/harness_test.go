@@ -20,15 +20,16 @@ func TestMain(m *testing.M) { testidentityd.Main(m) }
 
 // opts describe one identityd run. Flags not named keep the defaults below.
 type opts struct {
-	embedded bool                // no --redis-url: the in-memory store
-	redis    *testredis.Server   // use this Redis; nil starts a private one
-	cluster  *testredis.Cluster  // or this Redis Cluster
-	sentinel *testredis.Sentinel // or this Sentinel-watched primary
-	redisURL string              // or the Redis at this URL (the test owns it)
-	flags    map[string]string   // flag name (no dashes) → value, over the defaults
-	notReady bool                // return once identityd holds its ports, ready or not
-	username string              // bootstrap user; default "alice"
-	password string              // bootstrap password; default random
+	embedded bool                   // no --redis-url: the in-memory store
+	redis    *testredis.Server      // use this Redis; nil starts a private one
+	cluster  *testredis.Cluster     // or this Redis Cluster
+	sentinel *testredis.Sentinel    // or this Sentinel-watched primary
+	redisURL string                 // or the Redis at this URL (the test owns it)
+	flags    map[string]string      // flag name (no dashes) → value, over the defaults
+	notReady bool                   // return once identityd holds its ports, ready or not
+	username string                 // bootstrap user; default "alice"
+	password string                 // bootstrap password; default random
+	extra    []testidentityd.Option // more harness options (a master key of its own, …)
 }
 
 func defaultFlags() map[string]string {
@@ -41,7 +42,9 @@ func defaultFlags() map[string]string {
 		"issuer":                  "identity",
 		"audience":                "identity",
 		"login-rate-per-ip":       "100000",
-		"login-failures-per-user": "10",
+		"login-failures-per-user": "100",
+		// The default, named: the shared server's tests count on it.
+		"login-failures-per-user-address": "10",
 	}
 }
 
@@ -79,7 +82,7 @@ func startIdentityd(t *testing.T, o opts) *identityd {
 		o.username = "alice"
 	}
 	options = append(options, testidentityd.WithBootstrapUser(o.username, o.password))
-	return &identityd{testidentityd.Start(t, options...)}
+	return &identityd{testidentityd.Start(t, append(options, o.extra...)...)}
 }
 
 // addUser creates a user in d's Redis store with identityctl.

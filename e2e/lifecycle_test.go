@@ -17,7 +17,8 @@ import (
 // without use, and after its absolute lifetime whatever its use.
 func TestSessionLifetimes(t *testing.T) {
 	t.Parallel()
-	d := startIdentityd(t, opts{flags: map[string]string{"refresh-idle-ttl": "2s", "refresh-absolute-ttl": "4s"}})
+	// Refreshes in a tight loop: no per-session refresh limit here.
+	d := startIdentityd(t, opts{flags: map[string]string{"refresh-idle-ttl": "2s", "refresh-absolute-ttl": "4s", "refresh-rate-per-session": "0"}})
 
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()

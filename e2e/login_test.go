@@ -17,7 +17,7 @@ import (
 )
 
 // testLoginVerifyWhoAmI follows one login through Verify and WhoAmI on both
-// protocols and holds every field to DESIGN.md: names, JSON types, values.
+// protocols and holds every field to docs/api.md: names, JSON types, values.
 func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 	before := time.Now()
 
@@ -39,10 +39,10 @@ func testLoginVerifyWhoAmI(t *testing.T, d *identityd) {
 		t.Errorf("refresh_token_expires_at = %v, want after the access token's expiry and within --refresh-absolute-ttl 2h", tp.RefreshTokenExpiresAt)
 	}
 	if looksLikeJWT(tp.RefreshToken) {
-		t.Errorf("the refresh token is a JWT; DESIGN.md wants it opaque")
+		t.Errorf("the refresh token is a JWT; docs/api.md promises an opaque one")
 	}
 
-	// The access token itself: RFC 9068 header and the claims DESIGN.md lists.
+	// The access token itself: RFC 9068 header and the claims docs/api.md lists.
 	tok := decodeJWT(t, tp.AccessToken)
 	if tok.header["typ"] != "at+jwt" || tok.header["alg"] != "EdDSA" {
 		t.Errorf("JWT header typ %v alg %v, want at+jwt and EdDSA", tok.header["typ"], tok.header["alg"])
@@ -273,7 +273,9 @@ func testInvalidCredentials(t *testing.T, d *identityd) {
 	}
 }
 
-// badLogin: DESIGN.md lets a refused username be either kind of error.
+// badLogin: a refused login input may be either kind of error, these tests
+// do not pin which (docs/api.md, Login: INVALID_REQUEST for a field empty or
+// over 1,024 bytes, INVALID_CREDENTIALS for a username no account can have).
 var badLogin = []statusReason{{400, "INVALID_REQUEST"}, {401, "INVALID_CREDENTIALS"}}
 
 // testUsernameNFC: usernames are compared after NFC normalisation, so the

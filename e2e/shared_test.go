@@ -8,8 +8,8 @@ import "testing"
 // limits, a Redis outage, other flags) start their own identityd.
 //
 // The shared server runs with --access-ttl 1m, --refresh-grace 1s,
-// --leeway 0s and --login-failures-per-user 10; the bootstrap user sees at
-// most a handful of wrong passwords in all these tests together.
+// --leeway 0s and --login-failures-per-user-address 10; the bootstrap user
+// sees at most a handful of wrong passwords in all these tests together.
 func TestSharedServer(t *testing.T) {
 	t.Parallel()
 	d := startIdentityd(t, opts{})

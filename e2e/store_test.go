@@ -190,14 +190,15 @@ func TestEmbeddedStore(t *testing.T) {
 	}
 }
 
-// TestLoginRateLimit: with --login-failures-per-user 5 the sixth wrong
-// password for one username within a minute is RATE_LIMITED with
-// Retry-After, and from then on even the right password is refused (or the
-// limit would only tell a guesser when they are right). Unknown usernames
-// are limited alike, so the limit does not reveal which names exist.
+// TestLoginRateLimit: with --login-failures-per-user-address 5 the sixth
+// wrong password for one username from one address within a minute is
+// RATE_LIMITED with Retry-After, and from then on even the right password
+// is refused from there (or the limit would only tell a guesser when they
+// are right). Unknown usernames are limited alike, so the limit does not
+// reveal which names exist.
 func TestLoginRateLimit(t *testing.T) {
 	t.Parallel()
-	d := startIdentityd(t, opts{flags: map[string]string{"login-failures-per-user": "5"}})
+	d := startIdentityd(t, opts{flags: map[string]string{"login-failures-per-user-address": "5"}})
 	wrong := "wrong-" + d.Password
 	d.Remember(wrong)
 

@@ -188,7 +188,7 @@ func testForgedAccessTokens(t *testing.T, d *identityd) {
 
 		t.Run("empty token", func(t *testing.T) {
 			t.Parallel()
-			// A missing required field is INVALID_REQUEST (DESIGN.md, Details).
+			// A missing required field is INVALID_REQUEST (docs/api.md, Errors).
 			requireError(t, d.verifyREST(t, ""), http.StatusBadRequest, "INVALID_REQUEST")
 			_, err := d.API.Verify(rpcContext(t), &identityv1.VerifyRequest{})
 			requireStatusError(t, err, codes.InvalidArgument, "INVALID_REQUEST")

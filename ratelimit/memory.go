@@ -57,22 +57,7 @@ func NewMemory(opts ...MemoryOption) *Memory {
 
 // Allow implements Limiter.
 func (m *Memory) Allow(ctx context.Context, key string, l Limit) (Result, error) {
-	return m.decide(ctx, key, l, true)
-}
-
-// Peek implements Limiter.
-func (m *Memory) Peek(ctx context.Context, key string, l Limit) (Result, error) {
-	return m.decide(ctx, key, l, false)
-}
-
-func (m *Memory) decide(ctx context.Context, key string, l Limit, count bool) (Result, error) {
-	if err := l.validate(); err != nil {
-		return Result{}, err
-	}
-	if key == "" {
-		return Result{}, errors.New("ratelimit: empty key")
-	}
-	if err := ctx.Err(); err != nil {
+	if err := check(ctx, key, l); err != nil {
 		return Result{}, err
 	}
 	every := rate.Limit(float64(l.Rate) / l.Period.Seconds())
@@ -82,9 +67,6 @@ func (m *Memory) decide(ctx context.Context, key string, l Limit, count bool) (R
 	// Read the clock under the lock: a bucket handed an earlier time than
 	// its last one would count the interval twice.
 	now := m.now()
-	if _, known := m.keys[key]; !known && !count {
-		return Result{Allowed: true}, nil // an unknown key has a full bucket
-	}
 	b := m.bucket(key, l, every, now)
 	res := Result{Allowed: true}
 	if tokens := b.lim.TokensAt(now); tokens < 1 {
@@ -92,11 +74,45 @@ func (m *Memory) decide(ctx context.Context, key string, l Limit, count bool) (R
 		// the missing fraction of a token has accrued.
 		wait := math.Ceil((1 - tokens) / float64(every) * float64(time.Second))
 		res = Result{RetryAfter: time.Duration(wait)}
-	} else if count {
+	} else {
 		b.lim.AllowN(now, 1)
 	}
 	m.evictIdle(now)
 	return res, nil
+}
+
+// Refund implements Limiter.
+func (m *Memory) Refund(ctx context.Context, key string, l Limit) error {
+	if err := check(ctx, key, l); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	e, known := m.keys[key]
+	if !known {
+		return nil // dropped as full, or evicted: nothing to give back
+	}
+	b := e.Value.(*bucket)
+	if b.lim.TokensAt(now)+1 >= float64(b.limit.Burst) {
+		// Full again: a full bucket and a missing one are the same (as the
+		// Redis script deletes the key).
+		m.remove(e)
+		return nil
+	}
+	b.lim.AllowN(now, -1) // a negative cost adds a token
+	m.evictIdle(now)
+	return nil
+}
+
+func check(ctx context.Context, key string, l Limit) error {
+	if err := l.validate(); err != nil {
+		return err
+	}
+	if key == "" {
+		return errors.New("ratelimit: empty key")
+	}
+	return ctx.Err()
 }
 
 // bucket returns key's bucket, created full, moved to the front of the LRU,

@@ -83,7 +83,16 @@ func (g *gcra) allow(now time.Time, l Limit) Result {
 	return Result{Allowed: true}
 }
 
-// Memory answers exactly as the GCRA Redis runs, over long random runs.
+// refund is the script's: the TAT moves back one interval, never before now.
+func (g *gcra) refund(now time.Time, l Limit) {
+	T := l.Period / time.Duration(l.Rate)
+	if g.tat = g.tat.Add(-T); g.tat.Before(now) {
+		g.tat = now
+	}
+}
+
+// Memory answers exactly as the GCRA Redis runs, over long random runs
+// in which a third of the allowed attempts are refunded.
 func TestMemoryMatchesGCRA(t *testing.T) {
 	t.Parallel()
 	limits := []Limit{
@@ -111,6 +120,10 @@ func TestMemoryMatchesGCRA(t *testing.T) {
 				}
 				if got.Allowed {
 					allowed++
+					if rng.IntN(3) == 0 {
+						refund(t, m, "k", l)
+						ref.refund(c.Now(), l)
+					}
 				}
 			}
 			if allowed == 0 || allowed == 5000 {
@@ -229,15 +242,16 @@ func TestRefusesBadInput(t *testing.T) {
 	cancel()
 	m := NewMemory()
 	for name, call := range map[string]func() error{
-		"zero rate":      func() error { _, err := m.Allow(t.Context(), "k", Limit{Period: time.Second, Burst: 1}); return err },
-		"zero period":    func() error { _, err := m.Allow(t.Context(), "k", Limit{Rate: 1, Burst: 1}); return err },
-		"zero burst":     func() error { _, err := m.Allow(t.Context(), "k", Limit{Rate: 1, Period: time.Second}); return err },
-		"empty key":      func() error { _, err := m.Allow(t.Context(), "", good); return err },
-		"peek, no burst": func() error { _, err := m.Peek(t.Context(), "k", Limit{Rate: 1, Period: time.Second}); return err },
-		"peek, no key":   func() error { _, err := m.Peek(t.Context(), "", good); return err },
-		"cancelled":      func() error { _, err := m.Allow(cancelled, "k", good); return err },
-		"redis, no rate": func() error { _, err := NewRedis(nil).Allow(t.Context(), "k", Limit{}); return err },
-		"redis, no key":  func() error { _, err := NewRedis(nil).Allow(t.Context(), "", good); return err },
+		"zero rate":            func() error { _, err := m.Allow(t.Context(), "k", Limit{Period: time.Second, Burst: 1}); return err },
+		"zero period":          func() error { _, err := m.Allow(t.Context(), "k", Limit{Rate: 1, Burst: 1}); return err },
+		"zero burst":           func() error { _, err := m.Allow(t.Context(), "k", Limit{Rate: 1, Period: time.Second}); return err },
+		"empty key":            func() error { _, err := m.Allow(t.Context(), "", good); return err },
+		"refund, no burst":     func() error { return m.Refund(t.Context(), "k", Limit{Rate: 1, Period: time.Second}) },
+		"refund, no key":       func() error { return m.Refund(t.Context(), "", good) },
+		"redis refund, no key": func() error { return NewRedis(nil).Refund(t.Context(), "", good) },
+		"cancelled":            func() error { _, err := m.Allow(cancelled, "k", good); return err },
+		"redis, no rate":       func() error { _, err := NewRedis(nil).Allow(t.Context(), "k", Limit{}); return err },
+		"redis, no key":        func() error { _, err := NewRedis(nil).Allow(t.Context(), "", good); return err },
 	} {
 		if err := call(); err == nil {
 			t.Errorf("%s: no error", name)
@@ -245,53 +259,22 @@ func TestRefusesBadInput(t *testing.T) {
 	}
 }
 
-func TestMemoryPeekCountsNothing(t *testing.T) {
+func TestMemoryRefund(t *testing.T) {
 	t.Parallel()
-	c := newClock()
-	m := NewMemory(WithClock(c.Now))
-	l := Limit{Rate: 5, Period: time.Minute, Burst: 3}
-	for range 10 {
-		if r := peek(t, m, "k", l); !r.Allowed {
-			t.Fatalf("Peek on a fresh key: %+v", r)
-		}
-	}
-	if m.Len() != 0 {
-		t.Errorf("Peek on an unknown key stored it")
-	}
-	for i := range 3 {
-		if !allow(t, m, "k", l).Allowed {
-			t.Fatalf("attempt %d refused after Peeks", i+1)
-		}
-	}
-	if r, a := peek(t, m, "k", l), allow(t, m, "k", l); r != a || r.Allowed {
-		t.Errorf("exhausted: Peek %+v, Allow %+v; want the same refusal", r, a)
-	}
+	testRefund(t, func(*testing.T) Limiter { return NewMemory(WithClock(newClock().Now)) }, func(*testing.T) string { return "k" })
 }
 
-// The failures-only pattern (Peek, attempt, charge a failure with Allow)
-// admits exactly Burst failures, however often it is tried.
-func TestPeekThenChargeAdmitsBurstFailures(t *testing.T) {
+// The failures-only pattern run by many at once: every attempt is charged
+// before it is made, refunded if it succeeded. However many run together,
+// at most Burst failures get through, and successes cost nothing.
+func TestMemoryChargeFirstBoundsConcurrentFailures(t *testing.T) {
 	t.Parallel()
-	m := NewMemory(WithClock(newClock().Now))
-	lim := Limit{Rate: 1, Period: time.Hour, Burst: 5}
-	guesses := 0
-	for range 50 {
-		if !peek(t, m, "victim", lim).Allowed {
-			continue
-		}
-		guesses++
-		allow(t, m, "victim", lim) // the guess was wrong
-	}
-	if guesses != 5 {
-		t.Errorf("%d guesses, want 5", guesses)
-	}
+	testChargeFirst(t, NewMemory(WithClock(newClock().Now)), "victim") // time stands still
 }
 
-func peek(t *testing.T, l Limiter, key string, lim Limit) Result {
+func refund(t *testing.T, l Limiter, key string, lim Limit) {
 	t.Helper()
-	r, err := l.Peek(t.Context(), key, lim)
-	if err != nil {
-		t.Fatalf("Peek(%q): %v", key, err)
+	if err := l.Refund(t.Context(), key, lim); err != nil {
+		t.Fatalf("Refund(%q): %v", key, err)
 	}
-	return r
 }

@@ -2,7 +2,9 @@
 // address) with GCRA, shared across instances through Redis.
 //
 // Redis is the production Limiter (github.com/go-redis/redis_rate, one Lua
-// call per attempt, Redis's clock, so every instance counts together);
+// call per attempt, Redis's clock, so every instance counts together, plus
+// lua/refund.lua for the one thing redis_rate cannot do: give an attempt
+// back);
 // Memory is the in-process equivalent for the embedded single-instance
 // store. Both answer the same way for the same limit. The package decides
 // nothing about what to do when a store fails: it returns an error wrapping
@@ -13,9 +15,9 @@ package ratelimit
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -46,16 +48,20 @@ type Result struct {
 
 // Limiter counts attempts per key. An error means the limiter could not
 // answer; the caller must then refuse the attempt (fail closed).
+//
+// A limit on failures (wrong passwords) is kept by charging every attempt
+// before it is made and refunding the ones that did not fail: the charge is
+// atomic, so attempts made at the same moment can never together exceed
+// the burst, which checking first and charging failures afterwards could
+// not promise.
 type Limiter interface {
 	// Allow counts one attempt for key under l if it is allowed; a refused
 	// attempt costs nothing.
 	Allow(ctx context.Context, key string, l Limit) (Result, error)
-	// Peek answers what Allow would, without counting anything. It serves
-	// limits that charge only failures: Peek before the attempt, Allow once
-	// it failed. Peek-then-Allow is not atomic, so attempts made at the
-	// same moment all pass Peek; bound concurrency per key elsewhere if
-	// that matters.
-	Peek(ctx context.Context, key string, l Limit) (Result, error)
+	// Refund gives back one attempt Allow counted for key under the same
+	// l, as if it had not been made. Call it once per allowed attempt at
+	// most; a refund never fills the bucket beyond Burst.
+	Refund(ctx context.Context, key string, l Limit) error
 }
 
 // ErrUnavailable wraps every failure to reach the shared store.
@@ -95,46 +101,26 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Result, error) 
 	return Result{RetryAfter: max(res.RetryAfter, 0)}, nil
 }
 
-// redisRatePrefix is redis_rate's key prefix (unexported there); Peek reads
-// the keys Allow writes. TestRedisPeekSeesAllow fails if it ever changes.
+// redisRatePrefix is redis_rate's key prefix (unexported there); Refund
+// changes the keys Allow writes. TestRedisRefundUndoesAllow fails if it
+// ever changes.
 const redisRatePrefix = "rate:"
 
-// peekScript is redis_rate's GCRA decision for a cost of one, read-only:
-// same key, same stored TAT (seconds since 2017-01-01, from Redis's clock).
-var peekScript = redis.NewScript(`
-local emission_interval = tonumber(ARGV[3]) / tonumber(ARGV[2])
-local burst_offset = emission_interval * tonumber(ARGV[1])
-local t = redis.call("TIME")
-local now = (t[1] - 1483228800) + (t[2] / 1000000)
-local tat = tonumber(redis.call("GET", KEYS[1]) or now)
-tat = math.max(tat, now)
-local diff = now - (tat + emission_interval - burst_offset)
-if diff < 0 then
-  return {0, tostring(-diff)}
-end
-return {1, "0"}
-`)
+//go:embed lua/refund.lua
+var refundLua string
 
-// Peek implements Limiter.
-func (r *Redis) Peek(ctx context.Context, key string, l Limit) (Result, error) {
+var refundScript = redis.NewScript(refundLua)
+
+// Refund implements Limiter.
+func (r *Redis) Refund(ctx context.Context, key string, l Limit) error {
 	if err := l.validate(); err != nil {
-		return Result{}, err
+		return err
 	}
 	if key == "" {
-		return Result{}, errors.New("ratelimit: empty key")
+		return errors.New("ratelimit: empty key")
 	}
-	v, err := peekScript.Run(ctx, r.client, []string{redisRatePrefix + key}, l.Burst, l.Rate, l.Period.Seconds()).Slice()
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	if err := refundScript.Run(ctx, r.client, []string{redisRatePrefix + key}, l.Rate, l.Period.Seconds()).Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	allowed, _ := v[0].(int64)
-	if allowed == 1 {
-		return Result{Allowed: true}, nil
-	}
-	s, _ := v[1].(string)
-	secs, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: peek answered %v", ErrUnavailable, v)
-	}
-	return Result{RetryAfter: time.Duration(secs * float64(time.Second))}, nil
+	return nil
 }

@@ -87,10 +87,14 @@ func TestRedisAndMemoryAgree(t *testing.T) {
 	} {
 		mem := NewMemory()
 		key := uniqueKey(t)
-		for i := range l.Burst + 2 {
+		for i := range l.Burst + 4 {
 			gotR, gotM := allow(t, rd, key, l), allow(t, mem, key, l)
 			if gotR.Allowed != gotM.Allowed || (gotR.RetryAfter-gotM.RetryAfter).Abs() > 100*time.Millisecond {
 				t.Errorf("%+v attempt %d: Redis %+v, Memory %+v", l, i+1, gotR, gotM)
+			}
+			if i == 1 || i == l.Burst+1 { // give one back while charged, and once exhausted
+				refund(t, rd, key, l)
+				refund(t, mem, key, l)
 			}
 		}
 	}
@@ -110,46 +114,27 @@ func TestRedisUnavailableIsAnError(t *testing.T) {
 	srv.Stop()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	for name, call := range map[string]func(context.Context, string, Limit) (Result, error){"Allow": r.Allow, "Peek": r.Peek} {
-		res, err := call(ctx, key, l)
-		if !errors.Is(err, ErrUnavailable) {
-			t.Errorf("%s with Redis down = %+v, %v; want ErrUnavailable", name, res, err)
-		}
-		if res.Allowed {
-			t.Errorf("%s: an error came with Allowed = true", name)
-		}
+	res, err := r.Allow(ctx, key, l)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Allow with Redis down = %+v, %v; want ErrUnavailable", res, err)
+	}
+	if res.Allowed {
+		t.Error("Allow: an error came with Allowed = true")
+	}
+	if err := r.Refund(ctx, key, l); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Refund with Redis down = %v; want ErrUnavailable", err)
 	}
 }
 
-// Peek reads what Allow wrote (same key, same clock, same decision) and
-// counts nothing; the failures-only pattern admits exactly Burst failures.
-func TestRedisPeekSeesAllow(t *testing.T) {
+// Refund changes the keys Allow writes (redis_rate's prefix, its TAT on
+// Redis's clock): each case of testRefund fails if either ever changes.
+func TestRedisRefundUndoesAllow(t *testing.T) {
 	t.Parallel()
-	r := NewRedis(testredis.Start(t))
-	key := uniqueKey(t)
-	l := Limit{Rate: 10, Period: time.Minute, Burst: 3}
-	guesses := 0
-	for range 20 {
-		if !peek(t, r, key, l).Allowed {
-			continue
-		}
-		guesses++
-		allow(t, r, key, l)
-	}
-	if guesses != 3 {
-		t.Errorf("%d guesses passed Peek, want the burst, 3", guesses)
-	}
-	p, a := peek(t, r, key, l), allow(t, r, key, l)
-	if p.Allowed || a.Allowed || (p.RetryAfter-a.RetryAfter).Abs() > 100*time.Millisecond || p.RetryAfter <= 5*time.Second {
-		t.Errorf("exhausted: Peek %+v, Allow %+v; want the same refusal, retry just under 6s", p, a)
-	}
-	fresh := uniqueKey(t)
-	for range 5 {
-		peek(t, r, fresh, l)
-	}
-	for i := range 3 {
-		if !allow(t, r, fresh, l).Allowed {
-			t.Fatalf("attempt %d refused: Peek counted", i+1)
-		}
-	}
+	client := testredis.Start(t)
+	testRefund(t, func(*testing.T) Limiter { return NewRedis(client) }, uniqueKey)
+}
+
+func TestRedisChargeFirstBoundsConcurrentFailures(t *testing.T) {
+	t.Parallel()
+	testChargeFirst(t, NewRedis(testredis.Start(t)), uniqueKey(t))
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/identityd/identity/admin"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/sessions"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
 )
@@ -132,6 +133,14 @@ func (h *adminServer) UpdateUser(ctx context.Context, req *identityv1.UpdateUser
 		// request rather than let the caller believe they were applied.
 		return nil, invalidRequest("roles given without set_roles")
 	}
+	// Label the sessions this ends (metrics): disabling wins over a new
+	// password when a request does both.
+	switch {
+	case req.GetDisabled():
+		ctx = sessions.WithCause(ctx, sessions.CauseDisable)
+	case req.Password != nil:
+		ctx = sessions.WithCause(ctx, sessions.CausePasswordChange)
+	}
 	u, err := h.a.UpdateUser(ctx, req.GetUsername(), c)
 	if err != nil {
 		return nil, err
@@ -165,7 +174,7 @@ func (h *adminServer) RevokeSession(ctx context.Context, req *identityv1.RevokeS
 	if err := checkAdminSessionID(req.GetSessionId()); err != nil {
 		return nil, err
 	}
-	if err := h.a.RevokeSession(ctx, req.GetSessionId()); err != nil {
+	if err := h.a.RevokeSession(sessions.WithCause(ctx, sessions.CauseAdmin), req.GetSessionId()); err != nil {
 		return nil, err
 	}
 	return &identityv1.RevokeSessionResponse{}, nil
@@ -175,7 +184,7 @@ func (h *adminServer) RevokeUserSessions(ctx context.Context, req *identityv1.Re
 	if err := checkAdminUsername(req.GetUsername()); err != nil {
 		return nil, err
 	}
-	n, err := h.a.RevokeUserSessions(ctx, req.GetUsername())
+	n, err := h.a.RevokeUserSessions(sessions.WithCause(ctx, sessions.CauseAdmin), req.GetUsername())
 	if err != nil {
 		return nil, err
 	}

@@ -22,9 +22,10 @@ import (
 // The handler benchmarks call IdentityService's methods directly on the
 // memory store (no gRPC, no network); BenchmarkGRPC (grpc_bench_test.go)
 // goes through a real gRPC server on loopback TCP with the production
-// interceptor chain, client and server in this process. The load tool (cmd/identityload) measures a real
-// identityd against DESIGN.md's targets; these only track per-call cost and
-// allocations. Nothing here asserts a timing.
+// interceptor chain, client and server in this process. The load tool
+// (cmd/identityload) measures a real identityd against the performance
+// targets in BENCHMARKS.md; these only track per-call cost and allocations.
+// Nothing here asserts a timing.
 
 const (
 	benchUser     = "bench"
@@ -45,7 +46,7 @@ func newBenchServer(b *testing.B) *benchServer {
 	store := tokenstore.NewMemory()
 	b.Cleanup(func() { store.Close() })
 	cfg := DefaultConfig()
-	cfg.LoginRatePerIP, cfg.LoginFailuresPerUser = 0, 0
+	cfg.LoginRatePerIP, cfg.LoginFailuresPerUser, cfg.LoginFailuresPerUserAddress = 0, 0, 0
 	keys, err := token.LoadOrCreate(ctx, store, token.EdDSA, cfg.TokenOptions(nil, nil)...)
 	if err != nil {
 		b.Fatal(err)

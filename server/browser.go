@@ -22,6 +22,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -143,8 +144,43 @@ func (s *Server) browserGate(next http.Handler) (http.Handler, error) {
 			b.cookie = c.Value
 		}
 		b.csrfOK = b.cookieMode && origin != "" && (listed || origin == ownOrigin(r))
+		if b.cookie != "" && !b.csrfOK && cookieAuthenticated(r) && crossSiteSendable(r) {
+			// Refused before the body is read: a form's body is no JSON,
+			// and the gateway would answer 400 for it instead of 403.
+			s.writeError(r.Context(), nil, nil, w, r, errCSRFRejected)
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), browserKey{}, b)))
 	}), nil
+}
+
+// cookieAuthenticated reports whether r is a call the refresh cookie can
+// authenticate: the REST bindings of Refresh and Logout (identity.proto).
+func cookieAuthenticated(r *http.Request) bool {
+	return r.Method == http.MethodPost && (r.URL.Path == "/v1/refresh" || r.URL.Path == "/v1/logout")
+}
+
+// crossSiteSendable reports whether a page of another origin could have
+// sent r's body without a CORS preflight (Fetch, "CORS-safelisted request
+// header"): no Content-Type, or a form's (urlencoded, multipart) or
+// text/plain. Such a request carrying the cookie but failing the CSRF check
+// is a cross-site form post, refused whatever its body says; a body that
+// declares JSON took a preflight (or came from no browser at all) and is
+// read as usual, so a refresh token in it works with a stray cookie.
+func crossSiteSendable(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return true // what a browser would not send: refuse it
+	}
+	switch mt {
+	case "application/x-www-form-urlencoded", "multipart/form-data", "text/plain":
+		return true
+	}
+	return false
 }
 
 // ownOrigin is the origin the request was sent to. The browser sets both

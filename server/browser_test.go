@@ -247,17 +247,39 @@ func TestCSRFRejectsCookieCalls(t *testing.T) {
 		}
 	}
 
+	// A cross-site form (or a "simple" fetch) can send the cookie with a
+	// body it chooses but only these content types, or none: refused for
+	// the cookie before the body is read, whatever the body holds.
+	for _, tc := range []struct{ contentType, body string }{
+		{"", "all_sessions=true"},
+		{"application/x-www-form-urlencoded", "all_sessions=true"},
+		{"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"all_sessions\"\r\n\r\ntrue\r\n--b--\r\n"},
+		{"text/plain", `{"all_sessions":true}`},
+		{"text/plain;charset=UTF-8", `{"refresh_token":"","all_sessions":true}`},
+	} {
+		for _, path := range []string{"/v1/refresh", "/v1/logout"} {
+			c := call{path: path, body: tc.body, origin: "https://evil.example", cookie: rt, header: http.Header{}}
+			if tc.contentType != "" {
+				c.header.Set("Content-Type", tc.contentType)
+			}
+			a := ls.do(t, c)
+			if a.status != http.StatusForbidden || a.reason() != identityv1.ErrorReason_CSRF_REJECTED || a.cookie != nil {
+				t.Errorf("cross-site %s to %s: %d %q (cookie set: %v), want 403 %s", tc.contentType, path, a.status, a.reason(), a.cookie != nil, identityv1.ErrorReason_CSRF_REJECTED)
+			}
+		}
+	}
+
 	// None of that ended or rotated the session: the cookie still works.
 	a := ls.do(t, call{path: "/v1/refresh", body: `{}`, browser: true, origin: ls.base, cookie: rt})
 	if a.status != http.StatusOK {
 		t.Fatalf("refresh after the rejected calls: %d %s", a.status, a.reason())
 	}
 
-	// A token in the body is not cookie-authenticated: whoever sends it
+	// A token in a JSON body is not cookie-authenticated: whoever sends it
 	// holds it, so no CSRF check applies (the stray cookie is ignored).
 	bearer := ls.do(t, call{path: "/v1/login", body: aliceLogin})
 	a = ls.do(t, call{path: "/v1/refresh", body: `{"refresh_token":"` + bearer.str("refresh_token") + `"}`,
-		origin: "https://evil.example", cookie: "stray"})
+		origin: "https://evil.example", cookie: "stray", header: http.Header{"Content-Type": {"application/json"}}})
 	if a.status != http.StatusOK || a.str("refresh_token") == "" {
 		t.Errorf("body-token refresh with a stray cookie: %d %s", a.status, a.reason())
 	}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"io/fs"
 	"net/http"
+	"strings"
 
 	"github.com/identityd/identity/web"
 )
@@ -13,10 +15,20 @@ const demoCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connec
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'"
 
 // demoHandler serves the browser demo (web/demo) at /demo/. It is mounted
-// only when Config.WebDemo is set.
-func demoHandler() http.Handler {
-	files := http.StripPrefix("/demo/", http.FileServerFS(web.DemoFS()))
+// only when Config.WebDemo is set. A path that is not one of its files
+// (nor /demo/ itself, the page) goes to notFound, for the JSON error every
+// other unknown path gets: the file server would answer in plain text, or
+// list a directory.
+func demoHandler(notFound http.HandlerFunc) http.Handler {
+	demo := web.DemoFS()
+	files := http.StripPrefix("/demo/", http.FileServerFS(demo))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if name := strings.TrimPrefix(r.URL.Path, "/demo/"); name != "" {
+			if st, err := fs.Stat(demo, name); err != nil || !st.Mode().IsRegular() {
+				notFound(w, r)
+				return
+			}
+		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", demoCSP)
 		h.Set("Cache-Control", "no-cache")

@@ -60,6 +60,9 @@ var (
 	// errGatewayTimeout: a REST call's own deadline (grpc-timeout header)
 	// passed before the gRPC side answered.
 	errGatewayTimeout = errors.New("request deadline passed")
+	// errSessionNotFound: a self-service call named a session that is not
+	// the caller's live one.
+	errSessionNotFound = errors.New("no such session of yours (expired, revoked or not yours)")
 	// errWatcherTooSlow ends a WatchRevocations stream that fell too far
 	// behind the feed: the client resumes from its cursor.
 	errWatcherTooSlow = errors.New("revocation stream fell behind: watch again from the last cursor")
@@ -95,8 +98,12 @@ var errorTable = []errorRow{
 	{token.ErrInvalid, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_INVALID, http.StatusUnauthorized, "access token invalid"},
 	{errTokenRevoked, codes.Unauthenticated, identityv1.ErrorReason_TOKEN_REVOKED, http.StatusUnauthorized, "access token revoked"},
 	{tokenstore.ErrReused, codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_REUSED, http.StatusUnauthorized, "refresh token reused: the session has been revoked"},
+	// A login whose user's credentials changed while it was in flight: the
+	// password it checked is no longer the user's.
+	{tokenstore.ErrStale, codes.Unauthenticated, identityv1.ErrorReason_INVALID_CREDENTIALS, http.StatusUnauthorized, "invalid username or password"},
 	{errRefreshTokenInvalid, codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_INVALID, http.StatusUnauthorized, "refresh token invalid, expired or revoked"},
 	{token.ErrSessionEnded, codes.Unauthenticated, identityv1.ErrorReason_REFRESH_TOKEN_INVALID, http.StatusUnauthorized, "refresh token invalid, expired or revoked"},
+	{tokenstore.ErrTooFast, codes.ResourceExhausted, identityv1.ErrorReason_RATE_LIMITED, http.StatusTooManyRequests, "this session is refreshed too often: retry shortly"},
 	{password.ErrBusy, codes.ResourceExhausted, identityv1.ErrorReason_RATE_LIMITED, http.StatusTooManyRequests, "too many logins in progress, retry shortly"},
 	{users.ErrInvalidUsername, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusBadRequest, "invalid username"},
 	{users.ErrInvalidPassword, codes.InvalidArgument, identityv1.ErrorReason_INVALID_REQUEST, http.StatusBadRequest, "invalid password: 1 to 1024 bytes"},
@@ -107,6 +114,7 @@ var errorTable = []errorRow{
 	{admin.ErrNoKeyring, codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, http.StatusBadRequest, ""},
 	{admin.ErrNoKeys, codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, http.StatusBadRequest, ""},
 	{token.ErrKeysOnDisk, codes.FailedPrecondition, identityv1.ErrorReason_FAILED_PRECONDITION, http.StatusBadRequest, ""},
+	{errSessionNotFound, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, http.StatusNotFound, ""},
 	{tokenstore.ErrNotFound, codes.NotFound, identityv1.ErrorReason_NOT_FOUND, http.StatusNotFound, ""},
 	{tokenstore.ErrAlreadyExists, codes.AlreadyExists, identityv1.ErrorReason_ALREADY_EXISTS, http.StatusConflict, ""},
 	{errCSRFRejected, codes.PermissionDenied, identityv1.ErrorReason_CSRF_REJECTED, http.StatusForbidden,
@@ -173,9 +181,9 @@ func (row *errorRow) statusError(err error) error {
 		return status.Error(row.code, msg)
 	case identityv1.ErrorReason_RATE_LIMITED:
 		retryAfter := time.Second
-		var rl *rateLimitedError
+		var rl interface{ RetryAfter() time.Duration }
 		if errors.As(err, &rl) {
-			retryAfter = rl.retryAfter
+			retryAfter = rl.RetryAfter()
 		}
 		return authn.RateLimited(msg, retryAfter)
 	}
@@ -203,9 +211,10 @@ type rateLimitedError struct {
 	retryAfter time.Duration
 }
 
-func (e *rateLimitedError) Error() string         { return e.msg }
-func (e *rateLimitedError) Unwrap() error         { return errRateLimited }
-func (e *rateLimitedError) clientMessage() string { return e.msg }
+func (e *rateLimitedError) Error() string             { return e.msg }
+func (e *rateLimitedError) RetryAfter() time.Duration { return e.retryAfter }
+func (e *rateLimitedError) Unwrap() error             { return errRateLimited }
+func (e *rateLimitedError) clientMessage() string     { return e.msg }
 
 // toStatus maps err to the contract's status. A status error (already
 // mapped, e.g. by authn) passes through unchanged.

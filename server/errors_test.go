@@ -25,7 +25,7 @@ import (
 	"github.com/identityd/identity/users"
 )
 
-// The contract's error table (the API reference in docs/), row by row,
+// The contract's error table (docs/api.md, Errors), row by row,
 // from the domain error a handler returns to the status a client sees.
 // Written out by hand, apart from errorTable: it is the specification the
 // table must meet.

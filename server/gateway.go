@@ -45,7 +45,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
-			return metadata.Pairs(mdClientAddr, s.httpClientAddr(r))
+			return metadata.Pairs(mdClientAddr, s.httpClientAddr(r), mdUserAgent, r.UserAgent())
 		}),
 		// Cookie mode for browsers (browser.go): the refresh cookie in,
 		// Set-Cookie out, and no refresh token in the JSON body.
@@ -55,6 +55,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithErrorHandler(s.writeError),
 		runtime.WithRoutingErrorHandler(s.routingError),
 		runtime.WithDisableHTTPMethodOverride(),
+		runtime.WithMiddlewares(recordRoute), // metrics.go: requests by route
 	)
 	if err := identitygw.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
 		return nil, err

@@ -18,8 +18,9 @@ import (
 func TestGatewayOwnErrors(t *testing.T) {
 	t.Parallel()
 	const limit = 4 << 10
-	ls := startLiveServer(t, func(c *server.Config) { c.MaxBodyBytes = limit })
+	ls := startLiveServer(t, func(c *server.Config) { c.MaxBodyBytes, c.WebDemo = limit, true })
 	big := `{"username":"` + strings.Repeat("a", 2*limit) + `","password":"x"}`
+	ok := `{"username":"alice","password":"wonderland"}`
 	json := http.Header{"Content-Type": {"application/json"}}
 	for _, tc := range []struct {
 		name   string
@@ -36,6 +37,14 @@ func TestGatewayOwnErrors(t *testing.T) {
 		{"wrong method on /v1/me", call{path: "/v1/me", body: `{}`, header: json}, http.StatusMethodNotAllowed, codes.Unimplemented},
 		{"declared body over the limit", call{path: "/v1/login", body: big, header: json}, http.StatusRequestEntityTooLarge, codes.InvalidArgument},
 		{"chunked body over the limit", call{path: "/v1/login", body: big, header: json, chunked: true}, http.StatusRequestEntityTooLarge, codes.InvalidArgument},
+		// Paths that are not in canonical form are not redirected (an
+		// HTML 307 from the HTTP mux): they name nothing.
+		{"doubled slash", call{path: "//v1/login", body: ok, header: json}, http.StatusNotFound, codes.NotFound},
+		{"doubled slash inside", call{path: "/v1//login", body: ok, header: json}, http.StatusNotFound, codes.NotFound},
+		{"dot segment", call{path: "/v1/./login", body: ok, header: json}, http.StatusNotFound, codes.NotFound},
+		{"dot-dot segment", call{method: http.MethodGet, path: "/demo/../v1/me"}, http.StatusNotFound, codes.NotFound},
+		{"demo file that does not exist", call{method: http.MethodGet, path: "/demo/missing.js"}, http.StatusNotFound, codes.NotFound},
+		{"demo directory that does not exist", call{method: http.MethodGet, path: "/demo/no/such/dir/"}, http.StatusNotFound, codes.NotFound},
 	} {
 		a := ls.do(t, tc.c)
 		if a.status != tc.status || a.reason() != identityv1.ErrorReason_INVALID_REQUEST {
@@ -47,7 +56,6 @@ func TestGatewayOwnErrors(t *testing.T) {
 		}
 	}
 	// A body just within the limit, chunked, reaches the handler.
-	ok := `{"username":"alice","password":"wonderland"}`
 	if a := ls.do(t, call{path: "/v1/login", body: ok, header: json, chunked: true}); a.status != http.StatusOK {
 		t.Errorf("chunked login within the limit: %d %v", a.status, a.body)
 	}

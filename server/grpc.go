@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/sessions"
 )
 
 // The REST gateway reaches the gRPC server through an in-process listener
@@ -33,18 +35,21 @@ import (
 // connect to it.
 const mdClientAddr = "x-identity-client-addr"
 
+// mdUserAgent is the browser's User-Agent as the gateway saw it (the
+// gateway's own gRPC client sends its own user-agent).
+const mdUserAgent = "x-identity-user-agent"
+
 // adminRole is the role every AdminService call needs.
 const adminRole = "admin"
 
 // Methods that need no access token. Everything else on IdentityService
-// (WhoAmI) and all of AdminService is checked by authn.
+// (WhoAmI, WatchRevocations) and all of AdminService is checked by authn.
 var publicMethods = []string{
 	identityv1.IdentityService_Login_FullMethodName,
 	identityv1.IdentityService_Refresh_FullMethodName,
 	identityv1.IdentityService_Logout_FullMethodName,
 	identityv1.IdentityService_Verify_FullMethodName,
 	identityv1.IdentityService_GetPublicKeys_FullMethodName,
-	identityv1.IdentityService_WatchRevocations_FullMethodName,
 }
 
 func (s *Server) buildGRPC() error {
@@ -90,17 +95,35 @@ func (s *Server) buildGRPC() error {
 	verifier := authn.VerifierFunc(s.verify)
 	// Every AdminService call needs the admin role, on both chains (a
 	// streaming admin RPC added later is covered the day it is added).
+	// WatchRevocations names the session and user of every logout: only
+	// services (authn's local verifiers, with a ServiceAccount) read it,
+	// or, under mTLS, a caller with a verified client certificate
+	// (certifiedWatcher, tls.go).
 	access := []authn.Option{
 		authn.WithSkip(publicMethods...),
-		authn.WithRoles(map[string]string{"/" + identityv1.AdminService_ServiceDesc.ServiceName + "/": adminRole}),
+		authn.WithSkipFunc(certifiedWatcher),
+		authn.WithRoles(map[string]string{
+			"/" + identityv1.AdminService_ServiceDesc.ServiceName + "/": adminRole,
+			identityv1.IdentityService_WatchRevocations_FullMethodName:  authn.ServiceRole,
+		}),
 	}
 
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
+		// An unreadable request gets the contract's answer (codec.go).
+		grpc.MaxRecvMsgSize(transportMaxRecvMsgBytes),
+		grpc.ForceServerCodecV2(newRequestCodec()),
+	}
+	if s.tls != nil {
+		opts = append(opts, grpc.Creds(grpcCredentials{credentials.NewTLS(s.tls.grpcConfig())}))
+	}
+	s.grpc = grpc.NewServer(append(opts,
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(panics),
 			metrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
+			s.metrics.unaryInterceptor(),
 			errorUnaryInterceptor(s.log),
+			unreadableUnaryInterceptor,
 			authn.UnaryServerInterceptor(verifier, access...),
 			browserUnaryInterceptor,
 		),
@@ -109,9 +132,10 @@ func (s *Server) buildGRPC() error {
 			metrics.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(logger, logOpts...),
 			errorStreamInterceptor(s.log),
+			unreadableStreamInterceptor,
 			authn.StreamServerInterceptor(verifier, access...),
 		),
-	)
+	)...)
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityServer{s: s})
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
 	s.health = health.NewServer()
@@ -121,6 +145,25 @@ func (s *Server) buildGRPC() error {
 	metrics.InitializeMetrics(s.grpc)
 	s.inproc = bufconn.Listen(1 << 20)
 	return nil
+}
+
+// userAgent is the client's User-Agent: the gRPC client's, or for calls
+// through the gateway, the HTTP client's.
+func userAgent(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	key := "user-agent"
+	if fromGateway(ctx) {
+		key = mdUserAgent
+	}
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// client describes the caller, for the sessions it creates and uses.
+func client(ctx context.Context) sessions.Client {
+	return sessions.Client{UserAgent: userAgent(ctx), Addr: clientAddr(ctx)}
 }
 
 // clientAddr is the address rate limits are keyed by: the TCP peer, or

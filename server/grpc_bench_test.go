@@ -12,14 +12,15 @@ import (
 )
 
 // BenchmarkGRPC goes through gRPC over loopback with every interceptor:
-// noop is grpc.health.v1.Health/Check (the baseline DESIGN.md's ratios use),
+// noop is grpc.health.v1.Health/Check (the baseline of the ratios in
+// BENCHMARKS.md),
 // verify and refresh the RPCs. Client and server share this process's CPUs.
 // The server is testidentityd's in-process one on the embedded store, with
 // the default configuration and no login limits; logins, which it does not
 // measure, are cheap (testidentityd.CheapHash).
 func BenchmarkGRPC(b *testing.B) {
 	s := testidentityd.StartInProcess(b, testidentityd.InProcessConfig(func(c *server.Config) {
-		c.LoginRatePerIP, c.LoginFailuresPerUser = 0, 0
+		c.LoginRatePerIP, c.LoginFailuresPerUser, c.LoginFailuresPerUserAddress = 0, 0, 0
 	}))
 	pw := testidentityd.AddUser(b, s.Store, "bench", "")
 	api := s.API

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,12 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
+	mux.HandleFunc("GET "+DiscoveryPath, s.serveDiscovery)
+	openAPI, err := serveOpenAPI()
+	if err != nil {
+		return err
+	}
+	mux.HandleFunc("GET "+OpenAPIPath, openAPI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -28,7 +35,7 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	if s.cfg.WebDemo {
-		mux.Handle("GET /demo/", demoHandler())
+		mux.Handle("GET /demo/", demoHandler(s.notFound))
 		mux.Handle("GET /demo", http.RedirectHandler("/demo/", http.StatusMovedPermanently))
 	}
 	api, err := s.browserGate(s.limitBody(gw))
@@ -36,8 +43,42 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 		return err
 	}
 	mux.Handle("/", api)
-	s.http = securityHeaders(mux)
+	s.http = s.countHTTP(securityHeaders(s.canonicalPaths(mux)))
 	return nil
+}
+
+// canonicalPaths answers a path that is not in canonical form ("//v1/login",
+// "/v1/./login", "/demo/../x") with the JSON 404 every unknown path gets.
+// The mux would redirect it to the cleaned path with an HTML body, and a
+// client following the redirect would send its body (a password) to a URL
+// it did not name.
+func (s *Server) canonicalPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && p != cleanPath(p) {
+			s.notFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is the path net/http's ServeMux would redirect p to (its own
+// cleanPath): path.Clean, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// notFound is the answer for a path that names nothing: 404, INVALID_REQUEST,
+// in the error shape of every REST error.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.writeError(r.Context(), nil, nil, w, r, routeError(http.StatusNotFound, r, nil))
 }
 
 func securityHeaders(next http.Handler) http.Handler {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/users"
 )
 
 // identityServer implements IdentityService. Handlers validate input,
@@ -47,17 +49,22 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	// turning them away costs little of the CPU Verify shares: the answer
 	// is the one the hash would give after that work, whoever the user.
 	if s.hasher != nil && s.hasher.Busy() {
+		s.metrics.refused(limitLoginHashes)
 		return nil, password.ErrBusy
 	}
-	if err := s.limitLogin(ctx, req.GetUsername()); err != nil {
+	charge, err := s.limitLogin(ctx, req.GetUsername())
+	if err != nil {
 		return nil, err
 	}
 	u, err := s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
+	s.settleLogin(ctx, charge, err)
 	if err != nil {
-		s.loginFailed(ctx, req.GetUsername(), err)
+		if errors.Is(err, password.ErrBusy) {
+			s.metrics.refused(limitLoginHashes) // waited past the budget
+		}
 		return nil, err
 	}
-	sess, err := s.sessions.Create(ctx, u)
+	sess, err := s.sessions.Create(ctx, u, client(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +76,10 @@ func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshReq
 	if err := required("refresh_token", raw, maxTokenLen); err != nil {
 		return nil, err
 	}
-	sess, u, err := h.s.sessions.Refresh(ctx, raw)
+	if err := h.s.limitRefresh(ctx); err != nil {
+		return nil, err
+	}
+	sess, u, err := h.s.sessions.Refresh(ctx, raw, client(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +116,96 @@ func (h *identityServer) WhoAmI(ctx context.Context, _ *identityv1.WhoAmIRequest
 		return nil, fmt.Errorf("WhoAmI without verified claims")
 	}
 	return verifyResponse(c), nil
+}
+
+// self is the verified caller of a self-service call.
+func self(ctx context.Context) (*token.Claims, error) {
+	c, ok := authn.ClaimsFromContext(ctx)
+	if !ok {
+		// The interceptor runs before every self-service call; reaching
+		// here without claims is a wiring bug, and must still fail closed.
+		return nil, fmt.Errorf("self-service call without verified claims")
+	}
+	return c, nil
+}
+
+func (h *identityServer) ListMySessions(ctx context.Context, _ *identityv1.ListMySessionsRequest) (*identityv1.ListMySessionsResponse, error) {
+	c, err := self(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := h.s.sessions.ListSessions(ctx, c.Subject)
+	if err != nil {
+		return nil, err
+	}
+	out := &identityv1.ListMySessionsResponse{Sessions: make([]*identityv1.MySession, 0, len(ss))}
+	for _, s := range ss {
+		out.Sessions = append(out.Sessions, &identityv1.MySession{
+			SessionId:     s.ID,
+			CreatedAt:     timestamppb.New(s.CreatedAt),
+			LastUsedAt:    timestamppb.New(s.LastUsedAt),
+			ExpiresAt:     timestamppb.New(s.IdleExpiresAt(h.s.cfg.RefreshIdleTTL)),
+			UserAgent:     s.UserAgent,
+			ClientAddress: s.ClientAddr,
+			Current:       s.ID == c.SessionID,
+		})
+	}
+	return out, nil
+}
+
+func (h *identityServer) RevokeMySession(ctx context.Context, req *identityv1.RevokeMySessionRequest) (*identityv1.RevokeMySessionResponse, error) {
+	if err := required("session_id", req.GetSessionId(), 256); err != nil {
+		return nil, err
+	}
+	c, err := self(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Another user's session is answered as an unknown one: the caller
+	// learns nothing of sessions that are not theirs.
+	if uid, ok := tokenstore.SessionUserID(req.GetSessionId()); !ok || uid != c.Subject {
+		return nil, errSessionNotFound
+	}
+	if err := h.s.sessions.RevokeSession(ctx, req.GetSessionId(), h.s.now()); err != nil {
+		if errors.Is(err, tokenstore.ErrNotFound) {
+			return nil, errSessionNotFound
+		}
+		return nil, err
+	}
+	return &identityv1.RevokeMySessionResponse{}, nil
+}
+
+func (h *identityServer) ChangePassword(ctx context.Context, req *identityv1.ChangePasswordRequest) (*identityv1.ChangePasswordResponse, error) {
+	if err := required("current_password", req.GetCurrentPassword(), password.MaxLength); err != nil {
+		return nil, err
+	}
+	if err := required("new_password", req.GetNewPassword(), password.MaxLength); err != nil {
+		return nil, err
+	}
+	c, err := self(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := h.s
+	// The current password is checked like a login, under the same
+	// limits, so a stolen access token cannot take over the account.
+	charge, err := s.limitLogin(ctx, c.Username)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.users.Authenticate(ctx, c.Username, req.GetCurrentPassword())
+	if err == nil && u.ID != c.Subject {
+		err = users.ErrBadCredentials
+	}
+	s.settleLogin(ctx, charge, err)
+	if err != nil {
+		return nil, err
+	}
+	pw := req.GetNewPassword()
+	if _, err := s.users.Update(ctx, u.Username, users.Change{Password: &pw, KeepSession: c.SessionID}); err != nil {
+		return nil, err
+	}
+	return &identityv1.ChangePasswordResponse{}, nil
 }
 
 func (h *identityServer) GetPublicKeys(ctx context.Context, _ *identityv1.GetPublicKeysRequest) (*identityv1.GetPublicKeysResponse, error) {

@@ -12,55 +12,141 @@ import (
 	"github.com/identityd/identity/users"
 )
 
-// Login limits: per client address for every attempt, per username for
-// failures. The username key is a hash, so no username reaches the limiter's
-// store in clear, and the same name in another normalisation is the same key.
+// Login limits throttle guessing without handing anyone a lock on an
+// account (NIST SP 800-63B §5.2.2):
+//
+//   - every attempt, per client address (LoginRatePerIP a minute);
+//   - failures per username and client address (LoginFailuresPerUserAddress
+//     a minute): a guesser at one address is held to a few tries, and only
+//     that address is refused;
+//   - failures per username across every address (LoginFailuresPerUser an
+//     hour): a distributed guesser is held to this, while the user at an
+//     address of their own still gets in after someone else's failures.
+//
+// Failures are charged before the password is checked and given back when
+// the attempt turns out not to be a wrong password: the charge is atomic, so
+// concurrent guesses can never together check more passwords than a limit's
+// burst. Keys are hashes, so no username reaches the limiter's store in
+// clear, and the same name in another normalisation is the same key.
 func (s *Server) ipLimit() ratelimit.Limit {
 	return ratelimit.Limit{Rate: s.cfg.LoginRatePerIP, Period: time.Minute, Burst: max(1, s.cfg.LoginRatePerIP/5)}
 }
 
+func (s *Server) userAddrLimit() ratelimit.Limit {
+	return ratelimit.Limit{Rate: s.cfg.LoginFailuresPerUserAddress, Period: time.Minute, Burst: max(1, s.cfg.LoginFailuresPerUserAddress)}
+}
+
 func (s *Server) userLimit() ratelimit.Limit {
-	return ratelimit.Limit{Rate: s.cfg.LoginFailuresPerUser, Period: time.Minute, Burst: max(1, s.cfg.LoginFailuresPerUser)}
+	return ratelimit.Limit{Rate: s.cfg.LoginFailuresPerUser, Period: time.Hour, Burst: max(1, s.cfg.LoginFailuresPerUser)}
+}
+
+func normalizedName(username string) string {
+	if n, err := users.NormalizeUsername(username); err == nil {
+		return n
+	}
+	return username
 }
 
 func userKey(username string) string {
-	if n, err := users.NormalizeUsername(username); err == nil {
-		username = n
-	}
-	sum := sha256.Sum256([]byte(username))
+	sum := sha256.Sum256([]byte(normalizedName(username)))
 	return "login:user:" + hex.EncodeToString(sum[:16])
 }
 
-// limitLogin refuses an attempt when the client address is over its rate or
-// the username has used up its failures. A limiter failure fails closed.
-func (s *Server) limitLogin(ctx context.Context, username string) error {
-	if s.cfg.LoginRatePerIP > 0 {
-		r, err := s.limiter.Allow(ctx, "login:ip:"+clientAddr(ctx), s.ipLimit())
-		if err != nil {
-			return err
-		}
-		if !r.Allowed {
-			return &rateLimitedError{msg: "too many login attempts from this address", retryAfter: r.RetryAfter}
-		}
-	}
-	if s.cfg.LoginFailuresPerUser > 0 {
-		r, err := s.limiter.Peek(ctx, userKey(username), s.userLimit())
-		if err != nil {
-			return err
-		}
-		if !r.Allowed {
-			return &rateLimitedError{msg: "too many failed logins for this username", retryAfter: r.RetryAfter}
-		}
-	}
-	return nil
+func userAddrKey(username, addr string) string {
+	// A NUL cannot be in a normalised username (control characters are
+	// refused), so the pair cannot be confused with another.
+	sum := sha256.Sum256([]byte(normalizedName(username) + "\x00" + addr))
+	return "login:user-addr:" + hex.EncodeToString(sum[:16])
 }
 
-// loginFailed charges a failed attempt to the username.
-func (s *Server) loginFailed(ctx context.Context, username string, cause error) {
-	if s.cfg.LoginFailuresPerUser <= 0 || !errors.Is(cause, users.ErrBadCredentials) {
+// loginCharge is what one login attempt was charged against the failure
+// limits, to give back once it is known not to be a wrong password.
+type loginCharge struct {
+	keys   []string
+	limits []ratelimit.Limit
+}
+
+// limitLogin refuses an attempt when the client address is over its rate or
+// the username has used up its failures (at this address, or everywhere),
+// and otherwise charges it as a failure to come. A limiter failure fails
+// closed.
+func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge, error) {
+	addr := clientAddr(ctx)
+	if s.cfg.LoginRatePerIP > 0 {
+		r, err := s.limiter.Allow(ctx, "login:ip:"+addr, s.ipLimit())
+		if err != nil {
+			return nil, err
+		}
+		if !r.Allowed {
+			s.metrics.refused(limitLoginIP)
+			return nil, &rateLimitedError{msg: "too many login attempts from this address", retryAfter: r.RetryAfter}
+		}
+	}
+	c := &loginCharge{}
+	for _, f := range []struct {
+		on    bool
+		key   string
+		limit func() ratelimit.Limit
+		msg   string
+	}{
+		{s.cfg.LoginFailuresPerUserAddress > 0, userAddrKey(username, addr), s.userAddrLimit, "too many failed logins for this username from this address"},
+		{s.cfg.LoginFailuresPerUser > 0, userKey(username), s.userLimit, "too many failed logins for this username"},
+	} {
+		if !f.on {
+			continue
+		}
+		l := f.limit()
+		r, err := s.limiter.Allow(ctx, f.key, l)
+		if err == nil && !r.Allowed {
+			s.metrics.refused(limitLoginUser)
+			err = &rateLimitedError{msg: f.msg, retryAfter: r.RetryAfter}
+		}
+		if err != nil {
+			// No password is checked: what was charged so far is given back.
+			s.settleLogin(ctx, c, nil)
+			return nil, err
+		}
+		c.keys, c.limits = append(c.keys, f.key), append(c.limits, l)
+	}
+	return c, nil
+}
+
+// settleLogin gives back the attempt's charges unless it was a wrong
+// password (or an unknown user, the same answer): a success costs nothing,
+// and neither does an attempt whose password was never checked (hashing
+// queue full, store down).
+func (s *Server) settleLogin(ctx context.Context, c *loginCharge, cause error) {
+	if c == nil || errors.Is(cause, users.ErrBadCredentials) {
 		return
 	}
-	if _, err := s.limiter.Allow(ctx, userKey(username), s.userLimit()); err != nil {
-		s.log.WarnContext(ctx, "login limiter unavailable", slog.String("error", err.Error()))
+	// A caller that hung up after its password was checked still gets its
+	// attempt back; the refund keeps a deadline of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	for i, key := range c.keys {
+		if err := s.limiter.Refund(ctx, key, c.limits[i]); err != nil {
+			// The attempt stays counted: that fails closed.
+			s.log.WarnContext(ctx, "login limiter unavailable", slog.String("error", err.Error()))
+		}
 	}
+}
+
+func (s *Server) refreshIPLimit() ratelimit.Limit {
+	return ratelimit.Limit{Rate: s.cfg.RefreshRatePerIP, Period: time.Minute, Burst: max(1, s.cfg.RefreshRatePerIP/4)}
+}
+
+// limitRefresh refuses a refresh when the client address is over its rate.
+// A limiter failure fails closed.
+func (s *Server) limitRefresh(ctx context.Context) error {
+	if s.cfg.RefreshRatePerIP <= 0 {
+		return nil
+	}
+	r, err := s.limiter.Allow(ctx, "refresh:ip:"+clientAddr(ctx), s.refreshIPLimit())
+	if err != nil {
+		return err
+	}
+	if !r.Allowed {
+		return &rateLimitedError{msg: "too many refreshes from this address", retryAfter: r.RetryAfter}
+	}
+	return nil
 }

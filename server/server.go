@@ -1,6 +1,6 @@
 // Package server speaks identity's API: the gRPC IdentityService and
 // AdminService, the REST gateway in front of them, and the HTTP endpoints
-// beside it (JWKS, health, readiness, metrics). Its handlers validate a
+// beside it (JWKS, discovery, health, readiness, metrics). Its handlers validate a
 // request, call a domain package and map the error (errors.go, the one
 // table); the rules themselves live below them: sessions (login sessions,
 // rotation, revocation and the instance's revocation feed), users
@@ -39,7 +39,8 @@ import (
 	"github.com/identityd/identity/users"
 )
 
-// Config holds the service's tunables (DESIGN.md, "Configuration").
+// Config holds the service's tunables; the ones identityd has flags for are
+// documented in docs/configuration.md.
 type Config struct {
 	Issuer             string
 	Audience           string
@@ -50,8 +51,20 @@ type Config struct {
 	Leeway             time.Duration
 	// LoginRatePerIP is login attempts per minute per client address.
 	LoginRatePerIP int
-	// LoginFailuresPerUser is failed logins per minute per username.
+	// RefreshRatePerSession and RefreshRatePerIP bound refreshes per
+	// minute, of one session (checked in the rotation's own store round
+	// trip) and from one client address (0: no limit). Both are far above
+	// what honest clients do (one refresh per access-token lifetime, a few
+	// tabs, retries within the grace window): they stop a stolen refresh
+	// token from being used as a rotation oracle, and a flood.
+	RefreshRatePerSession int
+	RefreshRatePerIP      int
+	// LoginFailuresPerUser is failed logins per hour per username, from
+	// every client address together (limits.go).
 	LoginFailuresPerUser int
+	// LoginFailuresPerUserAddress is failed logins per minute per username
+	// from one client address.
+	LoginFailuresPerUserAddress int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// RevocationWait is how long the revocation feed's blocking read
@@ -62,8 +75,9 @@ type Config struct {
 	RevocationStaleAfter time.Duration
 	// MaxWatchers caps the open WatchRevocations streams.
 	MaxWatchers int
-	// KeyReload is how often keys are re-read from the store (rotations
-	// made by another instance or by identityctl).
+	// KeyReload is how often keys are re-read from the store or the keys
+	// dir (rotations made by another instance or by identityctl, a key
+	// file added or withdrawn); the background loop ticks every second.
 	KeyReload time.Duration
 	// KeyRotation rotates the signing key on this schedule (0: never).
 	KeyRotation time.Duration
@@ -75,26 +89,35 @@ type Config struct {
 	// CORS answers and may make cookie-authenticated calls (browser.go);
 	// the server's own origin is always allowed for the latter.
 	AllowedOrigins []string
+	// PublicURL is the base URL clients reach this service at
+	// (https://id.example.com), for the absolute URLs of the discovery
+	// document. Empty: the issuer if it is an https URL, else the
+	// request's scheme and Host.
+	PublicURL string
 }
 
-// DefaultConfig returns DESIGN.md's defaults.
+// DefaultConfig returns the defaults (docs/configuration.md).
 func DefaultConfig() Config {
 	return Config{
-		Issuer:               "identity",
-		Audience:             "identity",
-		AccessTTL:            15 * time.Minute,
-		RefreshIdleTTL:       720 * time.Hour,
-		RefreshAbsoluteTTL:   2160 * time.Hour,
-		RefreshGrace:         10 * time.Second,
-		Leeway:               30 * time.Second,
-		LoginRatePerIP:       300,
-		LoginFailuresPerUser: 10,
-		RevocationWait:       sessions.DefaultFeedWait,
-		RevocationStaleAfter: 2 * time.Second,
-		MaxWatchers:          sessions.DefaultMaxWatchers,
-		KeyReload:            30 * time.Second,
-		KeyRotation:          0,
-		MaxBodyBytes:         1 << 20,
+		Issuer:                "identity",
+		Audience:              "identity",
+		AccessTTL:             15 * time.Minute,
+		RefreshIdleTTL:        720 * time.Hour,
+		RefreshAbsoluteTTL:    2160 * time.Hour,
+		RefreshGrace:          10 * time.Second,
+		Leeway:                30 * time.Second,
+		LoginRatePerIP:        300,
+		LoginFailuresPerUser:  100,
+		RefreshRatePerSession: 60,
+		RefreshRatePerIP:      1200,
+		RevocationWait:        sessions.DefaultFeedWait,
+		RevocationStaleAfter:  2 * time.Second,
+		MaxWatchers:           sessions.DefaultMaxWatchers,
+		KeyReload:             30 * time.Second,
+		KeyRotation:           0,
+		MaxBodyBytes:          1 << 20,
+
+		LoginFailuresPerUserAddress: 10,
 	}
 }
 
@@ -130,6 +153,8 @@ type Deps struct {
 	// Now and Rand default to time.Now and crypto/rand.Reader.
 	Now  func() time.Time
 	Rand io.Reader
+	// TLS serves both ports with TLS (tls.go); nil: plaintext.
+	TLS *TLS
 }
 
 // Server is one identity instance: gRPC server, gateway and HTTP handler.
@@ -155,6 +180,9 @@ type Server struct {
 	checker *tokencheck.Checker
 	feed    *sessions.Feed
 
+	// metrics are the service's own (metrics.go).
+	metrics *metrics
+
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
 	// GracefulStop until the shutdown timeout.
@@ -162,6 +190,7 @@ type Server struct {
 	stoppingOnce sync.Once
 
 	registry *prometheus.Registry
+	tls      *TLS
 	grpc     *grpc.Server
 	health   *health.Server
 	inproc   *bufconn.Listener
@@ -194,6 +223,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		rand:     d.Rand,
 		stopping: make(chan struct{}),
 		registry: d.Registry,
+		tls:      d.TLS,
+		metrics:  newMetrics(),
 	}
 	var err error
 	topts := cfg.TokenOptions(d.Now, d.Rand)
@@ -204,13 +235,22 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	revoked := tokencheck.NewRevoked(cfg.RevocationStaleAfter, cfg.Leeway, maxRevoked)
-	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now)
+	// WithKeys: a cached token dies with its key (withdrawn from the keys
+	// dir or the keyring, or retired), not at its exp.
+	s.checker = tokencheck.NewChecker(s.verifySignature, tokencheck.NewCache(verifiedCacheSize, 0), revoked, d.Now, tokencheck.WithKeys(d.Keys))
 	s.sessions = sessions.New(d.Store, d.Keys.Refresh(), revoked, sessions.Config{
 		AbsoluteTTL: cfg.RefreshAbsoluteTTL,
 		IdleTTL:     cfg.RefreshIdleTTL,
 		Grace:       cfg.RefreshGrace,
 		AccessTTL:   cfg.AccessTTL,
 		Leeway:      cfg.Leeway,
+		RefreshLimit: func() tokenstore.UseLimit {
+			if cfg.RefreshRatePerSession <= 0 {
+				return tokenstore.UseLimit{}
+			}
+			return tokenstore.UseLimit{Every: time.Minute / time.Duration(cfg.RefreshRatePerSession), Burst: max(1, cfg.RefreshRatePerSession/2)}
+		}(),
+		OnRevoke: s.metrics.sessionsRevoked,
 	}, d.Now, d.Rand)
 	s.feed = sessions.NewFeed(d.Store, revoked, sessions.FeedConfig{
 		Wait:        cfg.RevocationWait,
@@ -220,9 +260,12 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	s.users = users.New(d.Store, d.Hasher, d.Now, d.Rand, users.WithSessions(s.sessions))
 	var keys admin.Keys = admin.NewDirKeys(d.Keys)
 	if !d.KeysFromDir {
-		keys = admin.NewStoreKeys(d.Store, func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
+		keys = admin.NewStoreKeys(d.Store, d.Keys.Sealing(), func(context.Context) (*token.Manager, error) { return d.Keys, nil }, d.Now)
 	}
 	s.admin = admin.NewLocal(s.sessions, s.users, keys, admin.WithClock(d.Now), admin.WithIdleTTL(cfg.RefreshIdleTTL))
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
+	}
 	if err := s.buildGRPC(); err != nil {
 		return nil, err
 	}
@@ -239,7 +282,8 @@ func (s *Server) GRPCServer() *grpc.Server { return s.grpc }
 func (s *Server) HTTPHandler() http.Handler { return s.http }
 
 // Serve serves gRPC on grpcLis and HTTP on httpLis until ctx is done, then
-// drains both within shutdownTimeout.
+// drains both within shutdownTimeout. With Deps.TLS both speak TLS; the
+// REST gateway's in-process connection to the gRPC server stays plaintext.
 func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutdownTimeout time.Duration) error {
 	httpSrv := &http.Server{
 		Handler:           s.http,
@@ -248,12 +292,22 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		// net/http's own complaints (a failed TLS handshake, say) go to
+		// the server's log, not to the standard logger.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.grpc.Serve(grpcLis) })
-	g.Go(func() error { return s.grpc.Serve(s.inproc) })
+	g.Go(func() error { return s.grpc.Serve(inprocListener{s.inproc}) })
 	g.Go(func() error {
-		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.tls != nil {
+			httpSrv.TLSConfig = s.tls.httpConfig()
+			err = httpSrv.ServeTLS(httpLis, "", "")
+		} else {
+			err = httpSrv.Serve(httpLis)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -296,6 +350,7 @@ func (s *Server) background(ctx context.Context) {
 	slow := time.NewTicker(time.Second)
 	defer slow.Stop()
 	lastReload, lastRotateCheck := s.now(), s.now()
+	var lastReloadWarning time.Time
 	serving := true
 	for {
 		select {
@@ -307,9 +362,19 @@ func (s *Server) background(ctx context.Context) {
 			s.checker.Revoked().Purge(now)
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			ok := s.store.Ping(pctx) == nil
+			if ok {
+				s.metrics.storeUp.Set(1)
+			} else {
+				s.metrics.storeUp.Set(0)
+			}
 			if ok && now.Sub(lastReload) >= s.cfg.KeyReload {
 				if err := s.keys.Reload(pctx); err == nil {
 					lastReload = now
+				} else if now.Sub(lastReloadWarning) >= s.cfg.KeyReload {
+					// A keyring this instance cannot open (rewrapped under a
+					// master key it was not given) must not go unnoticed.
+					lastReloadWarning = now
+					s.log.Warn("key reload failed; signing with the keys in memory", slog.String("error", err.Error()))
 				}
 			}
 			if ok && s.cfg.KeyRotation > 0 && now.Sub(lastRotateCheck) >= time.Minute {

@@ -43,6 +43,9 @@ func (h *identityServer) WatchRevocations(req *identityv1.WatchRevocationsReques
 	if errors.Is(err, sessions.ErrFeedClosed) {
 		return errShuttingDown
 	}
+	if errors.Is(err, sessions.ErrTooManyWatchers) {
+		s.metrics.refused(limitWatchers)
+	}
 	if err != nil {
 		return err
 	}

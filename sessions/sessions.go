@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/token"
@@ -38,6 +39,13 @@ type Config struct {
 	// session can still be presented: the revocation set keeps it that long.
 	AccessTTL time.Duration
 	Leeway    time.Duration
+	// RefreshLimit bounds how often one session may be refreshed (zero:
+	// no limit); it is checked in the rotation's own atomic step.
+	RefreshLimit tokenstore.UseLimit
+	// OnRevoke, if set, is told of every revocation this service makes:
+	// why (cause.go) and how many sessions. It runs on the caller's
+	// goroutine and must be quick (a metric's counter).
+	OnRevoke func(cause Cause, sessions int)
 }
 
 // Service applies the session rules. It is safe for concurrent use.
@@ -57,8 +65,42 @@ func New(store tokenstore.Store, refresh *token.Refresh, revoked *tokencheck.Rev
 	return &Service{store: store, refresh: refresh, revoked: revoked, cfg: cfg, now: now, rand: rand}
 }
 
+// Client describes who uses a session: its User-Agent and address, kept
+// for the user's own list of devices (bounded by Create and Refresh).
+type Client struct {
+	UserAgent string
+	Addr      string
+}
+
+// Bounds of what a session keeps of its client.
+const (
+	maxUserAgent = 128
+	maxAddr      = 64
+)
+
+func (c Client) bounded() Client {
+	return Client{UserAgent: truncateUTF8(c.UserAgent, maxUserAgent), Addr: truncateUTF8(c.Addr, maxAddr)}
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character,
+// and drops control characters (a User-Agent is the client's to choose).
+func truncateUTF8(s string, n int) string {
+	out := make([]byte, 0, min(len(s), n))
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			continue
+		}
+		if len(out)+utf8.RuneLen(r) > n {
+			break
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return string(out)
+}
+
 // Create starts a session for an authenticated user.
-func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Session, error) {
+func (s *Service) Create(ctx context.Context, u tokenstore.User, client Client) (tokenstore.Session, error) {
+	client = client.bounded()
 	sid, err := tokenstore.NewSessionID(u.ID, s.rand)
 	if err != nil {
 		return tokenstore.Session{}, err
@@ -78,6 +120,12 @@ func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Ses
 		RotatedAt:  ms,
 		LastUsedAt: ms,
 		ExpiresAt:  ms.Add(s.cfg.AbsoluteTTL),
+		// The epoch u was read under: if the user's credentials changed
+		// since (a password change racing this login), the store refuses
+		// the session with tokenstore.ErrStale.
+		Epoch:      u.Epoch,
+		UserAgent:  client.UserAgent,
+		ClientAddr: client.Addr,
 	}
 	if err := s.store.CreateSession(ctx, sess); err != nil {
 		return tokenstore.Session{}, err
@@ -89,7 +137,8 @@ func (s *Service) Create(ctx context.Context, u tokenstore.User) (tokenstore.Ses
 // user (one store round trip). A token reused after the grace window
 // revokes the session (tokenstore.ErrReused); any other unusable token is
 // ErrRefreshTokenInvalid.
-func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, tokenstore.User, error) {
+func (s *Service) Refresh(ctx context.Context, raw string, client Client) (tokenstore.Session, tokenstore.User, error) {
+	client = client.bounded()
 	sid, gen, nonce, err := s.refresh.Decode(raw)
 	if err != nil {
 		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
@@ -102,12 +151,16 @@ func (s *Service) Refresh(ctx context.Context, raw string) (tokenstore.Session, 
 		Now:        now,
 		Grace:      s.cfg.Grace,
 		IdleTTL:    s.cfg.IdleTTL,
+		Limit:      s.cfg.RefreshLimit,
+		UserAgent:  client.UserAgent,
+		ClientAddr: client.Addr,
 	})
 	switch {
 	case errors.Is(err, tokenstore.ErrNotFound):
 		return tokenstore.Session{}, tokenstore.User{}, ErrRefreshTokenInvalid
 	case errors.Is(err, tokenstore.ErrReused):
 		s.revoked.Add(sid, s.forgetAfter(now), now) // the store revoked it
+		s.revokedSessions(CauseReuse, 1)
 		return tokenstore.Session{}, tokenstore.User{}, err
 	case err != nil:
 		return tokenstore.Session{}, tokenstore.User{}, err
@@ -146,10 +199,9 @@ func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
 	}
 	now := s.now()
 	if all {
-		_, err := s.RevokeUserSessions(ctx, sess.UserID, now)
-		return err
+		return s.EndAll(WithCause(ctx, CauseLogoutAll), sess.UserID, now)
 	}
-	err = s.RevokeSession(ctx, sid, now)
+	err = s.RevokeSession(WithCause(ctx, CauseLogout), sid, now)
 	if errors.Is(err, tokenstore.ErrNotFound) {
 		return nil // ended meanwhile: what the caller asked for
 	}
@@ -167,20 +219,42 @@ func (s *Service) RevokeSession(ctx context.Context, id string, now time.Time) e
 		return err
 	}
 	s.revoked.Add(id, s.forgetAfter(now), now)
+	s.revokedSessions(causeOf(ctx), 1)
 	return nil
 }
 
-// RevokeUserSessions ends every session of a user and returns their ids.
-func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
-	ids, err := s.store.RevokeUserSessions(ctx, userID, now)
+// RevokeUserSessions ends every session of a user but those in except,
+// and returns their ids.
+func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
+	ids, err := s.store.RevokeUserSessions(ctx, userID, now, except...)
 	// Sessions revoked before a failure are revoked all the same.
 	for _, id := range ids {
 		s.revoked.Add(id, s.forgetAfter(now), now)
 	}
+	s.revokedSessions(causeOf(ctx), len(ids))
 	if err != nil {
 		return ids, fmt.Errorf("sessions: revoke user sessions: %w", err)
 	}
 	return ids, nil
+}
+
+// AdoptSession moves a live session to its user's new credential epoch
+// (the session a password was changed from).
+func (s *Service) AdoptSession(ctx context.Context, id string, epoch uint64) error {
+	return s.store.AdoptSession(ctx, id, epoch)
+}
+
+// EndAll is "log out everywhere": it raises the user's credential epoch,
+// so a login in flight cannot add a session, then revokes every session.
+func (s *Service) EndAll(ctx context.Context, userID string, now time.Time) error {
+	if _, err := s.store.UpdateUser(ctx, userID, func(u tokenstore.User) (tokenstore.User, error) {
+		u.Epoch++
+		return u, nil
+	}); err != nil && !errors.Is(err, tokenstore.ErrNotFound) {
+		return fmt.Errorf("sessions: raise the credential epoch: %w", err)
+	}
+	_, err := s.RevokeUserSessions(ctx, userID, now)
+	return err
 }
 
 // forgetAfter is when no access token of a session revoked at now can

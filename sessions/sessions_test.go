@@ -64,7 +64,12 @@ func newFixture(t *testing.T, store tokenstore.Store) *fixture {
 
 func (f *fixture) login(t *testing.T) (tokenstore.Session, string) {
 	t.Helper()
-	sess, err := f.svc.Create(t.Context(), f.user)
+	// As a login does: the user as it is now (its credential epoch).
+	u, err := f.store.UserByID(t.Context(), f.user.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := f.svc.Create(t.Context(), u, sessions.Client{UserAgent: "test\x00agent", Addr: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +113,7 @@ func TestRevocationsReachTheSetAtOnce(t *testing.T) {
 		}
 
 		reused, rtOld := f.login(t)
-		if _, _, err := f.svc.Refresh(ctx, rtOld); err != nil {
+		if _, _, err := f.svc.Refresh(ctx, rtOld, sessions.Client{}); err != nil {
 			t.Fatal(err)
 		}
 		// Past the grace window: the old token again is theft.
@@ -116,14 +121,14 @@ func TestRevocationsReachTheSetAtOnce(t *testing.T) {
 			AbsoluteTTL: time.Hour, IdleTTL: time.Hour, Grace: 10 * time.Second,
 			AccessTTL: 15 * time.Minute, Leeway: 30 * time.Second,
 		}, func() time.Time { return time.Now().Add(time.Minute) }, rand.Reader)
-		if _, _, err := late.Refresh(ctx, rtOld); !errors.Is(err, tokenstore.ErrReused) {
+		if _, _, err := late.Refresh(ctx, rtOld, sessions.Client{}); !errors.Is(err, tokenstore.ErrReused) {
 			t.Fatalf("reused refresh token: %v, want ErrReused", err)
 		}
 		if !f.revoked.IsRevoked(reused.ID) {
 			t.Error("reuse: session not in the revocation set")
 		}
 
-		if _, _, err := f.svc.Refresh(ctx, "rt1.garbage"); !errors.Is(err, sessions.ErrRefreshTokenInvalid) {
+		if _, _, err := f.svc.Refresh(ctx, "rt1.garbage", sessions.Client{}); !errors.Is(err, sessions.ErrRefreshTokenInvalid) {
 			t.Errorf("Refresh(garbage): %v, want ErrRefreshTokenInvalid", err)
 		}
 	})
@@ -299,4 +304,45 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// The race of issue "a login in flight survives a password change", made
+// deterministic: the login has authenticated (read the user) when the
+// password changes; its session must not be born.
+func TestLoginInFlightLosesToACredentialChange(t *testing.T) {
+	stores(t, func(t *testing.T, store tokenstore.Store) {
+		f := newFixture(t, store)
+		ctx := t.Context()
+		authenticated, err := store.UserByID(ctx, f.user.ID) // what Authenticate returned
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, change := range []struct {
+			name string
+			do   func() error
+		}{
+			{"password change", func() error {
+				_, err := store.UpdateUser(ctx, f.user.ID, func(u tokenstore.User) (tokenstore.User, error) {
+					u.PasswordHash, u.Epoch = "new-hash", u.Epoch+1
+					return u, nil
+				})
+				return err
+			}},
+			{"log out everywhere", func() error { return f.svc.EndAll(ctx, f.user.ID, time.Now()) }},
+		} {
+			if err := change.do(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.svc.Create(ctx, authenticated, sessions.Client{}); !errors.Is(err, tokenstore.ErrStale) {
+				t.Fatalf("after a %s, the in-flight login's session: %v, want ErrStale", change.name, err)
+			}
+			if live, err := store.ListSessions(ctx, f.user.ID); err != nil || len(live) != 0 {
+				t.Fatalf("after a %s: %d live sessions, %v; want none", change.name, len(live), err)
+			}
+			authenticated, err = store.UserByID(ctx, f.user.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }

@@ -93,7 +93,9 @@ type setup struct {
 func newSetup(t testing.TB, alg string, opts ...Option) *setup {
 	t.Helper()
 	s := &setup{clock: newClock(t0), store: &memStore{}}
-	opts = append([]Option{WithClock(s.clock.Now)}, opts...)
+	// The access TTL named, as the server does: its Verifier bounds the
+	// tokens' lifetime.
+	opts = append([]Option{WithClock(s.clock.Now), WithAccessTTL(DefaultAccessTTL)}, opts...)
 	var err error
 	if s.m, err = LoadOrCreate(t.Context(), s.store, alg, opts...); err != nil {
 		t.Fatalf("LoadOrCreate(%s): %v", alg, err)

@@ -17,8 +17,9 @@ import (
 )
 
 // Keyring is every signing key identity knows plus the refresh-token HMAC
-// secret. It is what the Manager stores (as JSON, private keys as PKCS#8 DER)
-// so every instance signs and verifies with the same keys.
+// secret. It is what the Manager stores (as JSON, private keys as PKCS#8 DER,
+// sealed when it has a Sealer) so every instance signs and verifies with the
+// same keys.
 type Keyring struct {
 	Keys []Key
 	// RefreshSecret keys the refresh-token HMAC; at least 32 bytes.

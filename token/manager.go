@@ -5,10 +5,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -87,8 +87,14 @@ func newKeyState(raw []byte, ring Keyring) (*keyState, error) {
 // alg (the configuration changed), a key of alg is rotated in; it signs after
 // the publish-ahead delay.
 //
-// It uses WithAccessTTL, WithLeeway, WithPublishAhead, WithClock and
-// WithRandom; pass the same options as to NewIssuer and NewVerifier.
+// With WithSealing the keyring is stored sealed. A keyring found in the
+// clear is then sealed where it is (the migration from a version that
+// stored it so), and one that does not open (another master key, an
+// altered or moved blob) is an error that leaves the store as it was.
+//
+// It uses WithAccessTTL, WithLeeway, WithPublishAhead, WithClock,
+// WithRandom, WithSealing and WithLogger; pass the same options as to
+// NewIssuer and NewVerifier.
 func LoadOrCreate(ctx context.Context, store KeyringStore, alg string, opts ...Option) (*Manager, error) {
 	c, err := newConfig(opts)
 	if err != nil {
@@ -104,7 +110,7 @@ func LoadOrCreate(ctx context.Context, store KeyringStore, alg string, opts ...O
 			return nil, fmt.Errorf("token: read keyring: %w", err)
 		}
 		if raw != nil {
-			if err := m.setRaw(raw); err != nil {
+			if err := m.load(ctx, raw); err != nil {
 				return nil, err
 			}
 			algChanged := func(r Keyring) bool { return r.newest().Alg != alg }
@@ -119,10 +125,13 @@ func LoadOrCreate(ctx context.Context, store KeyringStore, alg string, opts ...O
 		if err != nil {
 			return nil, err
 		}
-		b, err := json.Marshal(ring)
+		b, err := c.sealing.seal(ring)
 		if err != nil {
 			return nil, err
 		}
+		// Each seal draws a new nonce, so racing instances write different
+		// blobs: the swap from absent lets exactly one land, and the others
+		// read it on their next turn.
 		swapped, err := store.SwapKeyring(ctx, nil, b)
 		if err != nil {
 			return nil, fmt.Errorf("token: create keyring: %w", err)
@@ -149,11 +158,18 @@ func checkAlg(alg string) error {
 	return fmt.Errorf("token: unsupported algorithm %q (want EdDSA, ES256, RS256 or HS256)", alg)
 }
 
+// setRaw makes raw, a blob just read from the store, the current keyring.
+// The state keeps raw itself, as stored: sealed blobs differ at every seal,
+// so the next compare-and-swap must name these exact bytes.
 func (m *Manager) setRaw(raw []byte) error {
-	var ring Keyring
-	if err := json.Unmarshal(raw, &ring); err != nil {
+	ring, _, err := m.cfg.sealing.open(raw)
+	if err != nil {
 		return err
 	}
+	return m.setRing(raw, ring)
+}
+
+func (m *Manager) setRing(raw []byte, ring Keyring) error {
 	s, err := newKeyState(raw, ring)
 	if err != nil {
 		return err
@@ -162,9 +178,41 @@ func (m *Manager) setRaw(raw []byte) error {
 	return nil
 }
 
+// load is setRaw that also seals a keyring found in the clear when the
+// Manager has a Sealer (an older version, or an insecure start, stored it):
+// a compare-and-swap from the bytes read, so instances starting together
+// migrate it once. One that loses the swap keeps what it read until its
+// next Reload. A keyring that does not open changes nothing in the store.
+func (m *Manager) load(ctx context.Context, raw []byte) error {
+	ring, inClear, err := m.cfg.sealing.open(raw)
+	if err != nil {
+		return err
+	}
+	if inClear && m.cfg.sealing.Sealer != nil {
+		sealed, err := m.cfg.sealing.seal(ring)
+		if err != nil {
+			return err
+		}
+		swapped, err := m.store.SwapKeyring(ctx, raw, sealed)
+		if err != nil {
+			return fmt.Errorf("token: seal the keyring found in the clear: %w", err)
+		}
+		if swapped {
+			raw = sealed
+			m.cfg.log.Warn("the keyring was stored in the clear (an older version, or --insecure-plaintext-keys); it is now sealed under the master key",
+				slog.String("key", m.cfg.sealing.Name))
+		}
+	}
+	return m.setRing(raw, ring)
+}
+
+// Sealing is how the Manager stores its keyring (WithSealing).
+func (m *Manager) Sealing() Sealing { return m.cfg.sealing }
+
 // Reload re-reads the keys (store or directory) so a rotation done by
 // another instance, or a new key file, is picked up. Servers call it
-// periodically, more often than the publish-ahead delay. On error the keys
+// periodically, more often than the publish-ahead delay. On error (a
+// keyring rewrapped under a master key this instance lacks, say) the keys
 // in use are kept.
 func (m *Manager) Reload(ctx context.Context) error {
 	m.mu.Lock()
@@ -187,7 +235,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if bytes.Equal(raw, m.cur.Load().raw) {
 		return nil
 	}
-	return m.setRaw(raw)
+	return m.load(ctx, raw)
 }
 
 // Rotate adds a key of the configured alg that signs from now plus the
@@ -241,7 +289,7 @@ func (m *Manager) rotateIf(ctx context.Context, now time.Time, cond func(Keyring
 		if err != nil {
 			return false, err
 		}
-		b, err := json.Marshal(next)
+		b, err := m.cfg.sealing.seal(next)
 		if err != nil {
 			return false, err
 		}

@@ -11,8 +11,9 @@
 // The package is not a session store and knows nothing of gRPC: it does not
 // decide whether a session is still live (tokenstore does) and does not map
 // errors to status codes (server does). Keys live in a Keyring that the
-// Manager keeps in the store (shared by every instance) or reads from a
-// directory of PEM files.
+// Manager keeps in the store (shared by every instance, sealed under the
+// operator's master key: WithSealing) or reads from a directory of PEM
+// files.
 package token
 
 import (
@@ -20,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 )
 
@@ -56,6 +58,10 @@ type Claims struct {
 	ID        string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+	// KeyID is the kid of the key that verified the token (set by Verify;
+	// Issue ignores it): a cache of verified tokens drops the token when
+	// that key goes.
+	KeyID string
 }
 
 // Algorithms the package signs and verifies with. EdDSA means Ed25519.
@@ -66,7 +72,7 @@ const (
 	HS256 = "HS256"
 )
 
-// Defaults, as in the DESIGN contract.
+// Defaults, as documented in docs/configuration.md and docs/api.md.
 const (
 	DefaultIssuer       = "identity"
 	DefaultAudience     = "identity"
@@ -89,13 +95,18 @@ const (
 type Option func(*config)
 
 type config struct {
-	issuer       string
-	audience     string
-	accessTTL    time.Duration
+	issuer    string
+	audience  string
+	accessTTL time.Duration
+	// accessTTLSet: WithAccessTTL was given, so a Verifier knows the
+	// longest lifetime a token of ours can have.
+	accessTTLSet bool
 	leeway       time.Duration
 	publishAhead time.Duration
 	now          func() time.Time
 	rand         io.Reader
+	sealing      Sealing
+	log          *slog.Logger
 }
 
 // WithIssuer sets iss, written by the Issuer and required by the Verifier.
@@ -105,8 +116,12 @@ func WithIssuer(iss string) Option { return func(c *config) { c.issuer = iss } }
 func WithAudience(aud string) Option { return func(c *config) { c.audience = aud } }
 
 // WithAccessTTL sets the access-token lifetime (Issuer; the Manager also
-// keeps a replaced key this long after it stops signing).
-func WithAccessTTL(d time.Duration) Option { return func(c *config) { c.accessTTL = d } }
+// keeps a replaced key this long after it stops signing). A Verifier given
+// it refuses a token whose exp is more than the TTL plus the leeway after
+// its iat: no token of ours lives longer, whatever its exp says.
+func WithAccessTTL(d time.Duration) Option {
+	return func(c *config) { c.accessTTL, c.accessTTLSet = d, true }
+}
 
 // WithLeeway sets the allowed clock skew for exp, nbf and iat, from 0 to
 // MaxLeeway (Verifier; the Manager adds it to a replaced key's overlap).
@@ -125,6 +140,10 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.now = n
 // 1.26), for tests.
 func WithRandom(r io.Reader) Option { return func(c *config) { c.rand = r } }
 
+// WithLogger is where the Manager reports what it does to the stored
+// keyring on its own (sealing one found in the clear); default: nowhere.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
+
 func newConfig(opts []Option) (config, error) {
 	c := config{
 		issuer:       DefaultIssuer,
@@ -134,6 +153,7 @@ func newConfig(opts []Option) (config, error) {
 		publishAhead: DefaultPublishAhead,
 		now:          time.Now,
 		rand:         rand.Reader,
+		log:          slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
 		o(&c)
@@ -153,6 +173,8 @@ func newConfig(opts []Option) (config, error) {
 		return c, errors.New("token: clock must not be nil")
 	case c.rand == nil:
 		return c, errors.New("token: random source must not be nil")
+	case c.log == nil:
+		return c, errors.New("token: logger must not be nil")
 	}
 	return c, nil
 }

@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -30,11 +32,16 @@ type Verifier struct {
 	keys    KeySource
 	parser  *jwt.Parser
 	keyfunc jwt.Keyfunc
+	// maxLifetime bounds exp - iat (0: no bound).
+	maxLifetime time.Duration
 }
 
 // NewVerifier returns a Verifier for tokens whose keys keys knows. It uses
-// WithIssuer, WithAudience, WithLeeway and WithClock; iss and aud are always
-// checked (defaults "identity"), exp is required.
+// WithIssuer, WithAudience, WithLeeway, WithAccessTTL and WithClock; iss and
+// aud are always checked (defaults "identity"), exp and iat are required.
+// Told the access TTL, it also refuses a token that claims to live longer
+// than the TTL plus the leeway; without WithAccessTTL it does not bound the
+// lifetime, so a verifier that does not know the issuer's TTL accepts any.
 func NewVerifier(keys KeySource, opts ...Option) (*Verifier, error) {
 	if keys == nil {
 		return nil, errors.New("token: nil KeySource")
@@ -44,6 +51,9 @@ func NewVerifier(keys KeySource, opts ...Option) (*Verifier, error) {
 		return nil, err
 	}
 	v := &Verifier{keys: keys}
+	if c.accessTTLSet {
+		v.maxLifetime = c.accessTTL + c.leeway
+	}
 	v.keyfunc = v.lookup // bound once: a method value per call would allocate
 	v.parser = jwt.NewParser(
 		// The parser-wide list only keeps out what we never accept (none,
@@ -56,6 +66,11 @@ func NewVerifier(keys KeySource, opts ...Option) (*Verifier, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(c.leeway),
 		jwt.WithTimeFunc(c.now),
+		// Strict base64: a segment whose unused low bits are set decodes
+		// to the same bytes in a lax decoder, a second spelling of the
+		// same signature. (Line breaks, which even the strict decoder
+		// skips, Verify refuses before parsing.)
+		jwt.WithStrictDecoding(),
 	)
 	return v, nil
 }
@@ -67,17 +82,20 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	// Refuse before any decoding: bounded work for any input. A JWT starts
 	// with a base64url JSON object, "eyJ"; a refresh token starts with "rt1."
 	// and is turned away here, without reaching the parser.
-	if len(tok) > MaxTokenSize || !strings.HasPrefix(tok, "eyJ") {
+	if len(tok) > MaxTokenSize || !strings.HasPrefix(tok, "eyJ") || !compactJWS(tok) {
 		return Claims{}, ErrInvalid
 	}
-	var ac accessClaims
-	if _, err := v.parser.ParseWithClaims(tok, &ac, v.keyfunc); err != nil {
+	ac := accessClaims{maxLifetime: v.maxLifetime}
+	t, err := v.parser.ParseWithClaims(tok, &ac, v.keyfunc)
+	if err != nil {
 		if onlyExpired(err) {
 			return Claims{}, ErrExpired
 		}
 		return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	kid, _ := t.Header["kid"].(string) // the keyfunc required it
 	return Claims{
+		KeyID:     kid,
 		Subject:   ac.Subject,
 		Username:  ac.Username,
 		Roles:     ac.Roles,
@@ -88,6 +106,21 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	}, nil
 }
 
+// compactJWS reports whether tok holds only base64url characters and dots,
+// as a compact JWS does (RFC 7515 §7.1). Go's base64 decoders skip CR and
+// LF, so without this a token with line breaks inserted in its signature
+// would verify: one token, many spellings, each a different cache key.
+func compactJWS(tok string) bool {
+	for i := 0; i < len(tok); i++ {
+		switch c := tok[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 var (
 	errType     = errors.New("typ is not at+jwt")
 	errCrit     = errors.New("crit header not supported")
@@ -96,6 +129,8 @@ var (
 	errAlg      = errors.New("alg does not match the key's")
 	errKeyType  = errors.New("key does not suit its alg")
 	errNoClaims = fmt.Errorf("%w: sub, sid, jti and iat are required", jwt.ErrTokenRequiredClaimMissing)
+	errLifetime = errors.New("exp is further after iat than the access TTL plus the leeway")
+	errTimeType = errors.New("exp, iat and nbf must be JSON numbers")
 )
 
 // lookup is the keyfunc: it runs after the header is decoded and before the
@@ -167,6 +202,7 @@ func onlyExpired(err error) bool {
 		jwt.ErrInvalidType,
 		jwt.ErrTokenInvalidSubject,
 		jwt.ErrTokenInvalidId,
+		errLifetime,
 	} {
 		if errors.Is(err, other) {
 			return false
@@ -181,13 +217,57 @@ type accessClaims struct {
 	SessionID string   `json:"sid,omitempty"`
 	Roles     []string `json:"roles,omitempty"`
 	Username  string   `json:"preferred_username,omitempty"`
+
+	// maxLifetime is the Verifier's bound on exp - iat (0: none); not a
+	// claim.
+	maxLifetime time.Duration
+}
+
+// UnmarshalJSON decodes the claims, refusing a time claim that is not a
+// JSON number: golang-jwt's NumericDate also takes a string of digits
+// ("exp": "1700000000"), which RFC 7519 §2 does not allow. Every other
+// claim's type is checked by its Go type (a string, a []string).
+func (c *accessClaims) UnmarshalJSON(b []byte) error {
+	type plain accessClaims // the same fields without this method
+	// One pass: the outer fields take exp, iat and nbf from the embedded
+	// claims (a shallower field wins in encoding/json).
+	w := struct {
+		*plain
+		Exp json.RawMessage `json:"exp"`
+		Iat json.RawMessage `json:"iat"`
+		Nbf json.RawMessage `json:"nbf"`
+	}{plain: (*plain)(c)}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		raw json.RawMessage
+		dst **jwt.NumericDate
+	}{{w.Exp, &c.ExpiresAt}, {w.Iat, &c.IssuedAt}, {w.Nbf, &c.NotBefore}} {
+		if len(f.raw) == 0 {
+			continue // absent: the required ones are checked later
+		}
+		if f.raw[0] != '-' && (f.raw[0] < '0' || f.raw[0] > '9') {
+			return errTimeType
+		}
+		d := new(jwt.NumericDate)
+		if err := d.UnmarshalJSON(f.raw); err != nil {
+			return err
+		}
+		*f.dst = d
+	}
+	return nil
 }
 
 // Validate adds the claims RFC 9068 and our revocation check need to the
-// ones golang-jwt checks (exp, iss, aud).
+// ones golang-jwt checks (exp, iss, aud), and the lifetime bound. golang-jwt
+// calls it after the signature checked out.
 func (c *accessClaims) Validate() error {
 	if c.Subject == "" || c.SessionID == "" || c.ID == "" || c.IssuedAt == nil {
 		return errNoClaims
+	}
+	if c.maxLifetime > 0 && c.ExpiresAt != nil && c.ExpiresAt.Sub(c.IssuedAt.Time) > c.maxLifetime {
+		return errLifetime
 	}
 	return nil
 }

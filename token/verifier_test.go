@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -66,6 +68,9 @@ func TestRoundTripEveryAlgorithm(t *testing.T) {
 			}
 			want := alice
 			want.ID, want.IssuedAt, want.ExpiresAt = got.ID, t0, exp
+			if sk, _ := s.m.SigningKey(); got.KeyID != sk.ID {
+				t.Errorf("KeyID = %q, want the signing key's kid %q", got.KeyID, sk.ID)
+			}
 			if got.Subject != want.Subject || got.Username != want.Username || got.SessionID != want.SessionID ||
 				!slices.Equal(got.Roles, want.Roles) || !got.IssuedAt.Equal(t0) || !got.ExpiresAt.Equal(exp) || len(got.ID) != 22 {
 				t.Errorf("claims = %+v, want %+v", got, want)
@@ -151,6 +156,11 @@ func TestVerifyRejects(t *testing.T) {
 		{"no exp", edClaims(map[string]any{"exp": nil}), ErrInvalid},
 		{"exp as a string", edClaims(map[string]any{"exp": "tomorrow"}), ErrInvalid},
 		{"expired beyond leeway", edClaims(map[string]any{"exp": t0.Add(-31 * time.Second).Unix()}), ErrExpired},
+		{"exp in the year 3000", edClaims(map[string]any{"exp": time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()}), ErrInvalid},
+		{"lifetime a second beyond the TTL and leeway", edClaims(map[string]any{"exp": t0.Add(DefaultAccessTTL + DefaultLeeway + time.Second).Unix()}), ErrInvalid},
+		{"lifetime of the TTL and leeway", edClaims(map[string]any{"exp": t0.Add(DefaultAccessTTL + DefaultLeeway).Unix()}), nil},
+		{"iat an hour back: a lifetime beyond the TTL", edClaims(map[string]any{"iat": t0.Add(-time.Hour).Unix()}), ErrInvalid},
+		{"overlong lifetime, expired too", edClaims(map[string]any{"iat": t0.Add(-48 * time.Hour).Unix(), "exp": t0.Add(-time.Hour).Unix()}), ErrInvalid},
 		{"expired and wrong iss", edClaims(map[string]any{"exp": t0.Add(-time.Hour).Unix(), "iss": "evil"}), ErrInvalid},
 		{"expired and no sid", edClaims(map[string]any{"exp": t0.Add(-time.Hour).Unix(), "sid": nil}), ErrInvalid},
 		{"nbf in the future", edClaims(map[string]any{"nbf": t0.Add(time.Minute).Unix()}), ErrInvalid},
@@ -242,6 +252,105 @@ func TestVerifyLeeway(t *testing.T) {
 		_, err := tt.v.Verify(tok)
 		if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
 			t.Errorf("%s: Verify = %v, want %s", tt.name, err, tt.wantName)
+		}
+	}
+}
+
+// A token is accepted in exactly one spelling: the one the issuer signed.
+// Base64url segments that decode to the same bytes in another spelling
+// (padding bits set, line breaks, padding characters) are refused, for
+// every algorithm, as are claims of the wrong JSON type.
+func TestVerifyRefusesMalleatedTokens(t *testing.T) {
+	t.Parallel()
+	s, keys := multiSetup(t)
+	methods := map[string]jwt.SigningMethod{
+		EdDSA: jwt.SigningMethodEdDSA, ES256: jwt.SigningMethodES256,
+		RS256: jwt.SigningMethodRS256, HS256: jwt.SigningMethodHS256,
+	}
+	// lowBitFlipped flips the least significant bit of the segment's last
+	// character: for each of our signature sizes it is a padding bit, so a
+	// lax decoder reads the same bytes.
+	lowBitFlipped := func(seg string) string {
+		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		i := strings.IndexByte(alphabet, seg[len(seg)-1])
+		return seg[:len(seg)-1] + string(alphabet[i^1])
+	}
+	for _, alg := range allAlgs {
+		k := keys[alg]
+		valid := forge(t, methods[alg], k.Private, header(alg, k.ID), baseClaims())
+		if _, err := s.ver.Verify(valid); err != nil {
+			t.Fatalf("%s: the untouched token: %v", alg, err)
+		}
+		p := strings.Split(valid, ".")
+		signed := p[0] + "." + p[1]
+		claims := func(edits map[string]any) string {
+			return forge(t, methods[alg], k.Private, header(alg, k.ID), with(baseClaims(), edits))
+		}
+		tests := []struct{ name, tok string }{
+			{"signature's last character, padding bit flipped", signed + "." + lowBitFlipped(p[2])},
+			{"CR LF inside the signature", signed + "." + p[2][:10] + "\r\n" + p[2][10:]},
+			{"LF at the end of the signature", valid + "\n"},
+			{"CR inside the payload", p[0] + "." + p[1][:5] + "\r" + p[1][5:] + "." + p[2]},
+			{"padding characters after the signature", valid + "=="},
+			{"a space inside the signature", signed + "." + p[2][:10] + " " + p[2][10:]},
+			{"a tab before the signature", signed + ".\t" + p[2]},
+			{"exp as a string", claims(map[string]any{"exp": fmt.Sprint(t0.Add(time.Minute).Unix())})},
+			{"iat as a string", claims(map[string]any{"iat": fmt.Sprint(t0.Unix())})},
+			{"nbf as a boolean", claims(map[string]any{"nbf": true})},
+			{"roles as a string", claims(map[string]any{"roles": "admin"})},
+			{"roles holding a number", claims(map[string]any{"roles": []any{"admin", 7}})},
+			{"roles as an object", claims(map[string]any{"roles": map[string]any{"admin": true}})},
+			{"sid as a number", claims(map[string]any{"sid": 42})},
+			{"sid as an array", claims(map[string]any{"sid": []string{alice.SessionID}})},
+			{"sub as a number", claims(map[string]any{"sub": 1})},
+			{"jti as an object", claims(map[string]any{"jti": map[string]any{}})},
+			{"preferred_username as an array", claims(map[string]any{"preferred_username": []string{"alice"}})},
+			{"aud as a number", claims(map[string]any{"aud": 1})},
+			{"claims as an array", p[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`["identity"]`)) + "." + p[2]},
+		}
+		for _, tt := range tests {
+			t.Run(alg+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				if c, err := s.ver.Verify(tt.tok); !errors.Is(err, ErrInvalid) {
+					t.Errorf("Verify = %+v, %v; want ErrInvalid", c, err)
+				}
+			})
+		}
+	}
+}
+
+// The lifetime bound is the TTL the verifier is told, plus its leeway; a
+// verifier not told the TTL (one that does not know the issuer's setting)
+// does not bound it.
+func TestVerifyBoundsLifetimeByTheTTL(t *testing.T) {
+	t.Parallel()
+	s, keys := multiSetup(t)
+	ed := keys[EdDSA]
+	lifetime := func(d time.Duration) string {
+		return forge(t, jwt.SigningMethodEdDSA, ed.Private, header(EdDSA, ed.ID), with(baseClaims(), map[string]any{"exp": t0.Add(d).Unix()}))
+	}
+	verifier := func(opts ...Option) *Verifier {
+		v, err := NewVerifier(s.m, append(opts, WithClock(s.clock.Now))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	hour, untold := verifier(WithAccessTTL(time.Hour), WithLeeway(0)), verifier()
+	tests := []struct {
+		name string
+		v    *Verifier
+		tok  string
+		want error
+	}{
+		{"TTL 1h: a 1h token", hour, lifetime(time.Hour), nil},
+		{"TTL 1h: a 1h1s token", hour, lifetime(time.Hour + time.Second), ErrInvalid},
+		{"TTL 1h: a token to the year 3000", hour, lifetime(time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Sub(t0)), ErrInvalid},
+		{"not told the TTL: a 2h token", untold, lifetime(2 * time.Hour), nil},
+	}
+	for _, tt := range tests {
+		if _, err := tt.v.Verify(tt.tok); (tt.want == nil) != (err == nil) || !errors.Is(err, tt.want) {
+			t.Errorf("%s: Verify = %v, want %v", tt.name, err, tt.want)
 		}
 	}
 }

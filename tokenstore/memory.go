@@ -45,6 +45,8 @@ type memSession struct {
 	s Session
 	// expireAt is min(LastUsedAt+idle, ExpiresAt): what a Redis key TTL is.
 	expireAt time.Time
+	// tat is the use limit's theoretical arrival time (GCRA).
+	tat time.Time
 }
 
 var _ Store = (*Memory)(nil)
@@ -182,6 +184,9 @@ func (m *Memory) CreateSession(ctx context.Context, s Session) error {
 		}
 		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
 	}
+	if u, ok := m.users[s.UserID]; ok && u.u.Epoch != s.Epoch {
+		return fmt.Errorf("tokenstore: create session: %w", ErrStale)
+	}
 	ent := &memSession{s: s, expireAt: s.IdleExpiresAt(m.o.idleTTL)}
 	if !now.Before(ent.expireAt) {
 		return nil // born expired: nothing to keep, as with a Redis TTL in the past
@@ -251,20 +256,53 @@ func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, er
 	if !ok {
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 	}
+	if mu.u.Epoch != s.Epoch {
+		m.appendRevocations(now, s.ID)
+		m.remove(s)
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
+	}
+	// The use limit (GCRA), for the current and the grace generation only;
+	// the new arrival time is kept only on the paths that count as a use.
+	tat := ent.tat
+	every := r.Limit.Every.Truncate(time.Millisecond)
+	if every > 0 && (r.Generation == s.Generation || r.Generation == s.Generation-1) {
+		if tat.Before(now) {
+			tat = now
+		}
+		if ahead := tat.Sub(now) - time.Duration(max(1, r.Limit.Burst)-1)*every; ahead > 0 {
+			return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", &TooFastError{After: ahead})
+		}
+		tat = tat.Add(every)
+	}
 	switch {
 	case r.Generation == s.Generation:
 		s.Generation++
 		s.RotatedAt, s.LastUsedAt = now, now
 		ent.s = s
 		ent.expireAt = s.IdleExpiresAt(idle)
-		return s, cloneUser(mu.u), nil
+		ent.tat = tat
+		ent.s = withClient(s, r)
+		return ent.s, cloneUser(mu.u), nil
 	case r.Generation == s.Generation-1 && now.Sub(s.RotatedAt) <= r.Grace:
-		return s, cloneUser(mu.u), nil
+		ent.tat = tat
+		ent.s = withClient(s, r)
+		return ent.s, cloneUser(mu.u), nil
 	default:
 		m.appendRevocations(now, s.ID)
 		m.remove(s)
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
 	}
+}
+
+// withClient is s with the client of use r, where r names one.
+func withClient(s Session, r RotateRequest) Session {
+	if r.UserAgent != "" {
+		s.UserAgent = r.UserAgent
+	}
+	if r.ClientAddr != "" {
+		s.ClientAddr = r.ClientAddr
+	}
+	return s
 }
 
 func (m *Memory) ListSessions(ctx context.Context, userID string) ([]Session, error) {
@@ -284,6 +322,23 @@ func (m *Memory) ListSessions(ctx context.Context, userID string) ([]Session, er
 	return out, nil
 }
 
+func (m *Memory) AdoptSession(ctx context.Context, id string, epoch uint64) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ent, ok := m.live(id, m.o.now())
+	if !ok {
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrNotFound)
+	}
+	if u, ok := m.users[ent.s.UserID]; !ok || u.u.Epoch != epoch {
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrStale)
+	}
+	ent.s.Epoch = epoch
+	return nil
+}
+
 func (m *Memory) RevokeSession(ctx context.Context, id string, now time.Time) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
@@ -300,7 +355,7 @@ func (m *Memory) RevokeSession(ctx context.Context, id string, now time.Time) er
 	return nil
 }
 
-func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
+func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
@@ -310,7 +365,7 @@ func (m *Memory) RevokeUserSessions(ctx context.Context, userID string, now time
 	clock := m.o.now()
 	var ids []string
 	for id := range m.byUser[userID] {
-		if _, ok := m.live(id, clock); ok {
+		if _, ok := m.live(id, clock); ok && !slices.Contains(except, id) {
 			ids = append(ids, id)
 		}
 	}
@@ -485,6 +540,9 @@ func checkNewUser(u User) error {
 func checkUpdate(old, new User) error {
 	if new.ID != old.ID || new.Username != old.Username || !truncMS(new.CreatedAt).Equal(truncMS(old.CreatedAt)) {
 		return errors.New("tokenstore: update user: ID, Username and CreatedAt cannot change")
+	}
+	if new.Epoch < old.Epoch {
+		return errors.New("tokenstore: update user: the credential epoch cannot go back")
 	}
 	return nil
 }

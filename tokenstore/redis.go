@@ -33,7 +33,8 @@ import (
 //	identity:users              zset    every username, for ListUsers (no TTL)
 //	identity:{revocations}      stream  revocation events, trimmed to the retention window
 //	identity:{revocations}:meta hash    l newest event id, t newest trimmed id (no TTL)
-//	identity:keyring            string  the signing keyring blob (no TTL)
+//	identity:keyring            string  the signing keyring blob, sealed by token.Manager under
+//	                                    the master key (no TTL)
 //
 // Times are unix milliseconds. All keys of one user share the hash tag
 // {<uid>}, so each multi-key change is one Lua script (lua/*.lua) that also
@@ -90,6 +91,7 @@ var (
 	scriptAppendRevocations = loadScript("append_revocations")
 	scriptRevocations       = loadScript("revocations")
 	scriptSwapKeyring       = loadScript("swap_keyring")
+	scriptAdoptSession      = loadScript("adopt_session")
 )
 
 const (
@@ -319,7 +321,7 @@ func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(User) (User, 
 			return User{}, err
 		}
 		res, err := scriptUpdateUser.Run(ctx, r.c, []string{r.userKey(id)},
-			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled)).Text()
+			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled), next.Epoch).Text()
 		if err != nil {
 			return User{}, unavailable("update user", err)
 		}
@@ -346,14 +348,18 @@ func (r *Redis) CreateSession(ctx context.Context, s Session) error {
 	s = normSession(s)
 	uid, rnd, _ := sessionRef(s.ID)
 	res, err := scriptCreateSession.Run(ctx, r.c,
-		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)},
+		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, s.Generation, s.Nonce, ms(s.CreatedAt), ms(s.RotatedAt), ms(s.LastUsedAt),
-		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds()).Text()
+		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds(), s.Epoch,
+		s.UserAgent, s.ClientAddr).Text()
 	if err != nil {
 		return unavailable("create session", err)
 	}
-	if res == "exists" {
+	switch res {
+	case "exists":
 		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
+	case "stale":
+		return fmt.Errorf("tokenstore: create session: %w", ErrStale)
 	}
 	return nil
 }
@@ -374,10 +380,11 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 	if len(h) == 0 {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
-	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"])
+	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
 	if err != nil {
 		return Session{}, err
 	}
+	s.UserAgent, s.ClientAddr = h["ua"], h["ip"]
 	if !r.o.now().Before(s.ExpiresAt) {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
@@ -403,7 +410,8 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	res, err := scriptRotate.Run(ctx, r.c,
 		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
 		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
-		now+idle.Milliseconds(), zsetSlack.Milliseconds()).StringSlice()
+		now+idle.Milliseconds(), zsetSlack.Milliseconds(),
+		max(0, req.Limit.Every.Milliseconds()), max(1, req.Limit.Burst), req.UserAgent, req.ClientAddr).StringSlice()
 	if err != nil {
 		return Session{}, User{}, unavailable("rotate", err)
 	}
@@ -412,14 +420,15 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	}
 	switch res[0] {
 	case "ok", "grace":
-		if len(res) != 12 {
+		if len(res) != 15 {
 			return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 		}
-		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6])
+		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6], res[12])
 		if err != nil {
 			return Session{}, User{}, err
 		}
-		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11])
+		s.UserAgent, s.ClientAddr = res[13], res[14]
+		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11], res[12])
 		if err != nil {
 			return Session{}, User{}, err
 		}
@@ -429,6 +438,21 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 			return Session{}, User{}, err
 		}
 		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrReused)
+	case "limited":
+		wait := time.Second
+		if len(res) == 2 {
+			if n, err := strconv.ParseInt(res[1], 10, 64); err == nil {
+				wait = time.Duration(n) * time.Millisecond
+			}
+		}
+		return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", &TooFastError{After: wait})
+	case "stale":
+		// Born before a credential change that ended its user's sessions
+		// and missed by it: end it now, with an event, so its access
+		// tokens are refused too.
+		if _, err := r.revokeSession(ctx, "rotate", truncMS(req.Now), uid, rnd); err != nil {
+			return Session{}, User{}, err
+		}
 	}
 	return Session{}, User{}, fmt.Errorf("tokenstore: rotate: %w", ErrNotFound)
 }
@@ -472,10 +496,11 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 			v, _ := kv[j+1].(string)
 			h[k] = v
 		}
-		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"])
+		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
 		if err != nil {
 			return nil, err
 		}
+		s.UserAgent, s.ClientAddr = h["ua"], h["ip"]
 		out = append(out, s)
 	}
 	return out, nil
@@ -509,7 +534,7 @@ func (r *Redis) RevokeSession(ctx context.Context, id string, now time.Time) err
 	return nil
 }
 
-func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error) {
+func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
@@ -517,11 +542,39 @@ func (r *Redis) RevokeUserSessions(ctx context.Context, userID string, now time.
 	if err != nil || len(ss) == 0 {
 		return nil, err
 	}
-	rnds := make([]string, len(ss))
-	for i, s := range ss {
-		_, rnds[i], _ = sessionRef(s.ID)
+	rnds := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if slices.Contains(except, s.ID) {
+			continue
+		}
+		_, rnd, _ := sessionRef(s.ID)
+		rnds = append(rnds, rnd)
+	}
+	if len(rnds) == 0 {
+		return nil, nil
 	}
 	return r.revokeUser(ctx, truncMS(now), userID, rnds)
+}
+
+func (r *Redis) AdoptSession(ctx context.Context, id string, epoch uint64) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	uid, rnd, ok := sessionRef(id)
+	if !ok {
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrNotFound)
+	}
+	res, err := scriptAdoptSession.Run(ctx, r.c, []string{r.sessionKey(uid, rnd), r.userKey(uid)}, epoch).Text()
+	if err != nil {
+		return unavailable("adopt session", err)
+	}
+	switch res {
+	case "notfound":
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrNotFound)
+	case "stale":
+		return fmt.Errorf("tokenstore: adopt session: %w", ErrStale)
+	}
+	return nil
 }
 
 // Revocation order: the revocation event is appended first and the session
@@ -711,6 +764,11 @@ func (r *Redis) Keyring(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
+// KeyringKey is the Redis key that holds the keyring: the name a sealed
+// keyring is bound to (token.Sealing), so a copy under another key does not
+// open.
+func (r *Redis) KeyringKey() string { return r.keyringKey() }
+
 func (r *Redis) SwapKeyring(ctx context.Context, old, new []byte) (bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return false, err
@@ -763,13 +821,18 @@ func encodeRoles(roles []string) string {
 var errCorruptUser = errors.New("tokenstore: corrupt user record")
 
 func decodeUser(id string, h map[string]string) (User, error) {
-	return decodeUserFields(id, h["n"], h["p"], h["r"], h["d"], h["c"])
+	return decodeUserFields(id, h["n"], h["p"], h["r"], h["d"], h["c"], h["k"])
 }
 
 // decodeUserFields builds a User from the user hash's fields n (username),
-// p (password hash), r (roles, JSON), d (disabled) and c (created).
-func decodeUserFields(id, n, p, r, d, c string) (User, error) {
+// p (password hash), r (roles, JSON), d (disabled), c (created) and k
+// (credential epoch, "" for 0).
+func decodeUserFields(id, n, p, r, d, c, k string) (User, error) {
 	created, err := strconv.ParseInt(c, 10, 64)
+	if err != nil {
+		return User{}, errCorruptUser
+	}
+	epoch, err := parseEpoch(k)
 	if err != nil {
 		return User{}, errCorruptUser
 	}
@@ -779,6 +842,7 @@ func decodeUserFields(id, n, p, r, d, c string) (User, error) {
 		PasswordHash: p,
 		Disabled:     d == "1",
 		CreatedAt:    fromMS(created),
+		Epoch:        epoch,
 	}
 	if r != "" {
 		if err := json.Unmarshal([]byte(r), &u.Roles); err != nil {
@@ -788,11 +852,23 @@ func decodeUserFields(id, n, p, r, d, c string) (User, error) {
 	return u, nil
 }
 
+// parseEpoch reads a credential epoch field: absent ("") is 0.
+func parseEpoch(k string) (uint64, error) {
+	if k == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(k, 10, 64)
+}
+
 // decodeSession builds a Session from the hash fields; l is "" when it
-// equals r.
-func decodeSession(id, uid, g, n, c, r, l, e string) (Session, error) {
+// equals r, k "" when the epoch is 0.
+func decodeSession(id, uid, g, n, c, r, l, e, k string) (Session, error) {
 	if l == "" {
 		l = r
+	}
+	epoch, err := parseEpoch(k)
+	if err != nil {
+		return Session{}, errors.New("tokenstore: corrupt session record")
 	}
 	var nums [5]int64
 	for i, v := range []string{g, c, r, l, e} {
@@ -811,5 +887,6 @@ func decodeSession(id, uid, g, n, c, r, l, e string) (Session, error) {
 		RotatedAt:  fromMS(nums[2]),
 		LastUsedAt: fromMS(nums[3]),
 		ExpiresAt:  fromMS(nums[4]),
+		Epoch:      epoch,
 	}, nil
 }

@@ -21,8 +21,8 @@ var scaleMax = flag.Int("redis-scale-max", 100_000,
 	"BenchmarkRedisScale grows the store to this many sessions (10^3, 10^4, ... up to it)")
 
 // BenchmarkRedisScale measures what sessions cost in Redis as their number
-// grows (DESIGN.md: at most 300 bytes of Redis memory per session, cost per
-// operation flat from 10^3 to 10^6 sessions). On a private redis-server it
+// grows (the targets in BENCHMARKS.md: at most 300 bytes of Redis memory per
+// session, cost per operation flat from 10^3 to 10^6 sessions). On a private redis-server it
 // grows the store to 10^3, 10^4, 10^5 sessions (and 10^6 with
 // -args -redis-scale-max=1000000), one session per user, the common case and
 // the most expensive per session (each user also has its session zset), and

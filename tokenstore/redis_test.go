@@ -404,7 +404,7 @@ func (p *dropProxy) serve(client net.Conn) {
 // whose key is a per-user overhead shared by the user's sessions. It logs
 // MEMORY USAGE (what Redis attributes to the keys) and the used_memory
 // delta (which adds the keyspace and expiry dict entries and buckets) for
-// 1, 3 and 10 sessions per user. It asserts the design target of 300 bytes
+// 1, 3 and 10 sessions per user. It asserts the target of 300 bytes
 // on the cost that grows with sessions (the hash plus one zset member) and
 // guards the one-session-per-user total against regressions. It uses a
 // private server so other tests do not disturb used_memory.

@@ -25,6 +25,10 @@ var (
 	ErrReused = errors.New("tokenstore: refresh token reused")
 	// ErrConflict: a compare-and-set lost the race too often (UpdateUser).
 	ErrConflict = errors.New("tokenstore: conflict")
+	// ErrStale: a session was to be created under a credential epoch the
+	// user has left (its password, roles or status changed, or it logged
+	// out everywhere, while the login was in flight).
+	ErrStale = errors.New("tokenstore: credentials changed")
 	// ErrUnavailable: the backing store could not be reached or timed out.
 	// Every method wraps transport failures with it so callers fail closed.
 	ErrUnavailable = errors.New("tokenstore: store unavailable")
@@ -39,6 +43,10 @@ type User struct {
 	Roles        []string
 	Disabled     bool
 	CreatedAt    time.Time
+	// Epoch counts the changes that must end every session made before
+	// them: a password change, a role change, disabling, "log out
+	// everywhere". It only grows (UpdateUser refuses to lower it).
+	Epoch uint64
 }
 
 // Session is one login on one device. Generation counts refresh-token
@@ -57,6 +65,15 @@ type Session struct {
 	LastUsedAt time.Time
 	// ExpiresAt is the absolute end of the session, whatever its use.
 	ExpiresAt time.Time
+	// Epoch is the user's credential epoch when the session was created;
+	// a session whose user has moved past it is dead (CreateSession refuses
+	// it, Rotate revokes it).
+	Epoch uint64
+	// UserAgent and ClientAddr describe the client at the session's last
+	// use (login or refresh), for the user's own list of devices; the
+	// caller bounds their size. Empty: not known.
+	UserAgent  string
+	ClientAddr string
 }
 
 // IdleExpiresAt is when the session ends unless refreshed before.
@@ -80,7 +97,32 @@ type RotateRequest struct {
 	Grace time.Duration
 	// IdleTTL is the idle lifetime; a successful rotation restarts it.
 	IdleTTL time.Duration
+	// Limit bounds how often the session may be used (rotations and
+	// grace answers alike); the zero value is no limit.
+	Limit UseLimit
+	// UserAgent and ClientAddr, when not empty, replace the session's on a
+	// use (rotation or grace answer).
+	UserAgent  string
+	ClientAddr string
 }
+
+// UseLimit is a GCRA bound on a session's refreshes: at most Burst at once,
+// then one per Every.
+type UseLimit struct {
+	Every time.Duration
+	Burst int
+}
+
+// ErrTooFast: the session was refreshed more often than its UseLimit
+// allows; nothing changed. The error is a *TooFastError.
+var ErrTooFast = errors.New("tokenstore: session refreshed too often")
+
+// TooFastError says when the session may be refreshed again.
+type TooFastError struct{ After time.Duration }
+
+func (e *TooFastError) Error() string             { return ErrTooFast.Error() }
+func (e *TooFastError) Unwrap() error             { return ErrTooFast }
+func (e *TooFastError) RetryAfter() time.Duration { return e.After }
 
 // Revocation is one session revocation event, as streamed to verifiers.
 type Revocation struct {
@@ -108,7 +150,9 @@ type Store interface {
 	// more than once; an error from fn aborts the update and is returned.
 	UpdateUser(ctx context.Context, id string, fn func(User) (User, error)) (User, error)
 
-	// CreateSession stores a new session (Generation usually 0).
+	// CreateSession stores a new session (Generation usually 0). If the
+	// user exists and its Epoch is not the session's, it stores nothing and
+	// returns ErrStale, in the same atomic step that reads the epoch.
 	CreateSession(ctx context.Context, s Session) error
 	// Session returns a live session; ErrNotFound once it has expired or
 	// been revoked. It is the session check of Verify: one round trip.
@@ -121,16 +165,27 @@ type Store interface {
 	//     caller gets the current generation (same new token for everyone);
 	//   - Generation < current otherwise: revoke the session, ErrReused;
 	//   - unknown/expired session, wrong Nonce or Generation > current: ErrNotFound.
-	//   - a session whose user no longer exists: ErrNotFound.
+	//   - a session whose user no longer exists: ErrNotFound;
+	//   - a session of an older Epoch than its user's: revoked (with a
+	//     Revocation), ErrNotFound;
+	//   - a current or grace-window use beyond r.Limit: nothing changes,
+	//     *TooFastError (a reuse past the window is theft, and is never
+	//     limited: the session is revoked whatever the rate).
 	Rotate(ctx context.Context, r RotateRequest) (Session, User, error)
 	// ListSessions returns the live sessions of a user, oldest first.
 	ListSessions(ctx context.Context, userID string) ([]Session, error)
 	// RevokeSession ends a session at once and records a Revocation;
 	// ErrNotFound if it was not live.
 	RevokeSession(ctx context.Context, id string, now time.Time) error
-	// RevokeUserSessions ends every live session of a user, records a
-	// Revocation for each, and returns their ids (none for an unknown user).
-	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
+	// RevokeUserSessions ends every live session of a user but those in
+	// except, records a Revocation for each, and returns their ids (none
+	// for an unknown user).
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error)
+	// AdoptSession moves a live session to its user's credential epoch,
+	// provided that is epoch (atomically): the session a user changed its
+	// password from lives on in the new epoch. ErrNotFound if the session
+	// is not live, ErrStale if the user's epoch is not epoch.
+	AdoptSession(ctx context.Context, id string, epoch uint64) error
 
 	// Revocations returns events after cursor ("" = none: only the latest
 	// cursor is returned), at most limit, oldest first, and the cursor to
@@ -144,7 +199,9 @@ type Store interface {
 	// in flight, however many verifiers listen (XREAD BLOCK on Redis).
 	WaitRevocations(ctx context.Context, cursor string, limit int, wait time.Duration) (events []Revocation, next string, ok bool, err error)
 
-	// Keyring returns the serialized signing-key material (nil if none yet).
+	// Keyring returns the serialized signing-key material (nil if none yet),
+	// an opaque blob to the store: token.Manager seals it before it gets
+	// here when a master key is configured.
 	Keyring(ctx context.Context) ([]byte, error)
 	// SwapKeyring replaces the keyring if it still equals old (nil = absent)
 	// and reports whether it did (true too when it already equals new, so a

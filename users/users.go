@@ -47,7 +47,8 @@ type Hasher interface {
 // session service (which also tells its own Verify at once), or the store
 // itself where no server runs (identityctl with direct store access).
 type Sessions interface {
-	RevokeUserSessions(ctx context.Context, userID string, now time.Time) ([]string, error)
+	RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error)
+	AdoptSession(ctx context.Context, id string, epoch uint64) error
 }
 
 // Service applies account rules over a store.
@@ -217,6 +218,10 @@ type Change struct {
 	Password *string
 	Disabled *bool
 	Roles    *[]string
+	// KeepSession, with Password, is the session the change is made from
+	// (the user's own ChangePassword): it moves to the new credential epoch
+	// and is not revoked with the others.
+	KeepSession string
 }
 
 // Update applies c to the user named username.
@@ -240,6 +245,12 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 			return tokenstore.User{}, err
 		}
 	}
+	// A new password, a change of roles or disabling ends every session:
+	// whoever held the old credentials must not keep refreshing, and no
+	// token may keep the old roles. Raising the credential epoch in the
+	// same atomic update also refuses the session of a login that
+	// authenticated before it and is still in flight.
+	endsSessions := c.Password != nil || c.Roles != nil || c.Disabled != nil && *c.Disabled
 	u, err = s.store.UpdateUser(ctx, u.ID, func(u tokenstore.User) (tokenstore.User, error) {
 		if c.Password != nil {
 			u.PasswordHash = hash
@@ -250,15 +261,24 @@ func (s *Service) Update(ctx context.Context, username string, c Change) (tokens
 		if c.Roles != nil {
 			u.Roles = roles
 		}
+		if endsSessions {
+			u.Epoch++
+		}
 		return u, nil
 	})
 	if err != nil {
 		return tokenstore.User{}, err
 	}
-	// A disabled account or a new password ends every session: whoever
-	// held the old credentials must not keep refreshing.
-	if u.Disabled || c.Password != nil {
-		if _, err := s.sessions.RevokeUserSessions(ctx, u.ID, s.now()); err != nil {
+	var keep []string
+	if c.KeepSession != "" && c.Password != nil && !u.Disabled {
+		// A session that ended meanwhile (or a change racing this one)
+		// is simply not kept.
+		if err := s.sessions.AdoptSession(ctx, c.KeepSession, u.Epoch); err == nil {
+			keep = append(keep, c.KeepSession)
+		}
+	}
+	if endsSessions || u.Disabled {
+		if _, err := s.sessions.RevokeUserSessions(ctx, u.ID, s.now(), keep...); err != nil {
 			return u, fmt.Errorf("users: revoke sessions: %w", err)
 		}
 	}

@@ -159,7 +159,7 @@ func TestAuthenticateFailuresLookAlike(t *testing.T) {
 	}
 }
 
-func TestUpdateRevokesSessionsOnDisableAndPasswordChange(t *testing.T) {
+func TestUpdateRevokesSessionsOnDisableRolesAndPasswordChange(t *testing.T) {
 	t.Parallel()
 	svc, _, store := newService(t)
 	ctx := t.Context()
@@ -173,8 +173,12 @@ func TestUpdateRevokesSessionsOnDisableAndPasswordChange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		cur, err := store.UserByID(ctx, u.ID) // under the user's current credential epoch
+		if err != nil {
+			t.Fatal(err)
+		}
 		now := time.Now().Truncate(time.Millisecond)
-		err = store.CreateSession(ctx, tokenstore.Session{ID: sid, UserID: u.ID, Nonce: "n", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)})
+		err = store.CreateSession(ctx, tokenstore.Session{ID: sid, UserID: u.ID, Nonce: "n", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour), Epoch: cur.Epoch})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,13 +186,21 @@ func TestUpdateRevokesSessionsOnDisableAndPasswordChange(t *testing.T) {
 	}
 
 	sid := newSession()
+	enabled := false
+	if _, err := svc.Update(ctx, "erin", users.Change{Disabled: &enabled}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Session(ctx, sid); err != nil {
+		t.Fatalf("enabling an enabled user must not end sessions: %v", err)
+	}
 	roles := []string{"admin"}
 	if _, err := svc.Update(ctx, "erin", users.Change{Roles: &roles}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Session(ctx, sid); err != nil {
-		t.Fatalf("a role change must not end sessions: %v", err)
+	if _, err := store.Session(ctx, sid); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Fatalf("session after a role change: %v, want ErrNotFound (no token may keep the old roles)", err)
 	}
+	sid = newSession()
 
 	pw := "new"
 	if _, err := svc.Update(ctx, "erin", users.Change{Password: &pw}); err != nil {

@@ -3,20 +3,29 @@ package web_test
 // These tests run the client's own test suites from `go test ./...`, so the
 // README's one test command (and CI) covers the browser side too:
 //
-//   - TestClientUnit: node --test test/unit/ (queue, single flight, tabs),
-//   - TestClientTypes: tsc checks the JSDoc types of the client and demo,
+//   - TestClientUnit: node --test test/unit/ (the client's queue, single
+//     flight and tabs; the axios adapter with the real axios; the guide's
+//     example; what the demo page says: devices, times, error sentences),
+//   - TestClientTypes: tsc checks the JSDoc types of the client, the axios
+//     adapter, the demo and the guide's example, and that the committed
+//     declarations (identity-client.d.ts, identity-axios.d.ts) are current,
+//   - TestIntegration: node --test test/integration/, axios through the
+//     adapter against a real identityd (bearer mode) behind a counting
+//     proxy,
 //   - TestBrowser: node --test test/browser/, Playwright driving Debian's
-//     Chromium against a real identityd and redis-server, which it starts
-//     with internal/testidentityd and hands to the node tests in
-//     TESTIDENTITYD_* environment variables.
+//     Chromium against a real identityd and redis-server.
 //
+// The last two start identityd and Redis with internal/testidentityd and
+// hand them to the node tests in TESTIDENTITYD_* environment variables.
 // A missing node, npm, Chromium, go or redis-server skips them with the
-// reason, except under CI=true, where it fails. node_modules (playwright-core and
-// typescript, pinned in package-lock.json) is installed with `npm ci` when
-// absent; .ci/run does that beforehand.
+// reason, except under CI=true, where it fails. node_modules (axios,
+// playwright-core and typescript, pinned in package-lock.json) is installed
+// with `npm ci` when absent; .ci/run does that beforehand.
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
@@ -68,7 +77,7 @@ func requireNodeModules(t *testing.T) {
 }
 
 func installed() bool {
-	for _, p := range []string{"node_modules/playwright-core/package.json", "node_modules/typescript/package.json"} {
+	for _, p := range []string{"node_modules/axios/package.json", "node_modules/playwright-core/package.json", "node_modules/typescript/package.json"} {
 		if _, err := os.Stat(p); err != nil {
 			return false
 		}
@@ -105,7 +114,8 @@ func summary(out string) string {
 func TestClientUnit(t *testing.T) {
 	t.Parallel()
 	node := requireTool(t, "node")
-	out := run(t, time.Minute, nil, node, "--test", "test/unit/")
+	requireNodeModules(t)
+	out := run(t, 2*time.Minute, nil, node, "--test", "test/unit/")
 	t.Log(summary(out))
 }
 
@@ -114,6 +124,42 @@ func TestClientTypes(t *testing.T) {
 	node := requireTool(t, "node")
 	requireNodeModules(t)
 	run(t, 2*time.Minute, nil, node, "node_modules/typescript/bin/tsc", "-p", "tsconfig.json")
+	run(t, 2*time.Minute, nil, node, "scripts/types.js", "--check")
+}
+
+// integrationAccessTTL is identityd's --access-ttl for the integration
+// tests; test/integration/ checks TESTIDENTITYD_ACCESS_TTL against it.
+const integrationAccessTTL = "3s"
+
+func TestIntegration(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	requireNodeModules(t)
+	d := testidentityd.Start(t, testidentityd.WithFlags(map[string]string{
+		"access-ttl":        integrationAccessTTL,
+		"leeway":            "0s",
+		"login-rate-per-ip": "100000",
+	}))
+	env := append(d.ScriptEnv(), "TESTIDENTITYD_ACCESS_TTL="+integrationAccessTTL)
+	out := run(t, 3*time.Minute, env, node, "--test", "--test-concurrency=1", "test/integration/")
+	t.Log(summary(out))
+	if !strings.Contains(out, "# pass ") || strings.Contains(out, "# pass 0\n") || !strings.Contains(out, "# skipped 0\n") {
+		t.Fatalf("the integration tests did not all run:\n%s", out)
+	}
+}
+
+// browserDemoUsers are the users TestBrowser adds for the demo's account
+// tests in test/browser/demo.test.js, one per test, in the order they use them.
+var browserDemoUsers = []string{"bob", "carol", "dave", "erin"}
+
+// randomSecret is a password for a test user.
+func randomSecret(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func TestBrowser(t *testing.T) {
@@ -140,9 +186,20 @@ func TestBrowser(t *testing.T) {
 		"allowed-origins":   allowedOrigin,
 		"login-rate-per-ip": "100000",
 	}))
+	// The demo's account tests (devices, sign out elsewhere, password
+	// changes, its rate limit) each get a user of their own, so alice's
+	// sessions and password stay as the other tests expect.
+	demoPassword, newPassword := randomSecret(t), randomSecret(t)
+	d.Remember(demoPassword, newPassword)
+	for _, u := range browserDemoUsers {
+		d.Identityctl(t, demoPassword+"\n", "user", "add", u, "--password-stdin")
+	}
 	env := append(d.ScriptEnv(),
 		"TESTIDENTITYD_ACCESS_TTL="+browserAccessTTL,
 		"TESTIDENTITYD_ALLOWED_ORIGIN="+allowedOrigin,
+		"TESTIDENTITYD_DEMO_USERS="+strings.Join(browserDemoUsers, ","),
+		"TESTIDENTITYD_DEMO_PASSWORD="+demoPassword,
+		"TESTIDENTITYD_DEMO_NEW_PASSWORD="+newPassword,
 		"CHROMIUM_PATH="+chromium,
 	)
 	out := run(t, 4*time.Minute, env, node, "--test", "--test-concurrency=1", "test/browser/")
@@ -150,7 +207,9 @@ func TestBrowser(t *testing.T) {
 	if !strings.Contains(out, "# pass ") || strings.Contains(out, "# pass 0\n") {
 		t.Fatalf("the browser tests ran no test:\n%s", out)
 	}
-	for _, shot := range []string{"demo-signed-in.png", "demo-signed-out.png"} {
+	for _, shot := range []string{"demo-signed-in.png", "demo-signed-out.png", "demo-devices.png", "demo-devices-phone.png",
+		"demo-signed-out-remotely-phone.png", "demo-signed-out-everywhere-else.png", "demo-password-wrong.png",
+		"demo-password-changed.png", "demo-password-rate-limited-phone.png"} {
 		if fi, err := os.Stat(filepath.Join("test-results", shot)); err != nil || fi.Size() == 0 {
 			t.Errorf("screenshot %s not saved: %v", shot, err)
 		}
@@ -160,7 +219,7 @@ func TestBrowser(t *testing.T) {
 // TestDemoFS checks what identityd embeds and serves at /demo/.
 func TestDemoFS(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"index.html", "demo.js", "demo.css", "identity-client.js"} {
+	for _, name := range []string{"index.html", "demo.js", "format.js", "demo.css", "identity-client.js"} {
 		if b, err := fs.ReadFile(web.DemoFS(), name); err != nil || len(b) == 0 {
 			t.Errorf("DemoFS %s: %v", name, err)
 		}
@@ -171,12 +230,27 @@ func TestDemoFS(t *testing.T) {
 		}
 	}
 	html, _ := fs.ReadFile(web.DemoFS(), "index.html")
-	for _, id := range []string{"username", "password", "login", "status", "call", "calls", "logout", "logout-all"} {
+	for _, id := range []string{"username", "password", "login", "status", "notice", "call", "calls", "logout", "logout-all",
+		"account", "sessions", "sessions-refresh", "sessions-error", "sessions-done", "revoke-others",
+		"password-form", "current-password", "new-password", "change-password", "password-error", "password-done"} {
 		if !strings.Contains(string(html), `id="`+id+`"`) {
 			t.Errorf("index.html lacks #%s (the page's test contract)", id)
 		}
 	}
 	if strings.Contains(string(html), "<script>") || strings.Contains(string(html), "onclick=") {
 		t.Error("index.html has inline script: the page's CSP forbids it")
+	}
+	if strings.Contains(string(html), " style=") || strings.Contains(string(html), "<style") {
+		t.Error("index.html has inline style: the page's CSP forbids it")
+	}
+	// The DOM is built with createElement and textContent: HTML from
+	// strings is what Trusted Types refuses (and where an XSS would start).
+	for _, name := range []string{"demo.js", "format.js"} {
+		js, _ := fs.ReadFile(web.DemoFS(), name)
+		for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
+			if strings.Contains(string(js), sink) {
+				t.Errorf("%s uses %s", name, sink)
+			}
+		}
 	}
 }

@@ -20,6 +20,9 @@
  * - Bearer mode: for apps that cannot use cookies; the refresh token is kept
  *   in this tab's memory, so each tab has its own session and no tab
  *   coordination is needed.
+ * - Code that sends its own requests (identity-axios.js, for an axios
+ *   instance) uses `accessToken()` and `retryToken()`: the same single
+ *   flight and tab coordination as `client.fetch`.
  *
  * @module identity-client
  */
@@ -94,12 +97,16 @@ export class IdentityError extends Error {
    * @param {string} message
    * @param {number} status HTTP status (0 when no request was made)
    * @param {string} reason the ErrorInfo reason, e.g. TOKEN_EXPIRED
+   * @param {{cause?: unknown, retryAfter?: number}} [options] cause: what failed, e.g. the
+   *   call's own error; retryAfter: seconds to wait before trying again (RATE_LIMITED)
    */
-  constructor(message, status, reason) {
-    super(message);
+  constructor(message, status, reason, options) {
+    super(message, options && 'cause' in options ? { cause: options.cause } : undefined);
     this.name = 'IdentityError';
     this.status = status;
     this.reason = reason;
+    /** Seconds to wait before trying again (a 429's Retry-After); 0 when not given. */
+    this.retryAfter = options?.retryAfter ?? 0;
   }
 
   /**
@@ -108,19 +115,70 @@ export class IdentityError extends Error {
    * @returns {Promise<IdentityError>}
    */
   static async from(res) {
-    let message = `HTTP ${res.status}`;
-    let reason = '';
+    /** @type {unknown} */
+    let body = null;
     try {
-      const body = await res.clone().json();
-      if (typeof body?.message === 'string') message = body.message;
-      for (const d of Array.isArray(body?.details) ? body.details : []) {
-        if (d?.domain === 'identity' && typeof d.reason === 'string') reason = d.reason;
-      }
+      body = await res.clone().json();
     } catch {
       // not identity's JSON (a proxy's page, say): status only
     }
-    return new IdentityError(message, res.status, reason);
+    const err = IdentityError.fromBody(res.status, body);
+    const header = retryAfterHeader(res.headers.get('Retry-After'));
+    if (header) err.retryAfter = header;
+    return err;
   }
+
+  /**
+   * Reads an error body already parsed (as an HTTP library hands it over);
+   * anything that is not identity's error JSON gives the status only. The
+   * delay of a RATE_LIMITED answer comes from its RetryInfo detail (or the
+   * ErrorInfo metadata retry_after_seconds).
+   * @param {number} status
+   * @param {unknown} body
+   * @param {{cause?: unknown}} [options]
+   * @returns {IdentityError}
+   */
+  static fromBody(status, body, options) {
+    const b = /** @type {{message?: unknown, details?: unknown} | null} */ (body && typeof body === 'object' ? body : null);
+    const message = typeof b?.message === 'string' ? b.message : `HTTP ${status}`;
+    let reason = '';
+    let retryAfter = 0;
+    for (const d of Array.isArray(b?.details) ? b.details : []) {
+      if (d?.domain === 'identity' && typeof d.reason === 'string') {
+        reason = d.reason;
+        retryAfter ||= seconds(d.metadata?.retry_after_seconds);
+      }
+      if (typeof d?.['@type'] === 'string' && d['@type'].endsWith('/google.rpc.RetryInfo')) {
+        retryAfter = seconds(d.retry_delay ?? d.retryDelay) || retryAfter;
+      }
+    }
+    return new IdentityError(message, status, reason, { ...options, retryAfter });
+  }
+}
+
+/**
+ * Whole seconds (rounded up, at least 1) of a delay written "5", "5s" or
+ * "1.5s" (a google.protobuf.Duration in JSON); 0 for anything else.
+ * @param {unknown} v
+ * @returns {number}
+ */
+function seconds(v) {
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)s?\s*$/.exec(v) : null;
+  const n = m ? Number(m[1]) : typeof v === 'number' ? v : NaN;
+  return Number.isFinite(n) && n > 0 ? Math.max(1, Math.ceil(n)) : 0;
+}
+
+/**
+ * Seconds of a Retry-After header: delay-seconds or an HTTP date; 0 when
+ * absent or unreadable.
+ * @param {string | null} v
+ * @returns {number}
+ */
+function retryAfterHeader(v) {
+  if (!v) return 0;
+  if (/^\s*\d+\s*$/.test(v)) return seconds(v);
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? 0 : Math.max(1, Math.ceil((at - Date.now()) / 1000));
 }
 
 /**
@@ -200,6 +258,8 @@ export class IdentityClient extends EventTarget {
 
   /** @returns {Mode} */
   get mode() { return this.#mode; }
+  /** @returns {string} identity's REST API as given (no trailing slash; '' = this page's origin) */
+  get baseUrl() { return this.#base; }
   /** True while the client holds a session (its access token may need a refresh). */
   get signedIn() { return this.#state === 'signedin'; }
   /** @returns {Claims | null} unverified claims of the current access token */
@@ -280,13 +340,46 @@ export class IdentityClient extends EventTarget {
     const res = await this.#send(input, init, token);
     if (res.status !== 401) return res;
     const { reason } = await IdentityError.from(res);
-    if (reason === 'TOKEN_REVOKED' && this.#access?.token === token) {
-      this.#signOut(reason, true);
-      return res;
+    token = await this.retryToken(token, reason);
+    return token ? this.#send(input, init, token) : res;
+  }
+
+  /**
+   * An access token fit for a call now, for code that sends its own
+   * requests (identity-axios.js does): the current one, or, when it expires
+   * within the refresh margin, a new one from the same single-flight,
+   * cross-tab refresh as `fetch`. Rejects with IdentityError SIGNED_OUT,
+   * without a request, when there is no session, and like `refresh()`
+   * when the refresh fails.
+   * @returns {Promise<string>}
+   */
+  accessToken() {
+    return this.#tokenForCall();
+  }
+
+  /**
+   * What a 401 with `reason` to a call made with `token` means, for code
+   * that sends its own requests (as `fetch` does itself):
+   * - TOKEN_EXPIRED: resolves to the token to replay the call with, once:
+   *   a new one from the single-flight refresh, or the one another call or
+   *   tab already got since `token` was sent;
+   * - TOKEN_REVOKED: the session was ended (a logout elsewhere): signs out
+   *   every tab (`signedout`) and resolves to '';
+   * - any other reason: resolves to '' (the answer stands).
+   * Rejects like `refresh()` when the refresh fails (REFRESH_TOKEN_INVALID
+   * or REFRESH_TOKEN_REUSED, after `signedout`; SIGNED_OUT when already
+   * signed out).
+   * @param {string} token the access token the call carried
+   * @param {string} reason the ErrorInfo reason of the 401
+   * @returns {Promise<string>}
+   */
+  async retryToken(token, reason) {
+    if (reason === 'TOKEN_REVOKED') {
+      if (this.#access?.token === token) this.#signOut(reason, true);
+      return '';
     }
-    if (reason !== 'TOKEN_EXPIRED') return res;
-    token = await this.#refreshAfter(token);
-    return this.#send(input, init, token);
+    if (reason !== 'TOKEN_EXPIRED') return '';
+    return this.#refreshAfter(token);
   }
 
   /**

@@ -12,11 +12,11 @@ import (
 	"io/fs"
 )
 
-//go:embed identity-client.js demo/index.html demo/demo.js demo/demo.css
+//go:embed identity-client.js demo/index.html demo/demo.js demo/format.js demo/demo.css
 var files embed.FS
 
-// DemoFS returns the demo page's files, flat: index.html, demo.js,
-// demo.css and the client module identity-client.js that demo.js imports.
+// DemoFS returns the demo page's files, flat: index.html, demo.js and the
+// format.js it imports, demo.css, and the client module identity-client.js.
 func DemoFS() fs.FS { return demoFS{} }
 
 type demoFS struct{}

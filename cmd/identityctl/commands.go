@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
 )
@@ -24,7 +26,12 @@ type command struct {
 	password bool
 	// roles: the command takes --role.
 	roles bool
-	run   func(ctx context.Context, c *cli, a admin.Admin, inv *invocation) error
+	// newMasterKey: the command needs --new-master-key-file.
+	newMasterKey bool
+	run          func(ctx context.Context, c *cli, a admin.Admin, inv *invocation) error
+	// onStore, instead of run, is a command that works on the Redis store
+	// itself, with no counterpart in identityd's admin API.
+	onStore func(ctx context.Context, c *cli, store *tokenstore.Redis, inv *invocation) error
 }
 
 // invocation is one parsed command line.
@@ -57,6 +64,8 @@ var commands = []*command{
 		synopsis: "key list", run: keyList},
 	{group: "key", name: "rotate",
 		synopsis: "key rotate", run: keyRotate},
+	{group: "key", name: "rewrap", newMasterKey: true,
+		synopsis: "key rewrap --new-master-key-file FILE", onStore: keyRewrap},
 }
 
 // lookup finds the command named by the first two words of args.
@@ -117,6 +126,12 @@ func (c *cli) parseCommand(cmd *command, args []string) (*invocation, error) {
 	if cmd.password && !passwordStdin {
 		return nil, usagef(cmd.synopsis, "%s %s: --password-stdin is required (a password is never taken from a flag)", cmd.group, cmd.name)
 	}
+	if cmd.onStore != nil && !c.cfg.direct() {
+		return nil, usagef(cmd.synopsis, "%s %s works on the store: give --redis-url or --redis-addrs (IDENTITY_REDIS_URL, IDENTITY_REDIS_ADDRS)", cmd.group, cmd.name)
+	}
+	if cmd.newMasterKey && c.cfg.newMasterKeyFile == "" {
+		return nil, usagef(cmd.synopsis, "%s %s: --new-master-key-file is required (IDENTITY_NEW_MASTER_KEY_FILE)", cmd.group, cmd.name)
+	}
 	if err := c.cfg.check(); err != nil {
 		return nil, usagef(cmd.synopsis, "%v", err)
 	}
@@ -157,6 +172,14 @@ func (c *cli) exec(ctx context.Context, cmd *command, inv *invocation) error {
 			return err
 		}
 		inv.password = pw
+	}
+	if cmd.onStore != nil {
+		store, closeFn, err := c.openStore()
+		if err != nil {
+			return err
+		}
+		defer closeFn()
+		return c.explain(cmd.onStore(ctx, c, store, inv))
 	}
 	a, closeFn, err := c.connect(ctx, cmd.group == "key")
 	if err != nil {
@@ -281,6 +304,47 @@ func keyRotate(ctx context.Context, c *cli, a admin.Admin, _ *invocation) error 
 		return err
 	}
 	return c.printKeys(ks)
+}
+
+// keyRewrap seals the keyring under the first key of --new-master-key-file,
+// opening it with any key of either file: the middle step of a master-key
+// rotation (README). Run again, it seals once more under the new key what a
+// rotation during the overlap sealed under the old one.
+func keyRewrap(ctx context.Context, c *cli, store *tokenstore.Redis, _ *invocation) error {
+	newKeys, err := masterkey.LoadFile(c.cfg.newMasterKeyFile)
+	if err != nil {
+		return fmt.Errorf("--new-master-key-file: %w", err)
+	}
+	sealer := newKeys
+	if c.cfg.masterKeyFile != "" {
+		old, err := masterkey.LoadFile(c.cfg.masterKeyFile)
+		if err != nil {
+			return fmt.Errorf("--master-key-file: %w", err)
+		}
+		sealer = newKeys.Accepting(old)
+	}
+	// Read for the report only: the rewrap itself compares and swaps.
+	before, err := store.Keyring(ctx)
+	if err != nil {
+		return err
+	}
+	if err := token.RewrapKeyring(ctx, store, token.Sealing{Sealer: sealer, Name: store.KeyringKey()}); err != nil {
+		return err
+	}
+	was, _ := masterkey.SealedBy(before)
+	if c.cfg.json {
+		return c.printJSON(rewrapped{MasterKey: newKeys.ID(), Previous: was})
+	}
+	if was == "" {
+		return c.printf("sealed the keyring (it was in the clear) under master key %s\n", newKeys.ID())
+	}
+	return c.printf("sealed the keyring under master key %s (it was under %s)\n", newKeys.ID(), was)
+}
+
+type rewrapped struct {
+	MasterKey string `json:"master_key"`
+	// Previous is the key that sealed it before; empty: it was in the clear.
+	Previous string `json:"previous_master_key"`
 }
 
 func (c *cli) printKeys(ks []admin.Key) error {

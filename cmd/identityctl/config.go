@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -11,8 +12,9 @@ import (
 // config is the global flags. Each starts from its IDENTITY_* variable (or
 // the default) and a flag given on the command line wins.
 type config struct {
-	redisURL   string
-	redisAddrs string
+	redisURL    string
+	redisAddrs  string
+	redisCAFile string
 	// sentinelMaster makes redisAddrs the sentinels' addresses.
 	sentinelMaster string
 
@@ -20,12 +22,22 @@ type config struct {
 	token        string
 	user         string
 	passwordFile string
+	// TLS to --server: on with useTLS or any of the files.
+	useTLS      bool
+	tlsCAFile   string
+	tlsCertFile string
+	tlsKeyFile  string
 
 	signingAlg     string
 	accessTTL      time.Duration
 	leeway         time.Duration
 	keysDir        string
 	refreshIdleTTL time.Duration
+	// masterKeyFile opens (and seals) the keyring as identityd's
+	// IDENTITY_MASTER_KEY_FILE does; newMasterKeyFile is key rewrap's
+	// target.
+	masterKeyFile    string
+	newMasterKeyFile string
 
 	json    bool
 	timeout time.Duration
@@ -34,6 +46,12 @@ type config struct {
 func (c *config) fromEnv(getenv func(string) string) error {
 	c.redisURL = getenv("IDENTITY_REDIS_URL")
 	c.redisAddrs = getenv("IDENTITY_REDIS_ADDRS")
+	c.redisCAFile = getenv("IDENTITY_REDIS_CA_FILE")
+	// Not identityd's IDENTITY_TLS_*: those name its own certificate,
+	// which identityctl must not present as a client's.
+	c.tlsCAFile = getenv("IDENTITY_SERVER_CA_FILE")
+	c.tlsCertFile = getenv("IDENTITY_CLIENT_CERT_FILE")
+	c.tlsKeyFile = getenv("IDENTITY_CLIENT_KEY_FILE")
 	c.sentinelMaster = getenv("IDENTITY_REDIS_SENTINEL_MASTER")
 	c.server = or(getenv("IDENTITY_SERVER"), "127.0.0.1:9090")
 	c.token = getenv("IDENTITY_TOKEN")
@@ -41,6 +59,8 @@ func (c *config) fromEnv(getenv func(string) string) error {
 	c.passwordFile = getenv("IDENTITY_PASSWORD_FILE")
 	c.signingAlg = or(getenv("IDENTITY_SIGNING_ALG"), "EdDSA")
 	c.keysDir = getenv("IDENTITY_KEYS_DIR")
+	c.masterKeyFile = getenv("IDENTITY_MASTER_KEY_FILE")
+	c.newMasterKeyFile = getenv("IDENTITY_NEW_MASTER_KEY_FILE")
 	var errs []error
 	var err error
 	c.accessTTL, err = durationEnv(getenv, "IDENTITY_ACCESS_TTL", 15*time.Minute)
@@ -51,6 +71,11 @@ func (c *config) fromEnv(getenv func(string) string) error {
 	errs = append(errs, err)
 	c.timeout, err = durationEnv(getenv, "IDENTITY_TIMEOUT", 30*time.Second)
 	errs = append(errs, err)
+	if v := getenv("IDENTITY_SERVER_TLS"); v != "" {
+		if c.useTLS, err = strconv.ParseBool(v); err != nil {
+			errs = append(errs, fmt.Errorf("IDENTITY_SERVER_TLS: %v", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -61,6 +86,11 @@ func (c *config) fromEnv(getenv func(string) string) error {
 func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.redisURL, "redis-url", c.redisURL, "")
 	fs.StringVar(&c.redisAddrs, "redis-addrs", c.redisAddrs, "")
+	fs.StringVar(&c.redisCAFile, "redis-ca-file", c.redisCAFile, "")
+	fs.BoolVar(&c.useTLS, "tls", c.useTLS, "")
+	fs.StringVar(&c.tlsCAFile, "tls-ca-file", c.tlsCAFile, "")
+	fs.StringVar(&c.tlsCertFile, "tls-cert-file", c.tlsCertFile, "")
+	fs.StringVar(&c.tlsKeyFile, "tls-key-file", c.tlsKeyFile, "")
 	fs.StringVar(&c.sentinelMaster, "redis-sentinel-master", c.sentinelMaster, "")
 	fs.StringVar(&c.server, "server", c.server, "")
 	fs.StringVar(&c.token, "token", c.token, "")
@@ -70,9 +100,16 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.accessTTL, "access-ttl", c.accessTTL, "")
 	fs.DurationVar(&c.leeway, "leeway", c.leeway, "")
 	fs.StringVar(&c.keysDir, "keys-dir", c.keysDir, "")
+	fs.StringVar(&c.masterKeyFile, "master-key-file", c.masterKeyFile, "")
+	fs.StringVar(&c.newMasterKeyFile, "new-master-key-file", c.newMasterKeyFile, "")
 	fs.DurationVar(&c.refreshIdleTTL, "refresh-idle-ttl", c.refreshIdleTTL, "")
 	fs.BoolVar(&c.json, "json", c.json, "")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "")
+}
+
+// serverTLS reports whether --server is reached over TLS.
+func (c *config) serverTLS() bool {
+	return c.useTLS || c.tlsCAFile != "" || c.tlsCertFile != "" || c.tlsKeyFile != ""
 }
 
 // direct reports whether identityctl talks to the store itself.
@@ -91,6 +128,9 @@ func (c *config) check() error {
 	}
 	if c.direct() {
 		return nil
+	}
+	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together: give both or neither")
 	}
 	if c.server == "" {
 		return errors.New("no store and no server: give --redis-url, --redis-addrs or --server")

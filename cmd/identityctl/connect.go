@@ -18,7 +18,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/internal/tlsfiles"
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
@@ -39,29 +42,49 @@ func (c *cli) connect(ctx context.Context, withKeys bool) (admin.Admin, func(), 
 // redisOptions builds the go-redis options exactly as identityd does
 // (tokenstore.ClientOptions).
 func (c *config) redisOptions() (*redis.UniversalOptions, error) {
+	var opts *redis.UniversalOptions
+	var err error
 	if c.redisAddrs != "" {
 		addrs := c.addrs()
 		if len(addrs) == 0 {
 			return nil, errors.New("--redis-addrs: no address")
 		}
 		if c.sentinelMaster != "" {
-			return tokenstore.SentinelClientOptions(c.sentinelMaster, addrs)
+			opts, err = tokenstore.SentinelClientOptions(c.sentinelMaster, addrs)
+		} else {
+			opts, err = tokenstore.ClientOptions("", addrs)
 		}
-		return tokenstore.ClientOptions("", addrs)
+	} else {
+		opts, err = tokenstore.ClientOptions(c.redisURL, nil)
 	}
-	return tokenstore.ClientOptions(c.redisURL, nil)
+	if err != nil || c.redisCAFile == "" {
+		return opts, err
+	}
+	pool, err := tlsfiles.CertPool(c.redisCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-ca-file: %w", err)
+	}
+	return opts, tokenstore.SetRootCAs(opts, pool)
 }
 
-// connectStore works on Redis directly, through the same account rules
-// identityd applies.
-func (c *cli) connectStore(withKeys bool) (admin.Admin, func(), error) {
+// openStore opens the Redis store of --redis-url or --redis-addrs.
+func (c *cli) openStore() (*tokenstore.Redis, func(), error) {
 	opts, err := c.cfg.redisOptions()
 	if err != nil {
 		return nil, nil, &usageError{msg: err.Error()}
 	}
 	rdb := tokenstore.NewClient(opts)
 	store := tokenstore.NewRedis(rdb, c.storeOptions...)
-	closeFn := func() { store.Close(); rdb.Close() }
+	return store, func() { store.Close(); rdb.Close() }, nil
+}
+
+// connectStore works on Redis directly, through the same account rules
+// identityd applies.
+func (c *cli) connectStore(withKeys bool) (admin.Admin, func(), error) {
+	store, closeFn, err := c.openStore()
+	if err != nil {
+		return nil, nil, err
+	}
 	var keys admin.Keys
 	if withKeys {
 		if keys, err = c.keys(store); err != nil {
@@ -79,9 +102,10 @@ func (c *cli) connectStore(withKeys bool) (admin.Admin, func(), error) {
 }
 
 // keys reaches the signing keys the way identityd is configured to: a keys
-// directory, or the keyring in the store. A Manager (which may add a key of
-// --signing-alg) is built only to rotate.
-func (c *cli) keys(store tokenstore.Store) (admin.Keys, error) {
+// directory, or the keyring in the store, opened with --master-key-file. A
+// Manager (which may add a key of --signing-alg, and seals a keyring it
+// finds in the clear, as identityd does) is built only to rotate.
+func (c *cli) keys(store *tokenstore.Redis) (admin.Keys, error) {
 	opts := []token.Option{token.WithAccessTTL(c.cfg.accessTTL), token.WithLeeway(c.cfg.leeway)}
 	if c.cfg.keysDir != "" {
 		m, err := token.LoadDir(c.cfg.keysDir, opts...)
@@ -90,18 +114,47 @@ func (c *cli) keys(store tokenstore.Store) (admin.Keys, error) {
 		}
 		return admin.NewDirKeys(m), nil
 	}
+	sealing, err := c.sealing(store)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, token.WithSealing(sealing))
 	manager := func(ctx context.Context) (*token.Manager, error) {
 		return token.LoadOrCreate(ctx, store, c.cfg.signingAlg, opts...)
 	}
-	return admin.NewStoreKeys(store, manager, time.Now), nil
+	return admin.NewStoreKeys(store, sealing, manager, time.Now), nil
+}
+
+// sealing is how identityd keeps the keyring in store: sealed under the
+// keys of --master-key-file, or in the clear without one (an insecure
+// setup; a sealed keyring then does not open, and the error says what to
+// give).
+func (c *cli) sealing(store *tokenstore.Redis) (token.Sealing, error) {
+	s := token.Sealing{Name: store.KeyringKey()}
+	if c.cfg.masterKeyFile == "" {
+		return s, nil
+	}
+	k, err := masterkey.LoadFile(c.cfg.masterKeyFile)
+	if err != nil {
+		return s, fmt.Errorf("--master-key-file: %w", err)
+	}
+	s.Sealer = k
+	return s, nil
 }
 
 // connectServer reaches identityd's AdminService with an admin's access
 // token: the one given, or one from logging in as --user.
 func (c *cli) connectServer(ctx context.Context) (admin.Admin, func(), error) {
 	creds := &bearer{token: c.cfg.token}
+	transport := insecure.NewCredentials()
+	if c.cfg.serverTLS() {
+		var err error
+		if transport, err = authn.TLSCredentials(c.cfg.tlsCAFile, c.cfg.tlsCertFile, c.cfg.tlsKeyFile); err != nil {
+			return nil, nil, &usageError{msg: fmt.Sprintf("--tls-ca-file/--tls-cert-file/--tls-key-file: %v", err)}
+		}
+	}
 	conn, err := grpc.NewClient(c.cfg.server,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(transport),
 		grpc.WithPerRPCCredentials(creds))
 	if err != nil {
 		return nil, nil, &usageError{msg: fmt.Sprintf("--server %q: %v", c.cfg.server, err)}
@@ -143,8 +196,9 @@ func (b *bearer) GetRequestMetadata(context.Context, ...string) (map[string]stri
 	return map[string]string{"authorization": "Bearer " + b.token}, nil
 }
 
-// RequireTransportSecurity is false: identityd's gRPC port is plaintext,
-// meant for loopback (DESIGN.md).
+// RequireTransportSecurity is false: without TLS flags identityctl speaks
+// plaintext to an identityd on loopback; with them the token travels
+// encrypted.
 func (b *bearer) RequireTransportSecurity() bool { return false }
 
 // explain rewords failures whose raw form does not say what to do.
@@ -155,12 +209,18 @@ func (c *cli) explain(err error) error {
 		return nil
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("timed out after %s (--timeout)", c.cfg.timeout)
-	case errors.Is(err, admin.ErrNoKeyring):
+	case errors.Is(err, admin.ErrNoKeyring) || errors.Is(err, token.ErrNoKeyring):
 		return errors.New("no signing keys in the store yet: identityd makes them at its first start")
+	case errors.Is(err, token.ErrKeyringSealed):
+		return errors.New("the keyring in the store is sealed under a master key: give identityd's key file with --master-key-file (IDENTITY_MASTER_KEY_FILE)")
+	case errors.Is(err, masterkey.ErrUnknownKey) || errors.Is(err, masterkey.ErrOpen):
+		return fmt.Errorf("%w; nothing was changed (check --master-key-file)", err)
 	case errors.Is(err, tokenstore.ErrUnavailable) && c.cfg.direct():
 		return fmt.Errorf("cannot reach Redis: %w", err)
 	case !errors.As(err, &re):
 		return err
+	case re.Code == codes.Unavailable && re.Reason == identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED && !c.cfg.serverTLS():
+		return fmt.Errorf("cannot reach identityd at %s (is it running? does it serve TLS: --tls, --tls-ca-file? or give --redis-url): %s", c.cfg.server, re.Message)
 	case re.Code == codes.Unavailable && re.Reason == identityv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
 		return fmt.Errorf("cannot reach identityd at %s (is it running? or give --redis-url): %s", c.cfg.server, re.Message)
 	case re.Code == codes.Unauthenticated || re.Code == codes.PermissionDenied:

@@ -18,13 +18,20 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/identityd/identity/internal/buildinfo"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/tokenstore"
 )
 
 const usage = `Usage: identityctl [global flags] <command> [flags] [args]
 
-Administers identity: users, sessions and signing keys.
+Administers identity: users, sessions and signing keys, on the store itself
+(--redis-url, --redis-addrs) or through a running identityd's admin API.
+
+Common invocations:
+  identityctl --redis-url redis://127.0.0.1:6379 user add bob --password-stdin --role reader
+  identityctl --redis-url redis://127.0.0.1:6379 session revoke-all bob
+  identityctl --server 127.0.0.1:9090 --user alice --password-file /tmp/alice.pw user list
 
 Commands:
   user add NAME --password-stdin [--role R ...]   create a user; password: one line on stdin
@@ -38,25 +45,36 @@ Commands:
   session revoke-all NAME                         revoke every session of a user
   key list                                        list the signing keys
   key rotate                                      add a signing key; the current one retires
+  key rewrap --new-master-key-file FILE           seal the keyring under a new master key
+                                                  (opened with the old or the new keys)
 
 Direct store access, with the settings identityd has:
   --redis-url URL        redis:// or rediss:// URL          IDENTITY_REDIS_URL
   --redis-addrs A,B,...  Redis Cluster seeds (or sentinels) IDENTITY_REDIS_ADDRS
   --redis-sentinel-master NAME
                          primary the sentinels watch        IDENTITY_REDIS_SENTINEL_MASTER
+  --redis-ca-file FILE   CA of Redis's TLS certificate      IDENTITY_REDIS_CA_FILE
   --signing-alg ALG      EdDSA, ES256, RS256, HS256 [EdDSA] IDENTITY_SIGNING_ALG
   --access-ttl D         access-token lifetime [15m]        IDENTITY_ACCESS_TTL
   --leeway D             verification leeway [30s]          IDENTITY_LEEWAY
   --keys-dir DIR         identityd's keys directory, if any IDENTITY_KEYS_DIR
   --refresh-idle-ttl D   session idle lifetime [720h]       IDENTITY_REFRESH_IDLE_TTL
-Otherwise, a running identityd (plaintext gRPC: keep it on loopback):
+  --master-key-file FILE identityd's master keys            IDENTITY_MASTER_KEY_FILE
+  --new-master-key-file FILE
+                         key rewrap's new master keys       IDENTITY_NEW_MASTER_KEY_FILE
+Otherwise, a running identityd (plaintext unless a TLS flag is given):
   --server ADDR          gRPC address [127.0.0.1:9090]      IDENTITY_SERVER
+  --tls                  TLS, trusting the system's roots   IDENTITY_SERVER_TLS
+  --tls-ca-file FILE     TLS, trusting the CA in FILE       IDENTITY_SERVER_CA_FILE
+  --tls-cert-file FILE   client certificate (mTLS) ...      IDENTITY_CLIENT_CERT_FILE
+  --tls-key-file FILE    ... and its key                    IDENTITY_CLIENT_KEY_FILE
   --token TOKEN          an admin's access token            IDENTITY_TOKEN
   --user NAME            or log in as this admin ...        IDENTITY_USER
   --password-file FILE   ... with the password in FILE      IDENTITY_PASSWORD_FILE
 Output and limits:
   --json                 JSON instead of tables
   --timeout D            give up after D [30s]              IDENTITY_TIMEOUT
+  --version              print the build (version, VCS revision, Go) and exit
 
 Flags may come before or after a command's arguments (use -- before a NAME
 that starts with "-"). Exit status: 0 done, 1 failed, 2 usage error.
@@ -115,11 +133,16 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		return c.fail(&usageError{msg: err.Error()})
 	}
 	fs := c.newFlagSet("identityctl")
+	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			err = &usageError{msg: err.Error()}
 		}
 		return c.fail(err)
+	}
+	if *version {
+		fmt.Fprint(c.stdout, buildinfo.Read().String("identityctl"))
+		return 0
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {

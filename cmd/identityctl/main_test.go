@@ -122,7 +122,7 @@ func (h *harness) loginAt(username string, at time.Time) string {
 	}
 	now := at.Truncate(time.Millisecond)
 	err = h.store.CreateSession(ctx, tokenstore.Session{
-		ID: id, UserID: u.ID, Nonce: "nonce", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+		ID: id, UserID: u.ID, Nonce: "nonce", CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(24 * time.Hour), Epoch: u.Epoch,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -438,7 +438,7 @@ func TestErrors(t *testing.T) {
 		{"extra argument", nil, "", []string{"user", "enable", "alice", "bob"}, 2, "unexpected argument \"bob\""},
 		{"no command", nil, "", nil, 2, "identityctl: no command\n"},
 		{"unknown command", nil, "", []string{"group", "add"}, 2, "identityctl: unknown command \"group\"\n"},
-		{"missing subcommand", nil, "", []string{"key"}, 2, "identityctl: key: missing subcommand (list, rotate)\n"},
+		{"missing subcommand", nil, "", []string{"key"}, 2, "identityctl: key: missing subcommand (list, rotate, rewrap)\n"},
 		{"unknown subcommand", nil, "", []string{"user", "delete", "alice"}, 2, "unknown subcommand \"delete\""},
 		{"both stores", map[string]string{"IDENTITY_REDIS_ADDRS": "127.0.0.1:1"}, "", []string{"user", "list"}, 2,
 			"--redis-url and --redis-addrs are exclusive"},
@@ -512,6 +512,22 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(usage, "  "+cmd.synopsis+" ") {
 			t.Errorf("usage does not show %q", cmd.synopsis)
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	c := &cli{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+	if code := c.run(t.Context(), []string{"--version"}); code != 0 || stderr.Len() != 0 {
+		t.Fatalf("--version: exit %d, stderr %q", code, stderr.String())
+	}
+	out := stdout.String()
+	if !regexp.MustCompile(`^identityctl \S+\n`).MatchString(out) || !strings.Contains(out, "\ngo: go1.") {
+		t.Errorf("--version printed %q; want \"identityctl <version>\" then the Go version", out)
+	}
+	if !strings.Contains(usage, "--version") {
+		t.Error("usage does not mention --version")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
 )
@@ -23,6 +24,7 @@ type config struct {
 	RedisURL        string
 	RedisAddrs      []string
 	RedisTimeout    time.Duration
+	RedisCAFile     string
 	SigningAlg      string
 	KeysDir         string
 	KeyPublishAhead time.Duration
@@ -35,16 +37,44 @@ type config struct {
 	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
 	// addresses and names the primary they monitor.
 	RedisSentinelMaster string
+	// TLS on both ports from these files (re-read when they change);
+	// with TLSClientCAFile the gRPC port requires client certificates.
+	TLSCertFile     string
+	TLSKeyFile      string
+	TLSClientCAFile string
 
 	BootstrapUser     string
 	BootstrapPassword string
 	BootstrapRoles    []string
+
+	// MasterKeys seal the keyring in Redis (IDENTITY_MASTER_KEY_FILE: the
+	// first key seals, every one opens); nil when not configured.
+	MasterKeys *masterkey.Keys
+	// InsecurePlaintextKeys allows Redis without a master key, the keyring
+	// then stored in the clear: for a trial only.
+	InsecurePlaintextKeys bool
+	// SigningAlgGiven: --signing-alg (or its variable) was set, not left
+	// at its default; with --keys-dir the keys must then be of that alg.
+	SigningAlgGiven bool
+
+	// flags is the flag set parsed (for the help's tests).
+	flags *envFlags
 }
 
-// envFlags registers flags whose defaults come from the environment.
+// envFlags registers flags whose defaults come from the environment, and
+// remembers each flag's variable and built-in default for the help text
+// (which shows the built-in default, never the environment's value: that
+// may be a Redis URL with a password in it).
 type envFlags struct {
-	fs   *flag.FlagSet
-	errs []error
+	fs      *flag.FlagSet
+	errs    []error
+	entries map[string]flagEntry
+}
+
+type flagEntry struct {
+	env string
+	def string // built-in default, as the help shows it
+	set bool   // the variable was set (non-empty)
 }
 
 func (e *envFlags) env(name string) (string, bool) {
@@ -52,14 +82,24 @@ func (e *envFlags) env(name string) (string, bool) {
 	return v, ok && v != ""
 }
 
+func (e *envFlags) record(flagName, envName, def string) {
+	if e.entries == nil {
+		e.entries = map[string]flagEntry{}
+	}
+	_, set := e.env(envName)
+	e.entries[flagName] = flagEntry{env: envName, def: def, set: set}
+}
+
 func (e *envFlags) str(p *string, flagName, envName, def, usage string) {
+	e.record(flagName, envName, def)
 	if v, ok := e.env(envName); ok {
 		def = v
 	}
-	e.fs.StringVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.StringVar(p, flagName, def, usage)
 }
 
 func (e *envFlags) dur(p *time.Duration, flagName, envName string, def time.Duration, usage string) {
+	e.record(flagName, envName, shortDuration(def))
 	if v, ok := e.env(envName); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -68,10 +108,11 @@ func (e *envFlags) dur(p *time.Duration, flagName, envName string, def time.Dura
 			def = d
 		}
 	}
-	e.fs.DurationVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.DurationVar(p, flagName, def, usage)
 }
 
 func (e *envFlags) num(p *int, flagName, envName string, def int, usage string) {
+	e.record(flagName, envName, strconv.Itoa(def))
 	if v, ok := e.env(envName); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -80,10 +121,11 @@ func (e *envFlags) num(p *int, flagName, envName string, def int, usage string) 
 			def = n
 		}
 	}
-	e.fs.IntVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.IntVar(p, flagName, def, usage)
 }
 
 func (e *envFlags) boolean(p *bool, flagName, envName string, def bool, usage string) {
+	e.record(flagName, envName, strconv.FormatBool(def))
 	if v, ok := e.env(envName); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -92,7 +134,30 @@ func (e *envFlags) boolean(p *bool, flagName, envName string, def bool, usage st
 			def = b
 		}
 	}
-	e.fs.BoolVar(p, flagName, def, usage+" (env "+envName+")")
+	e.fs.BoolVar(p, flagName, def, usage)
+}
+
+// shortDuration is d as the docs write it: 15m, 720h, 1m30s, 500ms.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// given reports whether the operator chose the flag's value: on the
+// command line or through its variable.
+func (e *envFlags) given(flagName string) bool {
+	if e.entries[flagName].set {
+		return true
+	}
+	found := false
+	e.fs.Visit(func(f *flag.Flag) { found = found || f.Name == flagName })
+	return found
 }
 
 func splitList(s string) []string {
@@ -105,20 +170,39 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseConfig reads flags from args and the environment.
-func parseConfig(args []string, stderr io.Writer) (config, error) {
+// usageError is a command line the flags cannot parse: exit status 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// errShowVersion: --version was given; nothing else is parsed.
+var errShowVersion = errors.New("version requested")
+
+// parseConfig reads flags from args and the environment. For -h/--help it
+// writes the help text to help and returns flag.ErrHelp; for --version it
+// returns errShowVersion. The flag package itself prints nothing: the
+// caller reports a bad flag in one line.
+func parseConfig(args []string, help io.Writer) (config, error) {
 	c := config{Server: server.DefaultConfig()}
 	fs := flag.NewFlagSet("identityd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	e := &envFlags{fs: fs}
+	c.flags = e
 	s := &c.Server
-	var redisAddrs, trusted, bootstrapRoles, origins string
+	var redisAddrs, trusted, bootstrapRoles, origins, publicURL string
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
+	e.str(&publicURL, "public-url", "IDENTITY_PUBLIC_URL", "", "base URL clients reach identityd at (https://id.example.com), for the discovery document's jwks_uri; unset: the issuer if it is an https URL, else the request's Host")
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
 	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses, or the sentinels' addresses with --redis-sentinel-master")
 	e.str(&c.RedisSentinelMaster, "redis-sentinel-master", "IDENTITY_REDIS_SENTINEL_MASTER", "", "name of the primary the sentinels in --redis-addrs monitor (Redis Sentinel)")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
+	e.str(&c.RedisCAFile, "redis-ca-file", "IDENTITY_REDIS_CA_FILE", "", "PEM CA certificates to verify Redis's TLS certificate with (rediss:// or --redis-addrs); unset: the system's roots")
+	e.str(&c.TLSCertFile, "tls-cert-file", "IDENTITY_TLS_CERT_FILE", "", "PEM certificate (chain) served on both ports, re-read when it changes; unset: plaintext, for loopback only")
+	e.str(&c.TLSKeyFile, "tls-key-file", "IDENTITY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
+	e.str(&c.TLSClientCAFile, "tls-client-ca-file", "IDENTITY_TLS_CLIENT_CA_FILE", "", "PEM CA certificates: the gRPC port then requires client certificates signed by them (mTLS)")
 	e.dur(&s.AccessTTL, "access-ttl", "IDENTITY_ACCESS_TTL", s.AccessTTL, "access token lifetime")
 	e.dur(&s.RefreshIdleTTL, "refresh-idle-ttl", "IDENTITY_REFRESH_IDLE_TTL", s.RefreshIdleTTL, "session idle lifetime")
 	e.dur(&s.RefreshAbsoluteTTL, "refresh-absolute-ttl", "IDENTITY_REFRESH_ABSOLUTE_TTL", s.RefreshAbsoluteTTL, "session absolute lifetime")
@@ -126,12 +210,16 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.dur(&s.Leeway, "leeway", "IDENTITY_LEEWAY", s.Leeway, "clock leeway when verifying exp/nbf/iat (0 to 30s)")
 	e.str(&s.Issuer, "issuer", "IDENTITY_ISSUER", s.Issuer, "iss of issued tokens")
 	e.str(&s.Audience, "audience", "IDENTITY_AUDIENCE", s.Audience, "aud of issued tokens")
-	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256")
+	e.str(&c.SigningAlg, "signing-alg", "IDENTITY_SIGNING_ALG", "EdDSA", "signing algorithm: EdDSA, ES256, RS256 or HS256; with --keys-dir the keys decide, and a value given here must match them")
 	e.str(&c.KeysDir, "keys-dir", "IDENTITY_KEYS_DIR", "", "directory of PEM signing keys; unset: keys made at start and kept in the store")
 	e.dur(&c.KeyPublishAhead, "key-publish-ahead", "IDENTITY_KEY_PUBLISH_AHEAD", token.DefaultPublishAhead, "how long a key rotated in by this instance is published before it signs; keep it above the other instances' key reload (30s) and the verifiers' JWKS refresh; shorter is for tests")
+	e.dur(&s.KeyReload, "key-reload", "IDENTITY_KEY_RELOAD", s.KeyReload, "how often keys are re-read from the store or --keys-dir: a rotation or a withdrawn key file takes effect within this (at least 1s)")
 	e.dur(&s.KeyRotation, "key-rotation", "IDENTITY_KEY_ROTATION", 0, "rotate the signing key when it is this old (0: only by identityctl key rotate)")
 	e.num(&s.LoginRatePerIP, "login-rate-per-ip", "IDENTITY_LOGIN_RATE_PER_IP", s.LoginRatePerIP, "login attempts per minute per client address (0: no limit)")
-	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per minute per username (0: no limit)")
+	e.num(&s.RefreshRatePerSession, "refresh-rate-per-session", "IDENTITY_REFRESH_RATE_PER_SESSION", s.RefreshRatePerSession, "refreshes per minute of one session, half of them at once (0: no limit)")
+	e.num(&s.RefreshRatePerIP, "refresh-rate-per-ip", "IDENTITY_REFRESH_RATE_PER_IP", s.RefreshRatePerIP, "refreshes per minute per client address (0: no limit)")
+	e.num(&s.LoginFailuresPerUserAddress, "login-failures-per-user-address", "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", s.LoginFailuresPerUserAddress, "failed logins per minute per username from one client address (0: no limit)")
+	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per hour per username from every address together (0: no limit)")
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
@@ -140,11 +228,21 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.str(&c.LogLevel, "log-level", "IDENTITY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "IDENTITY_SHUTDOWN_TIMEOUT", 10*time.Second, "time to drain connections on SIGINT/SIGTERM")
 	e.str(&bootstrapRoles, "bootstrap-roles", "IDENTITY_BOOTSTRAP_ROLES", "admin", "roles of the bootstrap user")
+	e.boolean(&c.InsecurePlaintextKeys, "insecure-plaintext-keys", "IDENTITY_INSECURE_PLAINTEXT_KEYS", false, "with Redis and no IDENTITY_MASTER_KEY_FILE, store the signing keys and refresh-token secret in the clear (a trial only: anyone who can read Redis can then mint tokens)")
+	version := fs.Bool("version", false, "print the build (version, VCS revision and time, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			writeHelp(help, fs, e.entries)
+			return c, err
+		}
+		return c, &usageError{err}
 	}
+	if *version {
+		return c, errShowVersion
+	}
+	c.SigningAlgGiven = e.given("signing-alg")
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return c, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	if len(e.errs) > 0 {
 		return c, errors.Join(e.errs...)
@@ -157,6 +255,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("--allowed-origins: %w", err)
 		}
 		s.AllowedOrigins = append(s.AllowedOrigins, n)
+	}
+	if publicURL != "" {
+		u, err := server.ParsePublicURL(publicURL)
+		if err != nil {
+			return c, fmt.Errorf("--public-url: %w", err)
+		}
+		s.PublicURL = u
 	}
 	for _, p := range splitList(trusted) {
 		pfx, err := netip.ParsePrefix(p)
@@ -184,8 +289,24 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.BootstrapUser != "" && c.BootstrapPassword == "" {
 		return c, errors.New("IDENTITY_BOOTSTRAP_USER needs IDENTITY_BOOTSTRAP_PASSWORD_FILE (or IDENTITY_BOOTSTRAP_PASSWORD)")
 	}
+	// The master key only ever comes from a file: never a flag or an
+	// environment value that `ps` or a crash report could show.
+	if f := os.Getenv("IDENTITY_MASTER_KEY_FILE"); f != "" {
+		k, err := masterkey.LoadFile(f)
+		if err != nil {
+			return c, fmt.Errorf("IDENTITY_MASTER_KEY_FILE: %w", err)
+		}
+		c.MasterKeys = k
+	}
 	return c, c.validate()
 }
+
+// usesRedis reports whether the store is Redis (not the embedded one).
+func (c config) usesRedis() bool { return c.RedisURL != "" || len(c.RedisAddrs) > 0 }
+
+// keysInRedis reports whether the signing keys live in Redis: the store is
+// Redis and there is no keys directory.
+func (c config) keysInRedis() bool { return c.usesRedis() && c.KeysDir == "" }
 
 func (c config) validate() error {
 	s := c.Server
@@ -201,13 +322,24 @@ func (c config) validate() error {
 	check(s.RefreshGrace >= 0 && s.RefreshGrace <= time.Minute, "--refresh-grace must be between 0 and 1m")
 	check(s.Leeway >= 0 && s.Leeway <= 30*time.Second, "--leeway must be between 0 and 30s")
 	check(s.Issuer != "" && s.Audience != "", "--issuer and --audience must not be empty")
-	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0, "login limits must not be negative")
+	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0 && s.LoginFailuresPerUserAddress >= 0, "login limits must not be negative")
+	check(s.RefreshRatePerSession >= 0 && s.RefreshRatePerIP >= 0, "refresh limits must not be negative")
 	check(c.RedisURL == "" || len(c.RedisAddrs) == 0, "set --redis-url or --redis-addrs, not both")
 	check(c.RedisSentinelMaster == "" || len(c.RedisAddrs) > 0, "--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
 	check(c.RedisSentinelMaster == "" || c.RedisURL == "", "--redis-sentinel-master goes with --redis-addrs, not --redis-url")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
+	check(c.MasterKeys == nil || !c.InsecurePlaintextKeys, "IDENTITY_MASTER_KEY_FILE and --insecure-plaintext-keys contradict each other: give one")
+	check(!c.keysInRedis() || c.MasterKeys != nil || c.InsecurePlaintextKeys,
+		"with Redis the signing keys are stored encrypted under a master key that never enters Redis: "+
+			"set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key), "+
+			"or give --insecure-plaintext-keys for a trial (anyone who can read Redis can then mint tokens)")
+	check(s.KeyReload >= time.Second, "--key-reload must be at least 1s")
+	check((c.TLSCertFile == "") == (c.TLSKeyFile == ""), "--tls-cert-file and --tls-key-file go together: give both or neither")
+	check(c.TLSClientCAFile == "" || c.TLSCertFile != "", "--tls-client-ca-file needs --tls-cert-file and --tls-key-file (client certificates are asked in a TLS handshake)")
+	check(c.RedisCAFile == "" || c.RedisURL != "" || len(c.RedisAddrs) > 0, "--redis-ca-file needs --redis-url (rediss://) or --redis-addrs")
+	check(c.RedisCAFile == "" || !strings.HasPrefix(c.RedisURL, "redis://"), "--redis-ca-file needs a rediss:// URL: redis:// is plaintext")
 	switch c.SigningAlg {
 	case "EdDSA", "ES256", "RS256", "HS256":
 	default:

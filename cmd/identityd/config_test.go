@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"io"
 	"net/netip"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/identityd/identity/masterkey"
 )
 
 func TestConfigDefaultsMatchDesign(t *testing.T) {
@@ -34,6 +38,17 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"audience", s.Audience, "identity"},
 		{"signing-alg", c.SigningAlg, "EdDSA"},
 		{"keys-dir", c.KeysDir, ""},
+		{"master key", c.MasterKeys == nil, true},
+		{"insecure-plaintext-keys", c.InsecurePlaintextKeys, false},
+		{"key-reload", s.KeyReload, 30 * time.Second},
+		{"login-rate-per-ip", s.LoginRatePerIP, 300},
+		{"login-failures-per-user-address", s.LoginFailuresPerUserAddress, 10},
+		{"login-failures-per-user", s.LoginFailuresPerUser, 100},
+		// No TLS files: plaintext (loopback only), no client certificates.
+		{"tls-cert-file", c.TLSCertFile, ""},
+		{"tls-key-file", c.TLSKeyFile, ""},
+		{"tls-client-ca-file", c.TLSClientCAFile, ""},
+		{"redis-ca-file", c.RedisCAFile, ""},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -49,7 +64,10 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
 	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
-	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256"}, io.Discard)
+	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", "3")
+	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER", "30")
+	t.Setenv("IDENTITY_PUBLIC_URL", "https://id.example.com/identity/")
+	c, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:2", "--signing-alg", "ES256", "--login-failures-per-user", "40"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +80,16 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	if c.SigningAlg != "ES256" {
 		t.Errorf("signing alg = %q", c.SigningAlg)
 	}
+	if c.Server.LoginFailuresPerUserAddress != 3 || c.Server.LoginFailuresPerUser != 40 {
+		t.Errorf("login failures per user and address = %d (env 3), per user = %d (flag 40 over env 30)",
+			c.Server.LoginFailuresPerUserAddress, c.Server.LoginFailuresPerUser)
+	}
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	if len(c.Server.TrustedProxies) != 2 || c.Server.TrustedProxies[0] != want[0] || c.Server.TrustedProxies[1] != want[1] {
 		t.Errorf("trusted proxies = %v, want %v", c.Server.TrustedProxies, want)
+	}
+	if c.Server.PublicURL != "https://id.example.com/identity" {
+		t.Errorf("public URL = %q, want it without its trailing slash", c.Server.PublicURL)
 	}
 	if got := strings.Join(c.Server.AllowedOrigins, " "); got != "https://app.example.com http://localhost:3000" || !c.Server.WebDemo {
 		t.Errorf("allowed origins = %q (normalised as browsers send Origin), web demo = %t", got, c.Server.WebDemo)
@@ -83,15 +108,29 @@ func TestConfigRejects(t *testing.T) {
 		{"negative grace", []string{"--refresh-grace", "-1s"}, nil, "--refresh-grace"},
 		{"unknown alg", []string{"--signing-alg", "none"}, nil, "--signing-alg"},
 		{"negative publish-ahead", []string{"--key-publish-ahead", "-1s"}, nil, "--key-publish-ahead"},
+		{"key reload under a second", []string{"--key-reload", "100ms"}, nil, "--key-reload"},
 		{"url and cluster", []string{"--redis-url", "redis://x", "--redis-addrs", "a:1"}, nil, "not both"},
 		{"sentinel master without sentinels", []string{"--redis-sentinel-master", "mymaster"}, nil, "--redis-sentinel-master needs the sentinels' addresses"},
 		{"sentinel master with a URL", nil, map[string]string{"IDENTITY_REDIS_SENTINEL_MASTER": "mymaster", "IDENTITY_REDIS_URL": "redis://x"}, "not --redis-url"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
+		{"negative per-address failures", []string{"--login-failures-per-user-address", "-1"}, nil, "login limits"},
+		{"bad per-address failures env", nil, map[string]string{"IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS": "ten"}, "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS"},
 		{"bad proxy", []string{"--trusted-proxies", "not-an-ip"}, nil, "trusted proxy"},
+		{"public URL not http", []string{"--public-url", "ftp://id.example.com"}, nil, "--public-url"},
+		{"public URL with a query", nil, map[string]string{"IDENTITY_PUBLIC_URL": "https://id.example.com/?x=1"}, "--public-url"},
 		{"wildcard origin", []string{"--allowed-origins", "*"}, nil, "--allowed-origins"},
 		{"origin with a path", nil, map[string]string{"IDENTITY_ALLOWED_ORIGINS": "https://app.example.com/login"}, "--allowed-origins"},
+		{"cert without key", []string{"--tls-cert-file", "/c.pem"}, nil, "--tls-key-file go together"},
+		{"key without cert", nil, map[string]string{"IDENTITY_TLS_KEY_FILE": "/k.pem"}, "--tls-key-file go together"},
+		{"client CA without TLS", []string{"--tls-client-ca-file", "/ca.pem"}, nil, "--tls-client-ca-file needs"},
+		{"redis CA without Redis", []string{"--redis-ca-file", "/ca.pem"}, nil, "--redis-ca-file needs"},
+		{"redis CA on plaintext Redis", []string{"--redis-ca-file", "/ca.pem", "--redis-url", "redis://127.0.0.1:6379"}, nil, "rediss://"},
 		{"bootstrap without password", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
 		{"missing password file", nil, map[string]string{"IDENTITY_BOOTSTRAP_USER": "alice", "IDENTITY_BOOTSTRAP_PASSWORD_FILE": "/nonexistent/pw"}, "IDENTITY_BOOTSTRAP_PASSWORD_FILE"},
+		{"redis without a master key", []string{"--redis-url", "redis://x"}, nil, "set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key)"},
+		{"cluster without a master key", nil, map[string]string{"IDENTITY_REDIS_ADDRS": "a:1,b:1"}, "--insecure-plaintext-keys for a trial"},
+		{"missing master key file", []string{"--redis-url", "redis://x"}, map[string]string{"IDENTITY_MASTER_KEY_FILE": "/nonexistent/master.key"}, "IDENTITY_MASTER_KEY_FILE: open /nonexistent/master.key"},
+		{"bad insecure env", nil, map[string]string{"IDENTITY_INSECURE_PLAINTEXT_KEYS": "maybe"}, "IDENTITY_INSECURE_PLAINTEXT_KEYS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,6 +171,7 @@ func TestConfigRedisTopologies(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
+			t.Setenv("IDENTITY_INSECURE_PLAINTEXT_KEYS", "true") // not what this test is about
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
@@ -153,6 +193,25 @@ func TestConfigRedisTopologies(t *testing.T) {
 				t.Errorf("MaxRetries %d, ContextTimeoutEnabled %t, ReadTimeout %v: want -1, true, --redis-timeout", o.MaxRetries, o.ContextTimeoutEnabled, o.ReadTimeout)
 			}
 		})
+	}
+}
+
+func TestConfigTLSFromEnvAndFlags(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("IDENTITY_TLS_CERT_FILE", "/etc/identity/tls.crt")
+	t.Setenv("IDENTITY_TLS_KEY_FILE", "/etc/identity/tls.key")
+	t.Setenv("IDENTITY_TLS_CLIENT_CA_FILE", "/etc/identity/clients-ca.crt")
+	t.Setenv("IDENTITY_REDIS_URL", "rediss://redis.internal:6380/0")
+	t.Setenv("IDENTITY_REDIS_CA_FILE", "/etc/identity/redis-ca.crt")
+	t.Setenv("IDENTITY_INSECURE_PLAINTEXT_KEYS", "true") // not what this test is about
+	c, err := parseConfig([]string{"--tls-cert-file", "/run/renewed.crt"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile, c.RedisCAFile}
+	want := []string{"/run/renewed.crt", "/etc/identity/tls.key", "/etc/identity/clients-ca.crt", "/etc/identity/redis-ca.crt"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("TLS files = %q, want %q (the flag over its env)", got, want)
 	}
 }
 
@@ -183,4 +242,87 @@ func clearEnv(t *testing.T) {
 			os.Unsetenv(k)
 		}
 	}
+}
+
+// writeMasterKey writes a key file as `openssl rand -base64 32 > f` does and
+// returns its path and its line.
+func writeMasterKey(t *testing.T, lines ...string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(f, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newKeyLine(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, masterkey.Size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestMasterKeyConfig(t *testing.T) {
+	current, accepted := newKeyLine(t), newKeyLine(t)
+	want, err := masterkey.Parse([]byte(current + "\n" + accepted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redis := []string{"--redis-url", "redis://127.0.0.1:6379"}
+
+	t.Run("from the file, every line", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv("IDENTITY_MASTER_KEY_FILE", writeMasterKey(t, "# rotation overlap", current, accepted))
+		c, err := parseConfig(redis, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.MasterKeys == nil || strings.Join(c.MasterKeys.IDs(), ",") != strings.Join(want.IDs(), ",") {
+			t.Fatalf("master keys = %v, want %v (the first seals)", c.MasterKeys, want.IDs())
+		}
+	})
+	t.Run("not needed without Redis or with a keys dir", func(t *testing.T) {
+		clearEnv(t)
+		if _, err := parseConfig(nil, io.Discard); err != nil {
+			t.Errorf("embedded store: %v", err)
+		}
+		if _, err := parseConfig(append(redis, "--keys-dir", t.TempDir()), io.Discard); err != nil {
+			t.Errorf("keys dir on Redis: %v", err)
+		}
+	})
+	t.Run("insecure plaintext keys, flag or env", func(t *testing.T) {
+		clearEnv(t)
+		c, err := parseConfig(append(redis, "--insecure-plaintext-keys"), io.Discard)
+		if err != nil || !c.InsecurePlaintextKeys {
+			t.Errorf("--insecure-plaintext-keys: %v, %t", err, c.InsecurePlaintextKeys)
+		}
+		t.Setenv("IDENTITY_INSECURE_PLAINTEXT_KEYS", "true")
+		if c, err = parseConfig(redis, io.Discard); err != nil || !c.InsecurePlaintextKeys {
+			t.Errorf("IDENTITY_INSECURE_PLAINTEXT_KEYS: %v, %t", err, c.InsecurePlaintextKeys)
+		}
+		t.Setenv("IDENTITY_MASTER_KEY_FILE", writeMasterKey(t, current))
+		if _, err = parseConfig(redis, io.Discard); err == nil || !strings.Contains(err.Error(), "contradict") {
+			t.Errorf("a master key and --insecure-plaintext-keys: %v, want a refusal", err)
+		}
+	})
+	t.Run("a bad file is refused without showing it", func(t *testing.T) {
+		for name, text := range map[string]string{
+			"short key":  base64.StdEncoding.EncodeToString([]byte("sixteen byte key")),
+			"not base64": "my-secret-passphrase",
+			"empty":      "",
+		} {
+			clearEnv(t)
+			t.Setenv("IDENTITY_MASTER_KEY_FILE", writeMasterKey(t, text))
+			_, err := parseConfig(redis, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "IDENTITY_MASTER_KEY_FILE") || !strings.Contains(err.Error(), "openssl rand -base64 32") {
+				t.Errorf("%s: %v, want a refusal that says how to make a key", name, err)
+				continue
+			}
+			if text != "" && strings.Contains(err.Error(), text) {
+				t.Errorf("%s: the error shows the file's content: %v", name, err)
+			}
+		}
+	})
 }

@@ -20,6 +20,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/identityd/identity/internal/buildinfo"
+	"github.com/identityd/identity/internal/tlsfiles"
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -31,13 +34,22 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "identityd:", err)
-		os.Exit(1)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode reports err on stderr and returns the exit status: 0 for none
+// (and for --help), 2 for a command line that does not parse, 1 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "identityd: %v\nRun 'identityd --help' for the flags.\n", err)
+		return 2
 	}
+	fmt.Fprintln(stderr, "identityd:", err)
+	return 1
 }
 
 func newLogger(c config, w io.Writer) (*slog.Logger, error) {
@@ -67,6 +79,15 @@ func redisOptions(c config) (*redis.UniversalOptions, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.RedisCAFile != "" {
+		pool, err := tlsfiles.CertPool(c.RedisCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-ca-file: %w", err)
+		}
+		if err := tokenstore.SetRootCAs(opts, pool); err != nil {
+			return nil, err
+		}
+	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = time.Second
 	}
@@ -90,8 +111,14 @@ func redisMode(c config) string {
 	return "single"
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	c, err := parseConfig(args, stderr)
+// run is identityd without the process: --help goes to stdout, the log to
+// stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, stdout)
+	if errors.Is(err, errShowVersion) {
+		_, err = io.WriteString(stdout, buildinfo.Read().String("identityd"))
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -108,6 +135,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var store tokenstore.Store
 	var limiter ratelimit.Limiter
+	// keyringName is the Redis key of the keyring, what a sealed keyring is
+	// bound to; "" on the embedded store.
+	var keyringName string
 	storeOpts := []tokenstore.Option{
 		tokenstore.WithIdleTTL(c.Server.RefreshIdleTTL),
 		// Revocations must outlive every access token they revoke.
@@ -125,7 +155,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		rdb := tokenstore.NewClient(opts)
 		defer rdb.Close()
 		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
-		store = tokenstore.NewRedis(rdb, storeOpts...)
+		rs := tokenstore.NewRedis(rdb, storeOpts...)
+		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
 	}
 	defer store.Close()
@@ -133,6 +164,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	hasher, err := password.New(password.WithWorkers(hashWorkers(c.HashWorkers, runtime.GOMAXPROCS(0))))
 	if err != nil {
 		return err
+	}
+	serverTLS, err := loadTLS(c, log)
+	if err != nil {
+		return err
+	}
+	// Keys from --keys-dir need no store: a mistake there stops identityd
+	// before it listens. Keys in the store are loaded once it answers.
+	var keys *token.Manager
+	if c.KeysDir != "" {
+		if keys, err = loadKeys(ctx, c, store, keyringName, log); err != nil {
+			return err
+		}
 	}
 	grpcLis, err := net.Listen("tcp", c.GRPCAddr)
 	if err != nil {
@@ -143,29 +186,40 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		grpcLis.Close()
 		return err
 	}
+	if serverTLS == nil {
+		for _, l := range []net.Listener{grpcLis, httpLis} {
+			if !isLoopback(l.Addr()) {
+				log.Warn("serving plaintext on a non-loopback address: tokens and passwords cross the network in the clear; set --tls-cert-file and --tls-key-file", slog.String("addr", l.Addr().String()))
+			}
+		}
+	}
 	log.Info("identityd listening",
 		slog.String("grpc", grpcLis.Addr().String()),
 		slog.String("http", httpLis.Addr().String()),
-		slog.String("signing_alg", c.SigningAlg))
+		slog.Bool("tls", serverTLS != nil),
+		slog.Bool("client_certs", serverTLS != nil && serverTLS.ClientCAs != nil))
 	// The ports are bound from here on; until the store answers, the
 	// waiting server answers on them (see waiting.go).
 	grpcPorts, httpPorts := newHandoff(grpcLis), newHandoff(httpLis)
 	defer grpcPorts.Close()
 	defer httpPorts.Close()
-	waiting := serveWaiting(grpcPorts.next(), httpPorts.next())
+	waiting := serveWaiting(grpcPorts.next(), httpPorts.next(), serverTLS)
 
-	var keys *token.Manager
-	err = waitForStore(ctx, log, startBackoff, []startStep{
-		{"the store to answer", store.Ping},
-		{"the signing keys: the keyring cannot be read from the store yet", func(ctx context.Context) (err error) {
-			keys, err = loadKeys(ctx, c, store, log)
+	// Each retried step logs its lines once, however many attempts it takes.
+	onceLog := slog.New(newOnceHandler(log.Handler()))
+	steps := []startStep{{"the store to answer", store.Ping}}
+	if keys == nil {
+		// Nothing is written to the store before the keys load: a wrong
+		// master key stops identityd with the store as it found it.
+		steps = append(steps, startStep{"the signing keys: the keyring cannot be read from the store yet", func(ctx context.Context) (err error) {
+			keys, err = loadKeys(ctx, c, store, keyringName, onceLog)
 			return err
-		}},
-		{"the store to take the bootstrap user", func(ctx context.Context) error {
-			return bootstrap(ctx, c, store, hasher, log)
-		}},
-	})
-	if err != nil {
+		}})
+	}
+	steps = append(steps, startStep{"the store to take the bootstrap user", func(ctx context.Context) error {
+		return bootstrap(ctx, c, store, hasher, onceLog)
+	}})
+	if err := waitForStore(ctx, log, startBackoff, steps); err != nil {
 		waiting.stop(c.ShutdownTimeout)
 		if ctx.Err() != nil {
 			log.Info("identityd stopped before its store answered")
@@ -182,6 +236,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Limiter:     limiter,
 		Logger:      log,
 		KeysFromDir: c.KeysDir != "",
+		TLS:         serverTLS,
 	})
 	if err != nil {
 		waiting.stop(c.ShutdownTimeout)
@@ -191,6 +246,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// clients reconnect to it.
 	grpcServed, httpServed := grpcPorts.next(), httpPorts.next()
 	waiting.stop(c.ShutdownTimeout)
+	log.Info("identityd serving", slog.String("signing_alg", signingAlg(keys)))
 	err = srv.Serve(ctx, grpcServed, httpServed, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
@@ -201,6 +257,34 @@ type goRedisLog struct{ log *slog.Logger }
 
 func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), slog.String("source", "go-redis"))
+}
+
+// loadTLS reads --tls-cert-file and --tls-key-file (and the client CAs),
+// or returns nil for plaintext. The pair is re-read when its files change
+// (tlsfiles.KeyPair): a renewed certificate needs no restart. The client
+// CA file is read once, at start.
+func loadTLS(c config, log *slog.Logger) (*server.TLS, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	kp, err := tlsfiles.LoadKeyPair(c.TLSCertFile, c.TLSKeyFile, tlsfiles.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+	}
+	t := &server.TLS{GetCertificate: kp.GetCertificate}
+	if c.TLSClientCAFile != "" {
+		if t.ClientCAs, err = tlsfiles.CertPool(c.TLSClientCAFile); err != nil {
+			return nil, fmt.Errorf("--tls-client-ca-file: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// isLoopback reports whether a listener's address is a loopback one (an
+// unspecified address, 0.0.0.0 or ::, is every interface: not loopback).
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // hashWorkers is how many argon2id hashes run at once: the flag's value,
@@ -219,16 +303,73 @@ func hashWorkers(flag, procs int) int {
 
 // loadKeys reads the signing keys from --keys-dir, or from the store,
 // making them on first start (every instance then signs with the same keys).
-func loadKeys(ctx context.Context, c config, store tokenstore.Store, log *slog.Logger) (*token.Manager, error) {
+// In Redis (keyringName set) the keyring is sealed under the master key,
+// unless --insecure-plaintext-keys said otherwise.
+func loadKeys(ctx context.Context, c config, store tokenstore.Store, keyringName string, log *slog.Logger) (*token.Manager, error) {
 	// The publish-ahead only concerns the Manager: it dates the keys that
 	// rotations through this instance (AdminService.RotateKeys, the
 	// --key-rotation schedule) add.
-	opts := append(c.Server.TokenOptions(nil, nil), token.WithPublishAhead(c.KeyPublishAhead))
+	opts := append(c.Server.TokenOptions(nil, nil), token.WithPublishAhead(c.KeyPublishAhead), token.WithLogger(log))
 	if c.KeysDir != "" {
 		log.Info("loading signing keys from directory", slog.String("dir", c.KeysDir))
-		return token.LoadDir(c.KeysDir, opts...)
+		if c.MasterKeys != nil {
+			log.Warn("IDENTITY_MASTER_KEY_FILE is not used: the signing keys are the files of --keys-dir")
+		}
+		keys, err := token.LoadDir(c.KeysDir, opts...)
+		if err != nil {
+			return nil, err
+		}
+		// The keys decide the algorithm; a --signing-alg that says
+		// otherwise is a mistake to report, not a wish to ignore (the log
+		// would claim one algorithm while tokens carry another).
+		k, err := keys.SigningKey()
+		if err != nil {
+			return nil, err
+		}
+		if c.SigningAlgGiven && k.Alg != c.SigningAlg {
+			return nil, fmt.Errorf("--signing-alg (IDENTITY_SIGNING_ALG) is %s, but the signing key in --keys-dir %s (%s.pem) is %s: set --signing-alg %s, or leave it unset to follow the keys",
+				c.SigningAlg, c.KeysDir, k.ID, k.Alg, k.Alg)
+		}
+		return keys, nil
 	}
-	return token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	switch {
+	case keyringName == "":
+		if c.MasterKeys != nil {
+			log.Info("IDENTITY_MASTER_KEY_FILE is not used: the embedded store keeps the signing keys in memory only")
+		}
+	case c.MasterKeys != nil:
+		opts = append(opts, token.WithSealing(token.Sealing{Sealer: c.MasterKeys, Name: keyringName}))
+		log.Info("the keyring in Redis is sealed under the master key",
+			slog.String("master_key", c.MasterKeys.ID()), slog.Any("accepted_master_keys", c.MasterKeys.IDs()))
+	default:
+		log.Warn("--insecure-plaintext-keys: the signing keys and the refresh-token secret are stored in Redis in the clear; " +
+			"anyone who can read Redis can mint tokens. Set IDENTITY_MASTER_KEY_FILE for production")
+	}
+	keys, err := token.LoadOrCreate(ctx, store, c.SigningAlg, opts...)
+	switch {
+	case errors.Is(err, token.ErrKeyringSealed):
+		return nil, fmt.Errorf("refusing to start: %w; set IDENTITY_MASTER_KEY_FILE to the file it was sealed with (nothing was changed)", err)
+	case errors.Is(err, masterkey.ErrUnknownKey) || errors.Is(err, masterkey.ErrOpen):
+		return nil, fmt.Errorf("refusing to start: %w; is IDENTITY_MASTER_KEY_FILE the file the other instances use? (nothing was changed)", err)
+	case err != nil:
+		return nil, err
+	}
+	if k, err := keys.SigningKey(); err == nil && k.Alg != c.SigningAlg {
+		// LoadOrCreate rotated in a key of the configured alg; it signs
+		// once it has been published for --key-publish-ahead.
+		log.Info("the store's signing key has another algorithm: a key of the configured one was added and takes over after --key-publish-ahead",
+			slog.String("signing_alg", k.Alg), slog.String("configured_alg", c.SigningAlg), slog.Duration("publish_ahead", c.KeyPublishAhead))
+	}
+	return keys, nil
+}
+
+// signingAlg is the algorithm tokens are signed with now.
+func signingAlg(keys *token.Manager) string {
+	k, err := keys.SigningKey()
+	if err != nil {
+		return "none"
+	}
+	return k.Alg
 }
 
 // bootstrap creates IDENTITY_BOOTSTRAP_USER if it does not exist yet.

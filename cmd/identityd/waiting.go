@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/tokenstore"
 )
 
@@ -109,14 +112,20 @@ func storeUnavailable() *status.Status {
 		"identity is starting: its session store does not answer yet"))
 }
 
-func serveWaiting(grpcLis, httpLis net.Listener) *waitingServer {
+// serveWaiting answers on the listeners, with the TLS the server will use
+// (nil: plaintext), until stop.
+func serveWaiting(grpcLis, httpLis net.Listener, serverTLS *server.TLS) *waitingServer {
 	hs := health.NewServer()
 	for _, svc := range []string{"", identityv1.IdentityService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
-	g := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+	opts := []grpc.ServerOption{grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
 		return storeUnavailable().Err()
-	}))
+	})}
+	if serverTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS.GRPCConfig())))
+	}
+	g := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(g, hs)
 
 	body, _ := protojson.Marshal(storeUnavailable().Proto())
@@ -157,7 +166,12 @@ func serveWaiting(grpcLis, httpLis net.Listener) *waitingServer {
 		defer close(w.done)
 		errc := make(chan struct{})
 		go func() { _ = g.Serve(grpcLis); close(errc) }()
-		_ = h.Serve(httpLis)
+		if serverTLS != nil {
+			h.TLSConfig = serverTLS.HTTPConfig()
+			_ = h.ServeTLS(httpLis, "", "")
+		} else {
+			_ = h.Serve(httpLis)
+		}
 		<-errc
 	}()
 	return w
@@ -177,4 +191,28 @@ func (w *waitingServer) stop(timeout time.Duration) {
 		w.grpc.Stop()
 	}
 	<-w.done
+}
+
+// onceHandler passes each distinct message once: a step retried with
+// backoff says what it does on its first attempt, not on every one.
+type onceHandler struct {
+	slog.Handler
+	seen *sync.Map
+}
+
+func newOnceHandler(h slog.Handler) *onceHandler { return &onceHandler{h, &sync.Map{}} }
+
+func (h *onceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if _, dup := h.seen.LoadOrStore(r.Message, true); dup {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *onceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &onceHandler{h.Handler.WithAttrs(attrs), h.seen}
+}
+
+func (h *onceHandler) WithGroup(name string) slog.Handler {
+	return &onceHandler{h.Handler.WithGroup(name), h.seen}
 }

@@ -1,6 +1,6 @@
 // Command identityload is a closed-loop gRPC load generator for a running
-// identityd on this machine. It measures the service against DESIGN.md's
-// targets side by side, in one run against one server: a no-op unary RPC
+// identityd on this machine. It measures the service against the
+// performance targets in BENCHMARKS.md side by side, in one run against one server: a no-op unary RPC
 // (grpc.health.v1.Health/Check, which runs through the same interceptor
 // chain), Verify, Refresh, Login, and Verify under a login flood, then the
 // ratios between them and against a raw argon2id rate measured in-process.
@@ -70,6 +70,8 @@ type config struct {
 	watchers     int
 	peer         string
 	sessions     int
+	serviceUser  string
+	servicePWF   string
 }
 
 var scenarioNames = []string{"noop", "verify", "refresh", "login", "login-flood+verify"}
@@ -101,6 +103,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.watchers, "watchers", 0, "WatchRevocations streams held open (and drained) during every scenario")
 	fs.StringVar(&c.peer, "peer", "", "a second identityd's gRPC address on the same store (revocation)")
 	fs.IntVar(&c.sessions, "sessions", 200, "sessions logged out one by one (revocation)")
+	fs.StringVar(&c.serviceUser, "service-user", "", "an account with the service role: WatchRevocations streams (-watchers, revocation) are opened as it")
+	fs.StringVar(&c.servicePWF, "service-password-file", "", "file holding -service-user's password")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,10 @@ import (
 // (caught up), so the scenarios after it run with all of them open.
 func (l *loader) openWatchers(ctx context.Context, n int) (stop func(), err error) {
 	const perConn = 100
+	creds, err := l.serviceCreds()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var conns []*grpc.ClientConn
@@ -51,7 +56,7 @@ func (l *loader) openWatchers(ctx context.Context, n int) (stop func(), err erro
 		}
 		api := identityv1.NewIdentityServiceClient(conns[len(conns)-1])
 		wg.Go(func() {
-			stream, err := api.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{})
+			stream, err := api.WatchRevocations(ctx, &identityv1.WatchRevocationsRequest{}, grpc.PerRPCCredentials(creds))
 			if err != nil {
 				failed.Add(1)
 				return
@@ -83,6 +88,24 @@ func (l *loader) openWatchers(ctx context.Context, n int) (stop func(), err erro
 		return nil, fmt.Errorf("opened %d of %d WatchRevocations streams", ready.Load(), n)
 	}
 	return stop, nil
+}
+
+// serviceAccount is the -service-user account, as per-RPC credentials.
+type serviceAccount struct {
+	*authn.ServiceAccount
+	password string
+}
+
+func (l *loader) serviceCreds() (serviceAccount, error) {
+	if l.cfg.serviceUser == "" || l.cfg.servicePWF == "" {
+		return serviceAccount{}, errors.New("WatchRevocations is for services: give -service-user and -service-password-file (an account with the service role)")
+	}
+	b, err := os.ReadFile(l.cfg.servicePWF)
+	if err != nil {
+		return serviceAccount{}, err
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	return serviceAccount{authn.NewServiceAccount(l.conns[0], l.cfg.serviceUser, pw), pw}, nil
 }
 
 // redisCommands reads total_commands_processed from a loopback Redis with
@@ -180,7 +203,12 @@ func (l *loader) revocation(ctx context.Context) error {
 		return err
 	}
 	defer peer.Close()
-	local, err := authn.NewLocal(authn.WithKeysFromConn(peer), authn.WithCallTimeout(l.cfg.timeout))
+	creds, err := l.serviceCreds()
+	if err != nil {
+		return err
+	}
+	local, err := authn.NewLocal(authn.WithKeysFromConn(peer), authn.WithCallTimeout(l.cfg.timeout),
+		authn.WithWatchCredentials(authn.NewServiceAccount(peer, l.cfg.serviceUser, creds.password)))
 	if err != nil {
 		return err
 	}

@@ -2,58 +2,68 @@
 // that cmd/greeter runs and that authn's tests call against a real
 // identityd. Hello and HelloStream greet any caller with a valid access
 // token; AdminHello only callers with the "admin" role. The gRPC health
-// service answers without a token.
+// service and server reflection answer without a token, so grpcurl can
+// list and describe it.
 //
-// Its API is written by hand with protobuf well-known types, so the example
-// needs no .proto of its own; a real service would use generated code, and
-// protect it with the same few lines as NewServer.
+// Its API is examples/greeter/proto/greeter/v1/greeter.proto, generated
+// into gen/greeter/v1 with identity's own (go tool buf generate); protecting
+// it takes the few lines of NewServer.
 package greeter
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/identityd/identity/authn"
+	greeterv1 "github.com/identityd/identity/gen/greeter/v1"
 )
 
 // The service's full method names.
 const (
 	ServiceName       = "greeter.v1.Greeter"
-	HelloMethod       = "/greeter.v1.Greeter/Hello"
-	AdminHelloMethod  = "/greeter.v1.Greeter/AdminHello"
-	HelloStreamMethod = "/greeter.v1.Greeter/HelloStream"
+	HelloMethod       = greeterv1.Greeter_Hello_FullMethodName
+	AdminHelloMethod  = greeterv1.Greeter_AdminHello_FullMethodName
+	HelloStreamMethod = greeterv1.Greeter_HelloStream_FullMethodName
 )
 
-// NewServer returns a gRPC server serving Greeter and health, with every
-// Greeter call checked by v. This is all it takes to protect a service.
+// NewServer returns a gRPC server serving Greeter, health and reflection,
+// with every Greeter call checked by v (authn lets health and reflection
+// through without a token). This is all it takes to protect a service.
 func NewServer(v authn.Verifier, opts ...grpc.ServerOption) *grpc.Server {
 	roles := authn.WithRoles(map[string]string{AdminHelloMethod: "admin"})
 	s := grpc.NewServer(append(opts,
 		grpc.ChainUnaryInterceptor(authn.UnaryServerInterceptor(v, roles)),
 		grpc.ChainStreamInterceptor(authn.StreamServerInterceptor(v, roles)),
 	)...)
-	s.RegisterService(&serviceDesc, greeter{})
+	greeterv1.RegisterGreeterServer(s, greeter{})
 	healthpb.RegisterHealthServer(s, health.NewServer())
+	reflection.Register(s)
 	return s
 }
 
-type greeter struct{}
+type greeter struct {
+	greeterv1.UnimplementedGreeterServer
+}
 
-func (greeter) hello(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+func (greeter) Hello(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 	c, ok := authn.ClaimsFromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Internal, "no verified caller") // a wiring bug
@@ -61,58 +71,19 @@ func (greeter) hello(ctx context.Context, _ *wrapperspb.StringValue) (*wrappersp
 	return wrapperspb.String("hello, " + c.Username), nil
 }
 
-func (greeter) adminHello(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+func (greeter) AdminHello(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 	c, _ := authn.ClaimsFromContext(ctx)
 	return wrapperspb.String("hello, admin " + c.Username), nil
 }
 
-func (g greeter) helloStream(_ *wrapperspb.StringValue, stream grpc.ServerStream) error {
+func (greeter) HelloStream(_ *wrapperspb.StringValue, stream grpc.ServerStreamingServer[wrapperspb.StringValue]) error {
 	for i := range 3 {
 		c, _ := authn.ClaimsFromContext(stream.Context())
-		if err := stream.SendMsg(wrapperspb.String(fmt.Sprintf("hello #%d, %s", i+1, c.Username))); err != nil {
+		if err := stream.Send(wrapperspb.String(fmt.Sprintf("hello #%d, %s", i+1, c.Username))); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-type unaryFunc func(greeter, context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error)
-
-func unaryHandler(method string, f unaryFunc) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
-	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-		in := new(wrapperspb.StringValue)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		call := func(ctx context.Context, req any) (any, error) {
-			return f(srv.(greeter), ctx, req.(*wrapperspb.StringValue))
-		}
-		if interceptor == nil {
-			return call(ctx, in)
-		}
-		return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, call)
-	}
-}
-
-var serviceDesc = grpc.ServiceDesc{
-	ServiceName: ServiceName,
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{
-		{MethodName: "Hello", Handler: unaryHandler(HelloMethod, greeter.hello)},
-		{MethodName: "AdminHello", Handler: unaryHandler(AdminHelloMethod, greeter.adminHello)},
-	},
-	Streams: []grpc.StreamDesc{{
-		StreamName:    "HelloStream",
-		ServerStreams: true,
-		Handler: func(srv any, stream grpc.ServerStream) error {
-			in := new(wrapperspb.StringValue)
-			if err := stream.RecvMsg(in); err != nil {
-				return err
-			}
-			return srv.(greeter).helloStream(in, stream)
-		},
-	}},
-	Metadata: "examples/greeter",
 }
 
 // WithToken returns ctx sending token as the calls' bearer access token.
@@ -122,35 +93,25 @@ func WithToken(ctx context.Context, token string) context.Context {
 
 // Hello calls Greeter.Hello (the token comes from ctx, see WithToken).
 func Hello(ctx context.Context, conn grpc.ClientConnInterface) (string, error) {
-	out := new(wrapperspb.StringValue)
-	err := conn.Invoke(ctx, HelloMethod, wrapperspb.String(""), out)
+	out, err := greeterv1.NewGreeterClient(conn).Hello(ctx, wrapperspb.String(""))
 	return out.GetValue(), err
 }
 
 // AdminHello calls Greeter.AdminHello.
 func AdminHello(ctx context.Context, conn grpc.ClientConnInterface) (string, error) {
-	out := new(wrapperspb.StringValue)
-	err := conn.Invoke(ctx, AdminHelloMethod, wrapperspb.String(""), out)
+	out, err := greeterv1.NewGreeterClient(conn).AdminHello(ctx, wrapperspb.String(""))
 	return out.GetValue(), err
 }
 
 // HelloStream calls Greeter.HelloStream and collects its greetings.
 func HelloStream(ctx context.Context, conn grpc.ClientConnInterface) ([]string, error) {
-	desc := &serviceDesc.Streams[0]
-	stream, err := conn.NewStream(ctx, desc, HelloStreamMethod)
+	stream, err := greeterv1.NewGreeterClient(conn).HelloStream(ctx, wrapperspb.String(""))
 	if err != nil {
-		return nil, err
-	}
-	if err := stream.SendMsg(wrapperspb.String("")); err != nil {
-		return nil, err
-	}
-	if err := stream.CloseSend(); err != nil {
 		return nil, err
 	}
 	var got []string
 	for {
-		out := new(wrapperspb.StringValue)
-		err := stream.RecvMsg(out)
+		out, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return got, nil
 		}
@@ -165,6 +126,10 @@ func HelloStream(ctx context.Context, conn grpc.ClientConnInterface) ([]string, 
 type Config struct {
 	// IdentityAddr is identity's gRPC address (host:port).
 	IdentityAddr string
+	// IdentityTLS reaches identity over TLS (authn.TLSConfig: its CA, and
+	// a client certificate when identity requires one), on gRPC and for
+	// the JWKS; nil: plaintext, for an identity on loopback.
+	IdentityTLS *tls.Config
 	// Mode is "remote" (identity's Verify on every call, behind a short
 	// cache) or "local" (signatures checked here, revocations pushed).
 	Mode string
@@ -177,6 +142,13 @@ type Config struct {
 	// RemoteFallback, in local mode, asks identity instead of failing
 	// closed while the revocation stream is stale.
 	RemoteFallback bool
+	// ServiceUser and ServicePassword are the greeter's own identity
+	// account (role "service"): identity streams revocations only to
+	// services, so the local verifier and the remote one's cache watch
+	// open the stream as that account. Under identity's mTLS, the client
+	// certificate in IdentityTLS is enough instead.
+	ServiceUser     string
+	ServicePassword string
 	// ReadyTimeout is how long Run waits for a local verifier to load the
 	// keys and catch up with revocations before serving (it serves anyway,
 	// failing closed, after that).
@@ -192,7 +164,11 @@ func Run(ctx context.Context, cfg Config, lis net.Listener) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	conn, err := grpc.NewClient(cfg.IdentityAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport := insecure.NewCredentials()
+	if cfg.IdentityTLS != nil {
+		transport = credentials.NewTLS(cfg.IdentityTLS)
+	}
+	conn, err := grpc.NewClient(cfg.IdentityAddr, grpc.WithTransportCredentials(transport))
 	if err != nil {
 		return fmt.Errorf("identity address %q: %w", cfg.IdentityAddr, err)
 	}
@@ -202,18 +178,28 @@ func Run(ctx context.Context, cfg Config, lis net.Listener) error {
 		authn.Verifier
 		io.Closer
 	}
+	watchAs := authn.WithWatchCredentials(nil)
+	if cfg.ServiceUser != "" {
+		watchAs = authn.WithWatchCredentials(authn.NewServiceAccount(conn, cfg.ServiceUser, cfg.ServicePassword))
+	}
 	switch cfg.Mode {
 	case "remote":
 		// A short positive cache, dropped at once by revocation events.
-		remote, err := authn.NewRemote(conn, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch(), authn.WithLogger(log))
+		remote, err := authn.NewRemote(conn, authn.WithCache(10_000, 30*time.Second), authn.WithRevocationWatch(), watchAs, authn.WithLogger(log))
 		if err != nil {
 			return err
 		}
 		v = remote
 	case "local":
-		opts := []authn.LocalOption{authn.WithRevocationsFromConn(conn), authn.WithLogger(log)}
+		opts := []authn.LocalOption{authn.WithRevocationsFromConn(conn), watchAs, authn.WithLogger(log)}
 		if cfg.JWKSURL != "" {
 			opts = append(opts, authn.WithJWKSURL(cfg.JWKSURL))
+			if cfg.IdentityTLS != nil {
+				opts = append(opts, authn.WithHTTPClient(&http.Client{
+					Timeout:   10 * time.Second,
+					Transport: &http.Transport{TLSClientConfig: cfg.IdentityTLS},
+				}))
+			}
 		} else {
 			opts = append(opts, authn.WithKeysFromConn(conn))
 		}

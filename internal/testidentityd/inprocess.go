@@ -2,12 +2,17 @@ package testidentityd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
 	"github.com/identityd/identity/server"
@@ -22,6 +27,7 @@ type inProcessOptions struct {
 	configure []func(*server.Config)
 	redisURL  string
 	logger    *slog.Logger
+	tls       *TLS
 }
 
 // InProcessConfig changes the server's configuration, which starts as
@@ -41,6 +47,13 @@ func InProcessLogger(l *slog.Logger) InProcessOption {
 	return func(o *inProcessOptions) { o.logger = l }
 }
 
+// InProcessTLS serves TLS with c's files, built as identityd builds them
+// (client certificates required on gRPC with c.ClientCAFile); Client and
+// HTTP reach the server with c.Client, and BaseURL is https://.
+func InProcessTLS(c TLS) InProcessOption {
+	return func(o *inProcessOptions) { o.tls = &c }
+}
+
 // InProcess is identity's real server (package server) running inside the
 // test binary on loopback ports.
 type InProcess struct {
@@ -48,11 +61,22 @@ type InProcess struct {
 	Client
 	GRPCAddr string // host:port
 	HTTPAddr string // host:port
-	BaseURL  string // http://HTTPAddr
-	Config   server.Config
+	BaseURL  string // http://HTTPAddr, or https:// under InProcessTLS
+	// HTTP is a client of BaseURL (under InProcessTLS: trusting its CA).
+	HTTP *http.Client
+	// ClientTLS is the harness's TLS client configuration (InProcessTLS);
+	// nil on plaintext.
+	ClientTLS *tls.Config
+	Config    server.Config
 	// Store is the server's store, for the test to act on directly.
 	Store  tokenstore.Store
 	Server *server.Server
+	// Keys is the server's key manager: the real signing keys and refresh
+	// secret, for tests that check they leak nowhere.
+	Keys *token.Manager
+	// MasterKeys seal the keyring on Redis (DefaultMasterKey, as Start
+	// does); nil on the embedded store.
+	MasterKeys *masterkey.Keys
 }
 
 // StartInProcess builds a server.Server on the embedded store (or the
@@ -70,7 +94,7 @@ func StartInProcess(t testing.TB, opts ...InProcessOption) *InProcess {
 		f(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, store, closeStore, err := buildServer(ctx, cfg, o)
+	built, err := buildServer(ctx, cfg, o)
 	if err != nil {
 		cancel()
 		t.Fatalf("testidentityd: in-process server: %v", err)
@@ -87,60 +111,86 @@ func StartInProcess(t testing.TB, opts ...InProcessOption) *InProcess {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, glis, hlis, 5*time.Second) }()
+	go func() { done <- built.srv.Serve(ctx, glis, hlis, 5*time.Second) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("testidentityd: in-process server: Serve: %v", err)
 		}
-		closeStore()
+		built.closeStore()
 	})
 	p := &InProcess{
-		GRPCAddr: glis.Addr().String(),
-		HTTPAddr: hlis.Addr().String(),
-		Config:   cfg,
-		Store:    store,
-		Server:   srv,
+		GRPCAddr:   glis.Addr().String(),
+		HTTPAddr:   hlis.Addr().String(),
+		Config:     cfg,
+		Store:      built.store,
+		Server:     built.srv,
+		Keys:       built.keys,
+		MasterKeys: built.masterKeys,
 	}
-	p.BaseURL = "http://" + p.HTTPAddr
-	p.Client = newClient(Dial(t, p.GRPCAddr))
+	if o.tls != nil {
+		p.ClientTLS = o.tls.Client
+	}
+	p.BaseURL = p.client().scheme() + p.HTTPAddr
+	p.HTTP = p.client().httpClient()
+	p.Client = newClient(Dial(t, p.GRPCAddr, p.DialOption()))
 	return p
 }
+
+func (p *InProcess) client() clientSide { return clientSide{p.ClientTLS} }
+
+// DialOption is the transport the harness reaches GRPCAddr with: TLS with
+// ClientTLS under InProcessTLS, plaintext otherwise.
+func (p *InProcess) DialOption() grpc.DialOption { return p.client().dialOption() }
 
 // JWKSURL is the server's JWKS endpoint.
 func (p *InProcess) JWKSURL() string { return p.BaseURL + "/.well-known/jwks.json" }
 
+// built is what buildServer makes.
+type built struct {
+	srv        *server.Server
+	store      tokenstore.Store
+	keys       *token.Manager
+	masterKeys *masterkey.Keys
+	closeStore func()
+}
+
 // buildServer is the one place tests build a server.Server: the parts
-// cmd/identityd's run makes (store, keys, hasher, limiter), then
-// server.New. Keep it in step with run.
-func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (*server.Server, tokenstore.Store, func(), error) {
+// cmd/identityd's run makes (store, keys sealed on Redis, hasher, limiter),
+// then server.New. Keep it in step with run.
+func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (built, error) {
 	storeOpts := []tokenstore.Option{
 		tokenstore.WithIdleTTL(cfg.RefreshIdleTTL),
 		tokenstore.WithRevocationRetention(cfg.AccessTTL + cfg.Leeway + time.Minute),
 	}
 	var (
-		store   tokenstore.Store
+		b       built
 		limiter ratelimit.Limiter
-		closeFn func()
+		tokOpts = cfg.TokenOptions(nil, nil)
 	)
 	if o.redisURL == "" {
 		mem := tokenstore.NewMemory(storeOpts...)
-		store, limiter, closeFn = mem, ratelimit.NewMemory(), func() { mem.Close() }
+		b.store, limiter, b.closeStore = mem, ratelimit.NewMemory(), func() { mem.Close() }
 	} else {
 		ropts, err := tokenstore.ClientOptions(o.redisURL, nil)
 		if err != nil {
-			return nil, nil, nil, err
+			return built{}, err
 		}
 		rdb := tokenstore.NewClient(ropts)
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
-		store, limiter, closeFn = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
+		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
+		if b.masterKeys, err = masterkey.Parse([]byte(DefaultMasterKey())); err != nil {
+			b.closeStore()
+			return built{}, err
+		}
+		tokOpts = append(tokOpts, token.WithSealing(token.Sealing{Sealer: b.masterKeys, Name: rs.KeyringKey()}))
 	}
-	fail := func(err error) (*server.Server, tokenstore.Store, func(), error) {
-		closeFn()
-		return nil, nil, nil, err
+	fail := func(err error) (built, error) {
+		b.closeStore()
+		return built{}, err
 	}
-	keys, err := token.LoadOrCreate(ctx, store, token.EdDSA, cfg.TokenOptions(nil, nil)...)
-	if err != nil {
+	var err error
+	if b.keys, err = token.LoadOrCreate(ctx, b.store, token.EdDSA, tokOpts...); err != nil {
 		return fail(err)
 	}
 	// Cheap hashes: users made by AddUser are checked at CheapHash's
@@ -149,9 +199,14 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (*s
 	if err != nil {
 		return fail(err)
 	}
-	srv, err := server.New(ctx, cfg, server.Deps{Store: store, Keys: keys, Hasher: hasher, Limiter: limiter, Logger: o.logger})
-	if err != nil {
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger}
+	if o.tls != nil {
+		if deps.TLS, err = o.tls.serverTLS(); err != nil {
+			return fail(err)
+		}
+	}
+	if b.srv, err = server.New(ctx, cfg, deps); err != nil {
 		return fail(err)
 	}
-	return srv, store, closeFn, nil
+	return b, nil
 }

@@ -2,6 +2,7 @@ package testidentityd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"net/http"
@@ -18,10 +19,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/internal/tlsfiles"
+	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 )
 
@@ -43,6 +46,11 @@ type options struct {
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
 	noReadyWait  bool
+	tls          *TLS
+	redisCAFile  string
+	// masterKey is the key file's lines; nil: DefaultMasterKey.
+	masterKey   []string
+	noMasterKey bool
 }
 
 // WithFlags sets identityd flags (name without dashes → value), over
@@ -114,6 +122,31 @@ func WithBootstrapRoles(roles ...string) Option {
 	return func(o *options) { o.roles = roles }
 }
 
+// WithTLS has identityd serve TLS with c's files (and require client
+// certificates on gRPC with c.ClientCAFile); the harness, Client and HTTP
+// reach it with c.Client. BaseURL is then https://.
+func WithTLS(c TLS) Option {
+	return func(o *options) { o.tls = &c }
+}
+
+// WithRedisCAFile passes --redis-ca-file (for a rediss:// store, see
+// testredis.WithTLS); Store and Identityctl use it too.
+func WithRedisCAFile(file string) Option {
+	return func(o *options) { o.redisCAFile = file }
+}
+
+// WithMasterKey gives identityd a master-key file of these lines (base64
+// keys, the first seals) instead of DefaultMasterKey.
+func WithMasterKey(lines ...string) Option {
+	return func(o *options) { o.masterKey, o.noMasterKey = lines, false }
+}
+
+// WithoutMasterKey starts identityd on Redis without IDENTITY_MASTER_KEY_FILE:
+// it then refuses to start unless given --insecure-plaintext-keys.
+func WithoutMasterKey() Option {
+	return func(o *options) { o.masterKey, o.noMasterKey = nil, true }
+}
+
 // WithStopTimeout is how long Stop waits after SIGTERM before it kills
 // identityd and fails the test (default 5s).
 func WithStopTimeout(d time.Duration) Option {
@@ -135,7 +168,12 @@ type Process struct {
 	Client
 	GRPCAddr string // host:port
 	HTTPAddr string // host:port
-	BaseURL  string // http://HTTPAddr
+	BaseURL  string // http://HTTPAddr, or https:// under WithTLS
+	// HTTP is a client of BaseURL (under WithTLS: trusting its CA).
+	HTTP *http.Client
+	// ClientTLS is the harness's TLS client configuration (WithTLS); nil
+	// on plaintext.
+	ClientTLS *tls.Config
 	// RedisURL is the store's URL; empty on the embedded store, a
 	// cluster or Sentinel.
 	RedisURL string
@@ -144,12 +182,19 @@ type Process struct {
 	// WithRedisSentinel).
 	RedisAddrs     []string
 	SentinelMaster string
+	// RedisCAFile is WithRedisCAFile's file.
+	RedisCAFile string
 	// Redis is the private redis-server Start made, or the one given with
 	// WithRedis; nil otherwise.
 	Redis *testredis.Server
 	// Username and Password are the bootstrap user's.
 	Username string
 	Password string
+	// MasterKeyFile is identityd's IDENTITY_MASTER_KEY_FILE and MasterKeys
+	// its keys; "" and nil on the embedded store, with a keys directory or
+	// WithoutMasterKey.
+	MasterKeyFile string
+	MasterKeys    *masterkey.Keys
 	// Log holds identityd's stdout and stderr, across restarts.
 	Log *LockedBuffer
 
@@ -168,7 +213,12 @@ type Process struct {
 
 // listeningLine is what identityd logs once it holds both ports: a /readyz
 // answer before it could come from another process that took the port.
-const listeningLine = "identityd listening"
+// servingLine is what it logs once it serves (its store answered and its
+// keys loaded); until then it answers as a service without its store.
+const (
+	listeningLine = "identityd listening"
+	servingLine   = "identityd serving"
+)
 
 // refreshTokenPattern finds a refresh token in a log.
 var refreshTokenPattern = regexp.MustCompile(`rt1\.[A-Za-z0-9_-]{8,}\.`)
@@ -179,6 +229,74 @@ var refreshTokenPattern = regexp.MustCompile(`rt1\.[A-Za-z0-9_-]{8,}\.`)
 // Remember (the bootstrap password is) fails t, and a failed t gets the
 // log's tail.
 func Start(t testing.TB, opts ...Option) *Process {
+	t.Helper()
+	p, o := prepare(t, opts)
+	t.Cleanup(p.finish)
+	var err error
+	for range 3 { // a probed free port can be taken before identityd binds it
+		p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
+		p.BaseURL = p.client().scheme() + p.HTTPAddr
+		var exited bool
+		if exited, err = p.launch(o.readyTimeout); err == nil || !exited {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("testidentityd: start identityd: %v", err)
+	}
+	p.Client = newClient(Dial(t, p.GRPCAddr, p.DialOption()))
+	return p
+}
+
+func (p *Process) client() clientSide { return clientSide{p.ClientTLS} }
+
+// DialOption is the transport the harness reaches GRPCAddr with: TLS with
+// ClientTLS under WithTLS, plaintext otherwise.
+func (p *Process) DialOption() grpc.DialOption { return p.client().dialOption() }
+
+// StartRefused runs identityd with opts as Start would, for a test of a
+// configuration it must refuse: it waits for identityd to exit and returns
+// its output. It fails t if identityd serves instead, exits with status 0,
+// has not exited within the ready timeout, or shows a remembered secret
+// (the master key, the bootstrap password) in its output.
+func StartRefused(t testing.TB, opts ...Option) string {
+	t.Helper()
+	p, o := prepare(t, opts)
+	p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
+	p.BaseURL = p.client().scheme() + p.HTTPAddr
+	cmd := exec.Command(p.bin, append([]string{"--grpc-addr=" + p.GRPCAddr, "--http-addr=" + p.HTTPAddr}, p.args...)...)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = p.Log, p.Log
+	cmd.SysProcAttr = procAttr()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(o.readyTimeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("testidentityd: identityd did not exit within %v; log:\n%s", o.readyTimeout, p.Log.Tail(8<<10))
+	}
+	log := p.Log.String()
+	switch {
+	case strings.Contains(log, servingLine):
+		t.Errorf("testidentityd: identityd started where it must refuse to; log:\n%s", p.Log.Tail(8<<10))
+	case err == nil:
+		t.Errorf("testidentityd: identityd exited with status 0 where it must refuse to start; log:\n%s", p.Log.Tail(8<<10))
+	}
+	for _, problem := range p.Problems() {
+		t.Errorf("testidentityd: identityd: %s", problem)
+	}
+	return log
+}
+
+// prepare builds the Process that Start and StartRefused run: its store,
+// flags, environment and files, not yet its ports.
+func prepare(t testing.TB, opts []Option) (*Process, options) {
 	t.Helper()
 	o := options{
 		flags:        map[string]string{},
@@ -192,6 +310,7 @@ func Start(t testing.TB, opts ...Option) *Process {
 	p := &Process{
 		Username:    o.username,
 		Password:    o.password,
+		RedisCAFile: o.redisCAFile,
 		Log:         &LockedBuffer{},
 		t:           t,
 		bin:         IdentitydBinary(t),
@@ -217,6 +336,18 @@ func Start(t testing.TB, opts ...Option) *Process {
 	if o.keysDir != "" {
 		p.args = append(p.args, "--keys-dir="+o.keysDir)
 	}
+	if o.redisCAFile != "" {
+		p.args = append(p.args, "--redis-ca-file="+o.redisCAFile)
+	}
+	if o.tls != nil {
+		p.ClientTLS = o.tls.Client
+		for name, v := range o.tls.flags() {
+			if _, set := o.flags[name]; !set {
+				o.flags[name] = v
+			}
+		}
+	}
+	p.HTTP = p.client().httpClient()
 	for _, name := range slices.Sorted(maps.Keys(o.flags)) {
 		p.args = append(p.args, "--"+name+"="+o.flags[name])
 	}
@@ -235,23 +366,25 @@ func Start(t testing.TB, opts ...Option) *Process {
 		}
 		p.secrets = append(p.secrets, p.Password)
 	}
-	p.env = append(p.env, o.env...)
-
-	t.Cleanup(p.finish)
-	var err error
-	for range 3 { // a probed free port can be taken before identityd binds it
-		p.GRPCAddr, p.HTTPAddr = FreeAddr(t), FreeAddr(t)
-		p.BaseURL = "http://" + p.HTTPAddr
-		var exited bool
-		if exited, err = p.launch(o.readyTimeout); err == nil || !exited {
-			break
+	// On Redis the keyring is sealed under a master key, as identityd
+	// requires: the binary-wide default unless the test gives its own (so
+	// instances sharing a Redis share a key too).
+	if (p.RedisURL != "" || len(p.RedisAddrs) > 0) && o.keysDir == "" && !o.noMasterKey {
+		lines := o.masterKey
+		if lines == nil {
+			lines = []string{DefaultMasterKey()}
 		}
+		p.MasterKeyFile = WriteMasterKeyFile(t, lines...)
+		keys, err := masterkey.LoadFile(p.MasterKeyFile)
+		if err != nil {
+			t.Fatalf("testidentityd: master key: %v", err)
+		}
+		p.MasterKeys = keys
+		p.env = append(p.env, "IDENTITY_MASTER_KEY_FILE="+p.MasterKeyFile)
+		p.secrets = append(p.secrets, lines...)
 	}
-	if err != nil {
-		t.Fatalf("testidentityd: start identityd: %v", err)
-	}
-	p.Client = newClient(Dial(t, p.GRPCAddr))
-	return p
+	p.env = append(p.env, o.env...)
+	return p, o
 }
 
 // launch starts identityd on p's addresses and waits until it serves. On
@@ -306,7 +439,7 @@ func (p *Process) WaitReady(t testing.TB, timeout time.Duration) {
 // ports) and, unless listeningOnly, /readyz answers 200 and gRPC health
 // says SERVING.
 func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}, listeningOnly bool) error {
-	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.GRPCAddr, p.DialOption())
 	if err != nil {
 		return err
 	}
@@ -320,7 +453,7 @@ func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan st
 			return nil
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.BaseURL+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := p.HTTP.Do(req)
 		if err != nil {
 			return err
 		}
@@ -486,23 +619,64 @@ func (p *Process) Store(t testing.TB) tokenstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p.RedisCAFile != "" {
+		pool, err := tlsfiles.CertPool(p.RedisCAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tokenstore.SetRootCAs(opts, pool); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rdb := tokenstore.NewClient(opts)
 	s := tokenstore.NewRedis(rdb)
 	t.Cleanup(func() { s.Close(); rdb.Close() })
 	return s
 }
 
+// StoredKeyring opens the keyring in identityd's Redis with its master key
+// (or in the clear, without one): the real signing keys and refresh secret,
+// for tests that check they are nowhere else.
+func (p *Process) StoredKeyring(t testing.TB) token.Keyring {
+	t.Helper()
+	store, ok := p.Store(t).(*tokenstore.Redis)
+	if !ok {
+		t.Fatal("testidentityd: StoredKeyring needs a Redis store")
+	}
+	raw, err := store.Keyring(t.Context())
+	if err != nil || raw == nil {
+		t.Fatalf("testidentityd: read the keyring: %v (present: %t)", err, raw != nil)
+	}
+	s := token.Sealing{Name: store.KeyringKey()}
+	if p.MasterKeys != nil {
+		s.Sealer = p.MasterKeys
+	}
+	ring, err := s.Open(raw)
+	if err != nil {
+		t.Fatalf("testidentityd: open the keyring: %v", err)
+	}
+	return ring
+}
+
 // Identityctl runs `identityctl --redis-url <the store> args...` (or the
-// cluster's or sentinels' flags) with stdin
-// as its input and returns its combined output; an error exit fails t.
+// cluster's or sentinels' flags) with stdin as its input and returns its
+// combined output; an error exit fails t. It has identityd's master key
+// (IDENTITY_MASTER_KEY_FILE).
 func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	storeArgs := p.storeArgs()
 	if storeArgs == nil {
 		t.Fatal("testidentityd: Identityctl needs a Redis-backed identityd")
 	}
-	cmd := exec.Command(IdentityctlBinary(t), append(storeArgs, args...)...)
+	global := storeArgs
+	if p.RedisCAFile != "" {
+		global = append(global, "--redis-ca-file", p.RedisCAFile)
+	}
+	cmd := exec.Command(IdentityctlBinary(t), append(global, args...)...)
 	cmd.Env = CleanEnv()
+	if p.MasterKeyFile != "" {
+		cmd.Env = append(cmd.Env, "IDENTITY_MASTER_KEY_FILE="+p.MasterKeyFile)
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -4,8 +4,10 @@
 // Start runs the real identityd as a process: cmd/identityd (and, on
 // demand, cmd/identityctl) is built once per test binary, started on free
 // loopback ports against a private redis-server (internal/testredis), the
-// embedded store or a given Redis, and waited for until /readyz and gRPC
-// health say it serves. Its output is kept in a LockedBuffer; when it ends
+// embedded store or a given Redis (with a master-key file, as identityd
+// requires on Redis: DefaultMasterKey unless the test gives its own), and
+// waited for until /readyz and gRPC health say it serves; StartRefused runs
+// it where it must refuse to start. Its output is kept in a LockedBuffer; when it ends
 // the harness reports what went wrong while it ran (an exit nobody asked
 // for, a panic or a data race in its log, a secret the test registered with
 // Remember appearing there). StartInProcess builds a server.Server in the
@@ -25,10 +27,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +44,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
@@ -129,8 +135,8 @@ func (b *LockedBuffer) Tail(n int) string {
 // Eventually polls cond until it returns nil, and fails t with cond's last
 // error if that has not happened within timeout. The timeout only bounds
 // the wait for something the test expects to happen; what the condition
-// checks is up to the test, and it must not be a wall-clock margin
-// (STYLE.md, rule 20). The first polls follow each other closely (1 ms),
+// checks is up to the test, and it must not be a wall-clock margin (a
+// fixed sleep or deadline that a loaded machine overruns). The first polls follow each other closely (1 ms),
 // later ones back off to 50 ms.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
@@ -231,6 +237,35 @@ func CleanEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// DefaultMasterKey is the master key (base64 of 32 bytes, the form of
+// `openssl rand -base64 32`) that Start and StartInProcess seal the keyring
+// in Redis with unless told otherwise. It is fixed, not random, so that
+// every identityd of every test binary sharing a Redis (REDIS_URL) opens the
+// keyring the others sealed; it is a test key, known to anyone who reads
+// this file.
+func DefaultMasterKey() string {
+	sum := sha256.Sum256([]byte("testidentityd: the default master key of tests"))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// WriteMasterKeyFile writes a master-key file of lines (the first seals) in
+// a directory of t's and returns its path.
+func WriteMasterKeyFile(t testing.TB, lines ...string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(f, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// NewMasterKey returns a fresh master key, base64.
+func NewMasterKey() string {
+	b := make([]byte, masterkey.Size)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf("testidentityd: "+format, args...) }

@@ -15,7 +15,9 @@ import (
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/server"
+	"github.com/identityd/identity/tokenstore"
 )
 
 func TestMain(m *testing.M) { testidentityd.Main(m) }
@@ -94,6 +96,42 @@ func TestProcessSharesARedis(t *testing.T) {
 	}
 }
 
+// On Redis the harness gives identityd a master key, which identityctl
+// gets too; StoredKeyring opens the keyring with it.
+func TestProcessSealsTheKeyring(t *testing.T) {
+	t.Parallel()
+	d := testidentityd.Start(t)
+	if d.MasterKeyFile == "" || d.MasterKeys == nil {
+		t.Fatal("no master key for a Redis-backed identityd")
+	}
+	raw, err := d.Store(t).Keyring(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := masterkey.SealedBy(raw); !ok || id != d.MasterKeys.ID() {
+		t.Fatalf("the keyring in Redis is not sealed under the harness's master key (%q, %t)", id, ok)
+	}
+	ring := d.StoredKeyring(t)
+	out := d.Identityctl(t, "", "key", "list")
+	if len(ring.Keys) != 1 || !strings.Contains(out, ring.Keys[0].ID) {
+		t.Errorf("identityctl key list %q does not show the stored key", out)
+	}
+	if !strings.Contains(d.Log.String(), d.MasterKeys.ID()) {
+		t.Error("identityd does not log which master key seals")
+	}
+	if e := testidentityd.Start(t, testidentityd.WithEmbeddedStore()); e.MasterKeyFile != "" {
+		t.Error("a master key for the embedded store")
+	}
+}
+
+func TestStartRefused(t *testing.T) {
+	t.Parallel()
+	log := testidentityd.StartRefused(t, testidentityd.WithoutMasterKey())
+	if !strings.Contains(log, "IDENTITY_MASTER_KEY_FILE") {
+		t.Errorf("identityd refused without saying why:\n%s", log)
+	}
+}
+
 // TestProblems checks the log checks without a process.
 func TestProblems(t *testing.T) {
 	t.Parallel()
@@ -146,6 +184,12 @@ func TestInProcess(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), "finished call") {
 				t.Errorf("the server did not log through the given logger:\n%s", logs.String())
+			}
+			if rs, ok := s.Store.(*tokenstore.Redis); ok {
+				raw, err := rs.Keyring(t.Context())
+				if id, sealed := masterkey.SealedBy(raw); err != nil || !sealed || s.MasterKeys == nil || id != s.MasterKeys.ID() {
+					t.Errorf("the in-process server's keyring in Redis is not sealed (%v)", err)
+				}
 			}
 		})
 	}

@@ -118,21 +118,45 @@ type Server struct {
 	dir  string
 	port int
 
+	tls     *tlsFiles // WithTLS
+	tlsPort int
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
 }
 
+// ServerOption configures NewServer.
+type ServerOption func(*Server)
+
+type tlsFiles struct{ cert, key, ca string }
+
+// WithTLS has the server serve TLS too, on a port of its own (TLSAddr,
+// TLSURL), with the PEM certificate and key in certFile and keyFile. caFile
+// is the CA redis-server would check client certificates with; it asks
+// for none (tls-auth-clients no). The plaintext port stays open for the
+// readiness check. A redis-server built without TLS fails to start: the
+// test is then skipped with the reason (failed under CI=true).
+func WithTLS(certFile, keyFile, caFile string) ServerOption {
+	return func(s *Server) { s.tls = &tlsFiles{certFile, keyFile, caFile} }
+}
+
 // NewServer starts a private redis-server for t and kills it when t ends.
 // It ignores REDIS_URL: a test that stops its Redis needs one of its own.
-func NewServer(t testing.TB) *Server {
+func NewServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil && os.Getenv(EnvURL) != "" {
 		// CI that provides Redis only by URL cannot run a private one.
 		t.Skipf("testredis: no redis-server binary for a private server (%s is set): %v", EnvURL, err)
 	}
 	s := &Server{t: t, dir: t.TempDir()}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := s.start(0); err != nil {
+		if s.tls != nil {
+			skipOrFail(t, "testredis: redis-server does not serve TLS here (built without it?): %v", err)
+		}
 		unavailable(t, err)
 	}
 	t.Cleanup(func() { s.kill(syscall.SIGKILL) })
@@ -144,6 +168,12 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 
 // URL is redis://host:port/0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// TLSAddr is the TLS port's host:port (WithTLS).
+func (s *Server) TLSAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort)) }
+
+// TLSURL is rediss://host:tlsport/0 (WithTLS).
+func (s *Server) TLSURL() string { return "rediss://" + s.TLSAddr() + "/0" }
 
 // Client returns a new client of s, closed when t ends.
 func (s *Server) Client(t testing.TB) *redis.Client {
@@ -210,7 +240,7 @@ func (s *Server) start(port int) error {
 			}
 		}
 		logPath := filepath.Join(s.dir, "redis.log")
-		cmd, exited, err := launch(bin, []string{
+		args := []string{
 			"--port", strconv.Itoa(p),
 			"--bind", "127.0.0.1",
 			"--save", "",
@@ -218,7 +248,22 @@ func (s *Server) start(port int) error {
 			"--dir", s.dir,
 			"--logfile", logPath,
 			"--daemonize", "no",
-		}, p, logPath)
+		}
+		tlsPort := s.tlsPort
+		if s.tls != nil {
+			if port == 0 || tlsPort == 0 {
+				if tlsPort, err = freePort(); err != nil {
+					return err
+				}
+			}
+			args = append(args,
+				"--tls-port", strconv.Itoa(tlsPort),
+				"--tls-cert-file", s.tls.cert,
+				"--tls-key-file", s.tls.key,
+				"--tls-ca-cert-file", s.tls.ca,
+				"--tls-auth-clients", "no")
+		}
+		cmd, exited, err := launch(bin, args, p, logPath)
 		if err != nil {
 			lastErr = err
 			if port != 0 {
@@ -227,7 +272,7 @@ func (s *Server) start(port int) error {
 			continue // probably lost a race for the port: pick another
 		}
 		s.mu.Lock()
-		s.cmd, s.exited, s.port = cmd, exited, p
+		s.cmd, s.exited, s.port, s.tlsPort = cmd, exited, p, tlsPort
 		s.mu.Unlock()
 		return nil
 	}
@@ -321,6 +366,16 @@ func newClient(t testing.TB, url string) *redis.Client {
 	c := redis.NewClient(opt)
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// skipOrFail skips t for a missing prerequisite, or fails it under
+// CI=true, where every test must run.
+func skipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format+" (CI=true: failing instead of skipping)", args...)
+	}
+	t.Skipf(format, args...)
 }
 
 // unavailable skips t, or fails it under CI=true, where Redis tests must run.

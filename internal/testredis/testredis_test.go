@@ -1,12 +1,16 @@
 package testredis_test
 
 import (
+	"crypto/x509"
 	"errors"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/identityd/identity/internal/testcerts"
 	"github.com/identityd/identity/internal/testredis"
 )
 
@@ -122,5 +126,38 @@ func TestNoRedisServer(t *testing.T) {
 		if !errors.As(err, &exit) || !strings.Contains(string(out), "CI=true") {
 			t.Fatalf("%s under CI=true without redis-server: %v\n%s", start, err, out)
 		}
+	}
+}
+
+// A TLS server answers on its TLS port to a client that trusts its CA, and
+// refuses one that does not; it keeps its TLS port across a Restart.
+func TestServerWithTLS(t *testing.T) {
+	t.Parallel()
+	set := testcerts.NewSet(t)
+	srv := testredis.NewServer(t, testredis.WithTLS(set.ServerCertFile, set.ServerKeyFile, set.CAFile))
+	ping := func(roots *x509.CertPool) error {
+		opt, err := redis.ParseURL(srv.TLSURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt.TLSConfig.RootCAs = roots
+		opt.MaxRetries = -1
+		c := redis.NewClient(opt)
+		defer c.Close()
+		return c.Ping(t.Context()).Err()
+	}
+	if err := ping(set.CA.Pool()); err != nil {
+		t.Fatalf("PING over TLS: %v", err)
+	}
+	if err := ping(testcerts.NewCA(t, "other").Pool()); err == nil {
+		t.Error("PING over TLS with another CA: answered, want a refused handshake")
+	}
+	addr := srv.TLSAddr()
+	srv.Restart()
+	if srv.TLSAddr() != addr {
+		t.Errorf("TLS port after Restart: %s, want %s", srv.TLSAddr(), addr)
+	}
+	if err := ping(set.CA.Pool()); err != nil {
+		t.Fatalf("PING over TLS after Restart: %v", err)
 	}
 }

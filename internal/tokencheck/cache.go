@@ -3,6 +3,7 @@ package tokencheck
 import (
 	"crypto/sha256"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -29,6 +30,9 @@ type Cache struct {
 	// epoch counts Clear calls: a verification that began before a Clear
 	// (say, with a key since withdrawn) must not put its result after it.
 	epoch uint64
+	// hits and misses count Get's answers, for the owner's metrics
+	// (Stats): the package itself exports nothing to a metrics system.
+	hits, misses atomic.Uint64
 }
 
 type cacheEntry struct {
@@ -54,9 +58,21 @@ func (c *Cache) Get(k Key, now time.Time) (*token.Claims, bool) {
 	e, ok := c.m[k]
 	c.mu.RUnlock()
 	if !ok || now.UnixNano() >= e.until {
+		c.misses.Add(1)
 		return nil, false
 	}
+	c.hits.Add(1)
 	return e.claims, true
+}
+
+// Stats returns how many Gets found a live entry (hits) and how many did
+// not (misses) since the cache was made; Clear does not reset them. A nil
+// cache has none.
+func (c *Cache) Stats() (hits, misses uint64) {
+	if c == nil {
+		return 0, 0
+	}
+	return c.hits.Load(), c.misses.Load()
 }
 
 // Epoch is the number of Clear calls so far; pass it to Put.

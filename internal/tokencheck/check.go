@@ -37,11 +37,26 @@ type Checker struct {
 	cache   *Cache
 	revoked *Revoked
 	now     func() time.Time
+	keys    token.KeySource
 }
 
+// CheckerOption configures a Checker.
+type CheckerOption func(*Checker)
+
+// WithKeys makes cached tokens die with their key: a cache hit whose kid
+// (token.Claims.KeyID) keys no longer knows (the key was withdrawn or
+// retired) is dropped and verified again, which refuses it. Without it, a
+// cached token outlives its key until its exp, unless the cache is cleared
+// when the key set changes.
+func WithKeys(keys token.KeySource) CheckerOption { return func(c *Checker) { c.keys = keys } }
+
 // NewChecker returns a Checker; cache may be nil (no cache).
-func NewChecker(verify VerifyFunc, cache *Cache, revoked *Revoked, now func() time.Time) *Checker {
-	return &Checker{verify: verify, cache: cache, revoked: revoked, now: now}
+func NewChecker(verify VerifyFunc, cache *Cache, revoked *Revoked, now func() time.Time, opts ...CheckerOption) *Checker {
+	c := &Checker{verify: verify, cache: cache, revoked: revoked, now: now}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // Cache is the checker's cache (to Clear it when keys change).
@@ -61,6 +76,12 @@ func (c *Checker) Check(ctx context.Context, raw string) (*token.Claims, error) 
 		key = KeyOf(raw)
 	}
 	cl, ok := c.cache.Get(key, now)
+	if ok && c.keys != nil {
+		if _, _, live := c.keys.Key(cl.KeyID); !live {
+			c.cache.Remove(key)
+			ok = false
+		}
+	}
 	if !ok {
 		epoch := c.cache.Epoch()
 		var err error

@@ -107,6 +107,15 @@ func (r *Revoked) Heard(at time.Time) {
 	r.syncOnce.Do(func() { close(r.synced) })
 }
 
+// LastHeard is the time of the last catch-up (Heard), zero before the
+// first one and while the set is stale (Stale).
+func (r *Revoked) LastHeard() time.Time {
+	if n := r.lastHeard.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // Stale withdraws the set's word at once (the feed failed): until the next
 // Heard, Trusted is false.
 func (r *Revoked) Stale() { r.lastHeard.Store(0) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,5 +201,103 @@ func TestChecker(t *testing.T) {
 	c.Cache().Clear()
 	if _, err := c.Check(t.Context(), "s1"); !errors.Is(err, ErrRevoked) || calls != 1 {
 		t.Fatalf("revoked session after a miss: %v (%d verifications), want ErrRevoked after one", err, calls)
+	}
+}
+
+// keySet is a token.KeySource whose keys a test withdraws.
+type keySet struct {
+	mu   sync.Mutex
+	kids map[string]bool
+}
+
+func (k *keySet) Key(kid string) (any, string, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return nil, token.EdDSA, k.kids[kid]
+}
+
+func (k *keySet) withdraw(kid string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.kids, kid)
+}
+
+// A cached token dies with the key that verified it: once its kid is gone
+// from the key source, the next Check verifies it again, which refuses it,
+// and the entry is gone.
+func TestCheckerDropsTokensOfAWithdrawnKey(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	keys := &keySet{kids: map[string]bool{"k1": true, "k2": true}}
+	errUnknownKid := errors.New("unknown kid")
+	calls := 0
+	verify := func(_ context.Context, raw string) (*token.Claims, error) {
+		calls++
+		kid, sid, _ := strings.Cut(raw, ".")
+		if _, _, ok := keys.Key(kid); !ok {
+			return nil, errUnknownKid
+		}
+		return &token.Claims{SessionID: sid, KeyID: kid, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}, nil
+	}
+	r := NewRevoked(time.Minute, 0, 10)
+	r.Heard(now)
+	c := NewChecker(verify, NewCache(10, 0), r, func() time.Time { return now }, WithKeys(keys))
+	for _, tok := range []string{"k1.s1", "k1.s1", "k2.s2"} {
+		if _, err := c.Check(t.Context(), tok); err != nil {
+			t.Fatalf("Check(%s): %v", tok, err)
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("%d verifications for two tokens, one checked twice: the cache is not used", calls)
+	}
+
+	keys.withdraw("k1")
+	if _, err := c.Check(t.Context(), "k1.s1"); !errors.Is(err, errUnknownKid) {
+		t.Fatalf("cached token of a withdrawn key: %v, want it verified again and refused", err)
+	}
+	if _, err := c.Check(t.Context(), "k2.s2"); err != nil || calls != 3 {
+		t.Fatalf("token of a key still there: %v after %d verifications, want it from the cache", err, calls)
+	}
+	if n := c.Cache().Len(); n != 1 {
+		t.Errorf("cache holds %d entries, want only the live key's token", n)
+	}
+}
+
+func TestCacheStats(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	c := NewCache(16, 0)
+	k := KeyOf("tok")
+	c.Get(k, now) // miss: not there
+	c.Put(k, &token.Claims{ExpiresAt: now.Add(time.Minute)}, now, c.Epoch())
+	c.Get(k, now)                  // hit
+	c.Get(k, now.Add(time.Second)) // hit
+	c.Get(k, now.Add(time.Hour))   // miss: expired
+	c.Clear()
+	c.Get(k, now) // miss: cleared; the counts survive Clear
+	if hits, misses := c.Stats(); hits != 2 || misses != 3 {
+		t.Errorf("Stats = %d hits, %d misses; want 2, 3", hits, misses)
+	}
+	var none *Cache
+	none.Get(k, now)
+	if hits, misses := none.Stats(); hits != 0 || misses != 0 {
+		t.Errorf("a nil cache counts %d, %d", hits, misses)
+	}
+}
+
+func TestRevokedLastHeard(t *testing.T) {
+	t.Parallel()
+	r := NewRevoked(time.Second, 0, 10)
+	if !r.LastHeard().IsZero() {
+		t.Fatal("heard before any catch-up")
+	}
+	at := time.Unix(1_700_000_000, 0)
+	r.Heard(at)
+	if !r.LastHeard().Equal(at) {
+		t.Fatalf("LastHeard = %v, want %v", r.LastHeard(), at)
+	}
+	r.Stale()
+	if !r.LastHeard().IsZero() {
+		t.Fatal("a stale set still reports its last catch-up")
 	}
 }

@@ -1,15 +1,26 @@
 -- create_session: store a new session and index it under its user.
--- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user's session zset "{uid}:ss"
+-- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user's session zset "{uid}:ss",
+-- KEYS[3] user hash "{uid}:u" (read only: its credential epoch)
 -- ARGV[1] <rand> (zset member), ARGV[2] generation, ARGV[3] nonce,
 -- ARGV[4] created, ARGV[5] rotated, ARGV[6] last used, ARGV[7] absolute
 -- expiry, ARGV[8] expire-at = min(last used + idle, absolute expiry),
--- ARGV[9] now, ARGV[10] zset TTL slack; times in unix ms.
--- Returns "ok" or "exists" (the id is taken by another session).
+-- ARGV[9] now, ARGV[10] zset TTL slack; times in unix ms; ARGV[11] the
+-- credential epoch the login authenticated under, ARGV[12] user agent and
+-- ARGV[13] client address (each kept only when not empty).
+-- Returns "ok", "exists" (the id is taken by another session) or "stale"
+-- (the user's epoch moved on since the login read it: a password change,
+-- a role change, disabling or "log out everywhere" raced the login, and
+-- the session must not be born). Epoch 0 is kept as no field at all.
+-- Safe to resend: a retry finds its own session ("ok").
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'n') == ARGV[3] then
     return 'ok' -- our own earlier write, retried
   end
   return 'exists'
+end
+local user = redis.call('HMGET', KEYS[3], 'k', 'c')
+if user[2] and (user[1] or '0') ~= ARGV[11] then
+  return 'stale'
 end
 local now = tonumber(ARGV[9])
 if tonumber(ARGV[8]) <= now then
@@ -17,6 +28,15 @@ if tonumber(ARGV[8]) <= now then
 end
 redis.call('HSET', KEYS[1], 'g', ARGV[2], 'n', ARGV[3], 'c', ARGV[4],
   'r', ARGV[5], 'e', ARGV[7])
+if ARGV[11] ~= '0' then
+  redis.call('HSET', KEYS[1], 'k', ARGV[11])
+end
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[1], 'ua', ARGV[12])
+end
+if ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[1], 'ip', ARGV[13])
+end
 -- l (last used) is kept only when it differs from r (rotated): they are
 -- equal after every rotation, and the saved field keeps the hash in a
 -- smaller allocation (see TestRedisMemoryPerSession).

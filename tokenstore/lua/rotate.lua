@@ -4,15 +4,23 @@
 -- second round trip for the user's name and roles)
 -- ARGV[1] <rand> (zset member), ARGV[2] presented generation, ARGV[3] nonce,
 -- ARGV[4] now, ARGV[5] grace (ms), ARGV[6] now + idle TTL,
--- ARGV[7] zset TTL slack; times in unix ms.
--- Returns {status, g, n, c, r, l, e, <user's n, p, r, d, c>} where status is
+-- ARGV[7] zset TTL slack, ARGV[8] use-limit interval (ms, 0: no limit),
+-- ARGV[9] use-limit burst, ARGV[10] user agent, ARGV[11] client address
+-- (of this use; "" keeps the session's); times in unix ms.
+-- Returns {status, g, n, c, r, l, e, <user's n, p, r, d, c>, k, ua, ip}
+-- where k is the credential epoch of both ("" for 0), ua and ip the client
+-- of the session's last use, and status is
 --   "ok"       advanced one generation (fields after the change),
 --   "grace"    previous generation within grace (fields unchanged),
 --   "reused"   older generation: the caller records a revocation and then
 --              deletes the session (the event stream lives in another slot),
+--   "limited"  {status, ms to wait}: the session's uses (field q, the GCRA
+--              theoretical arrival time) are over the limit; nothing written,
+--   "stale"    the session's credential epoch (k) is not its user's: the
+--              caller revokes it as for "reused", and answers not found,
 --   "notfound" unknown/expired session, wrong nonce or future generation.
--- Nothing is written unless the status is "ok". A session whose user hash
--- is gone is "notfound".
+-- Nothing is written unless the status is "ok", except the use-limit field
+-- on "grace". A session whose user hash is gone is "notfound".
 --
 -- Cost: this runs on every refresh, and Redis spends more per redis.call
 -- than per command inside it, so the common path makes as few calls as it
@@ -24,7 +32,7 @@
 -- same request again, the session is one generation ahead and the retry
 -- lands in the "grace" branch, returning the same session: a retried
 -- rotation never looks like theft (as long as it comes within grace).
-local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'r', 'l', 'e')
+local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'r', 'l', 'e', 'k', 'q', 'ua', 'ip')
 if not s[1] or s[2] ~= ARGV[3] then
   return {'notfound'}
 end
@@ -32,22 +40,54 @@ local now = tonumber(ARGV[4])
 if now >= tonumber(s[6]) then
   return {'notfound'}
 end
-local user = redis.call('HMGET', KEYS[3], 'n', 'p', 'r', 'd', 'c')
+local user = redis.call('HMGET', KEYS[3], 'n', 'p', 'r', 'd', 'c', 'k')
 if not (user[1] or user[5]) then
   return {'notfound'}
 end
-for i = 1, 5 do
+if (user[6] or '0') ~= (s[7] or '0') then
+  return {'stale'}
+end
+for i = 1, 6 do
   user[i] = user[i] or '' -- a reply array cannot hold nil
 end
 local g = tonumber(s[1])
 local want = tonumber(ARGV[2])
+-- The use limit (GCRA), for the current and the grace generation only.
+local every = tonumber(ARGV[8])
+local tat = now
+if every > 0 and (want == g or want == g - 1) then
+  tat = math.max(tonumber(s[8] or now), now)
+  local ahead = tat - now - (tonumber(ARGV[9]) - 1) * every
+  if ahead > 0 then
+    return {'limited', string.format('%d', ahead)}
+  end
+  tat = tat + every
+end
+local q = string.format('%d', tat)
+-- The client of this use, written only when it changed (the usual case is
+-- the same browser from the same address: no write).
+local ua, ip = s[9] or '', s[10] or ''
+local function client()
+  if ARGV[10] ~= '' and ARGV[10] ~= ua then
+    ua = ARGV[10]
+    redis.call('HSET', KEYS[1], 'ua', ua)
+  end
+  if ARGV[11] ~= '' and ARGV[11] ~= ip then
+    ip = ARGV[11]
+    redis.call('HSET', KEYS[1], 'ip', ip)
+  end
+end
 if want == g then
   local at = ARGV[6]
   if tonumber(s[6]) < tonumber(at) then
     at = s[6]
   end
   local ng = string.format('%d', g + 1)
-  redis.call('HSET', KEYS[1], 'g', ng, 'r', ARGV[4])
+  if every > 0 then
+    redis.call('HSET', KEYS[1], 'g', ng, 'r', ARGV[4], 'q', q)
+  else
+    redis.call('HSET', KEYS[1], 'g', ng, 'r', ARGV[4])
+  end
   if s[5] then
     redis.call('HDEL', KEYS[1], 'l') -- last used = rotated (see create_session.lua)
   end
@@ -55,10 +95,15 @@ if want == g then
   redis.call('ZADD', KEYS[2], at, ARGV[1])
   local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[2], string.format('%d', tonumber(top[2]) + tonumber(ARGV[7])))
-  return {'ok', ng, s[2], s[3], ARGV[4], ARGV[4], s[6], user[1], user[2], user[3], user[4], user[5]}
+  client()
+  return {'ok', ng, s[2], s[3], ARGV[4], ARGV[4], s[6], user[1], user[2], user[3], user[4], user[5], user[6], ua, ip}
 end
 if want == g - 1 and now - tonumber(s[4]) <= tonumber(ARGV[5]) then
-  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6], user[1], user[2], user[3], user[4], user[5]}
+  if every > 0 then
+    redis.call('HSET', KEYS[1], 'q', q)
+  end
+  client()
+  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6], user[1], user[2], user[3], user[4], user[5], user[6], ua, ip}
 end
 if want < g then
   return {'reused'}

@@ -64,6 +64,11 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstore.Store) {
 		{"WaitRevocationsAncientCursor", testWaitRevocationsAncientCursor},
 		{"Keyring", testKeyring},
 		{"ConcurrentFirstKeyring", testConcurrentFirstKeyring},
+		{"CredentialEpoch", testCredentialEpoch},
+		{"RotateUseLimit", testRotateUseLimit},
+		{"SessionClient", testSessionClient},
+		{"RevokeUserSessionsExcept", testRevokeUserSessionsExcept},
+		{"AdoptSession", testAdoptSession},
 		{"CanceledContext", testCanceledContext},
 	}
 	for _, tt := range tests {
@@ -974,6 +979,156 @@ func testWaitRevocationsAncientCursor(t *testing.T, s tokenstore.Store) {
 	}
 }
 
+// testCredentialEpoch: a session lives in its user's credential epoch. A
+// session to be created under an epoch the user has left is refused in the
+// same atomic step (the login raced a password change), and one that
+// somehow outlived its epoch is revoked at its next rotation.
+func testCredentialEpoch(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	old := newSession(t, s, u.ID) // epoch 0
+	if got := getSession(t, s, old.ID); got.Epoch != 0 {
+		t.Fatalf("session epoch %d, want 0", got.Epoch)
+	}
+	bumped, err := s.UpdateUser(ctx(t), u.ID, func(u tokenstore.User) (tokenstore.User, error) {
+		u.Epoch++
+		return u, nil
+	})
+	noErr(t, "UpdateUser(epoch+1)", err)
+	if bumped.Epoch != 1 {
+		t.Fatalf("UpdateUser returned epoch %d, want 1", bumped.Epoch)
+	}
+	if got, err := s.UserByID(ctx(t), u.ID); err != nil || got.Epoch != 1 {
+		t.Fatalf("UserByID after the bump: epoch %d, %v; want 1", got.Epoch, err)
+	}
+	if _, err := s.UpdateUser(ctx(t), u.ID, func(u tokenstore.User) (tokenstore.User, error) {
+		u.Epoch = 0
+		return u, nil
+	}); err == nil {
+		t.Fatal("UpdateUser lowered the credential epoch")
+	}
+
+	stale := tokenstore.Session{ID: sessionID(t, u.ID), UserID: u.ID, Nonce: "n-" + randomString(t),
+		CreatedAt: now(), RotatedAt: now(), LastUsedAt: now(), ExpiresAt: now().Add(time.Hour)}
+	wantErr(t, "CreateSession under a left epoch", s.CreateSession(ctx(t), stale), tokenstore.ErrStale)
+	sessionGone(t, s, stale.ID)
+	fresh := stale
+	fresh.ID, fresh.Epoch = sessionID(t, u.ID), 1
+	noErr(t, "CreateSession under the current epoch", s.CreateSession(ctx(t), fresh))
+	if got := getSession(t, s, fresh.ID); got.Epoch != 1 {
+		t.Fatalf("session epoch %d, want 1", got.Epoch)
+	}
+	if _, u2, err := s.Rotate(ctx(t), rotate(fresh, 0, now())); err != nil || u2.Epoch != 1 {
+		t.Fatalf("Rotate of a current-epoch session: user epoch %d, %v", u2.Epoch, err)
+	}
+
+	cursor := latestCursor(t, s)
+	_, _, err = s.Rotate(ctx(t), rotate(old, 0, now()))
+	wantErr(t, "Rotate of a session from a left epoch", err, tokenstore.ErrNotFound)
+	sessionGone(t, s, old.ID)
+	events, _ := revocationsAfter(t, s, cursor)
+	if ids := revokedIDs(events); len(ids) != 1 || ids[0] != old.ID {
+		t.Fatalf("revocation events after the stale rotation: %v, want %s", ids, old.ID)
+	}
+}
+
+// testRotateUseLimit: a session refreshed faster than its limit is refused
+// with the wait, changing nothing; grace answers count as uses; a reuse
+// past the grace window is theft whatever the rate.
+func testRotateUseLimit(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := newSession(t, s, u.ID)
+	t0 := now()
+	limit := tokenstore.UseLimit{Every: time.Minute, Burst: 2}
+	at := func(gen uint64, when time.Time) tokenstore.RotateRequest {
+		r := rotate(sess, gen, when)
+		r.Limit = limit
+		return r
+	}
+	_, _, err := s.Rotate(ctx(t), at(0, t0))
+	noErr(t, "first use", err)
+	_, _, err = s.Rotate(ctx(t), at(0, t0)) // the same token again: grace
+	noErr(t, "second use (grace)", err)
+	_, _, err = s.Rotate(ctx(t), at(1, t0))
+	var tooFast *tokenstore.TooFastError
+	if !errors.As(err, &tooFast) || !errors.Is(err, tokenstore.ErrTooFast) {
+		t.Fatalf("third use within the burst of 2: %v, want a TooFastError", err)
+	}
+	if tooFast.RetryAfter() != time.Minute {
+		t.Fatalf("retry after %v, want 1m (one interval after the burst)", tooFast.RetryAfter())
+	}
+	if got := getSession(t, s, sess.ID); got.Generation != 1 {
+		t.Fatalf("a refused use changed the session: generation %d, want 1", got.Generation)
+	}
+	next, _, err := s.Rotate(ctx(t), at(1, t0.Add(time.Minute)))
+	noErr(t, "use after the wait", err)
+	if next.Generation != 2 {
+		t.Fatalf("generation %d after the wait, want 2", next.Generation)
+	}
+	// Theft is not rate limited: an old generation past grace revokes.
+	_, _, err = s.Rotate(ctx(t), at(0, t0.Add(time.Minute)))
+	wantErr(t, "reuse past the grace window, however fast", err, tokenstore.ErrReused)
+}
+
+// testSessionClient: a session keeps the client of its last use.
+func testSessionClient(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := tokenstore.Session{ID: sessionID(t, u.ID), UserID: u.ID, Nonce: "n-" + randomString(t),
+		CreatedAt: now(), RotatedAt: now(), LastUsedAt: now(), ExpiresAt: now().Add(time.Hour),
+		UserAgent: "Firefox/140", ClientAddr: "127.0.0.2"}
+	noErr(t, "CreateSession", s.CreateSession(ctx(t), sess))
+	got := getSession(t, s, sess.ID)
+	if got.UserAgent != "Firefox/140" || got.ClientAddr != "127.0.0.2" {
+		t.Fatalf("session client %q %q, want Firefox/140 127.0.0.2", got.UserAgent, got.ClientAddr)
+	}
+	r := rotate(sess, 0, now())
+	r.UserAgent, r.ClientAddr = "Chrome/150", "127.0.0.3"
+	next, _, err := s.Rotate(ctx(t), r)
+	noErr(t, "Rotate", err)
+	if next.UserAgent != "Chrome/150" || next.ClientAddr != "127.0.0.3" {
+		t.Fatalf("Rotate returned client %q %q, want the new one", next.UserAgent, next.ClientAddr)
+	}
+	r = rotate(sess, 1, now()) // no client named: the session's stays
+	next, _, err = s.Rotate(ctx(t), r)
+	noErr(t, "Rotate", err)
+	listed, err := s.ListSessions(ctx(t), u.ID)
+	noErr(t, "ListSessions", err)
+	if len(listed) != 1 || listed[0].UserAgent != "Chrome/150" || listed[0].ClientAddr != "127.0.0.3" || next.UserAgent != "Chrome/150" {
+		t.Fatalf("ListSessions %+v; want the client of the last use that named one", listed)
+	}
+}
+
+// testRevokeUserSessionsExcept: the sessions named in except live on.
+func testRevokeUserSessionsExcept(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	keep, a, b := newSession(t, s, u.ID), newSession(t, s, u.ID), newSession(t, s, u.ID)
+	ids, err := s.RevokeUserSessions(ctx(t), u.ID, now(), keep.ID)
+	noErr(t, "RevokeUserSessions(except)", err)
+	if got := slices.Sorted(slices.Values(ids)); !slices.Equal(got, slices.Sorted(slices.Values([]string{a.ID, b.ID}))) {
+		t.Fatalf("RevokeUserSessions(except %s): %v, want the other two", keep.ID, ids)
+	}
+	getSession(t, s, keep.ID)
+	sessionGone(t, s, a.ID)
+	sessionGone(t, s, b.ID)
+}
+
+// testAdoptSession: a live session moves to its user's epoch, and only to
+// the epoch the user is at.
+func testAdoptSession(t *testing.T, s tokenstore.Store) {
+	u := newUser(t, s)
+	sess := newSession(t, s, u.ID)
+	_, err := s.UpdateUser(ctx(t), u.ID, func(u tokenstore.User) (tokenstore.User, error) { u.Epoch = 3; return u, nil })
+	noErr(t, "UpdateUser(epoch 3)", err)
+	wantErr(t, "AdoptSession to an epoch the user is not at", s.AdoptSession(ctx(t), sess.ID, 2), tokenstore.ErrStale)
+	noErr(t, "AdoptSession(3)", s.AdoptSession(ctx(t), sess.ID, 3))
+	if got := getSession(t, s, sess.ID); got.Epoch != 3 {
+		t.Fatalf("epoch after AdoptSession: %d, want 3", got.Epoch)
+	}
+	_, _, err = s.Rotate(ctx(t), rotate(sess, 0, now()))
+	noErr(t, "Rotate of the adopted session", err)
+	wantErr(t, "AdoptSession(unknown)", s.AdoptSession(ctx(t), sessionID(t, u.ID), 3), tokenstore.ErrNotFound)
+	wantErr(t, "AdoptSession(malformed)", s.AdoptSession(ctx(t), "garbage", 3), tokenstore.ErrNotFound)
+}
+
 // Keyring.
 
 func testKeyring(t *testing.T, s tokenstore.Store) {
@@ -1064,6 +1219,7 @@ func testCanceledContext(t *testing.T, s tokenstore.Store) {
 		"Revocations":        func() error { _, _, _, err := s.Revocations(c, "", 10); return err },
 		"Keyring":            func() error { _, err := s.Keyring(c); return err },
 		"SwapKeyring":        func() error { _, err := s.SwapKeyring(c, nil, []byte("k")); return err },
+		"AdoptSession":       func() error { return s.AdoptSession(c, sess.ID, 0) },
 		"WaitRevocations": func() error {
 			_, _, _, err := s.WaitRevocations(c, tokenstore.CursorOrigin, 10, time.Second)
 			return err

@@ -61,9 +61,9 @@ const (
 	// take (UNIMPLEMENTED, HTTP 405) and a body over the limit (HTTP 413).
 	ErrorReason_INVALID_REQUEST ErrorReason = 7
 	// RESOURCE_EXHAUSTED, HTTP 429 with Retry-After. Too many login attempts
-	// (per address or per username), or more logins in progress than the
-	// hashing workers take within the wait budget. The delay is in RetryInfo
-	// and in ErrorInfo metadata "retry_after_seconds".
+	// (per address or per username), more logins in progress than the hashing
+	// workers and their queue take, or too many WatchRevocations streams open.
+	// The delay is in RetryInfo and in ErrorInfo metadata "retry_after_seconds".
 	ErrorReason_RATE_LIMITED ErrorReason = 8
 	// UNAVAILABLE, HTTP 503. The session store (Redis) is unreachable or did
 	// not answer in time. Never an answer of OK: a store failure fails closed.
@@ -91,7 +91,8 @@ const (
 	// tell whether a token was revoked, and refuses rather than guess.
 	ErrorReason_VERIFIER_STALE ErrorReason = 15
 	// UNAVAILABLE, HTTP 503. identity is shutting down (a WatchRevocations
-	// stream ends with it: watch again), or, from authn in another service,
+	// stream ends with it: watch again), a WatchRevocations client read too
+	// slowly and fell behind (watch again), or, from authn in another service,
 	// identity could not be reached or did not answer in time. On the REST side
 	// DEADLINE_EXCEEDED (HTTP 504) when the request's own deadline passed.
 	ErrorReason_IDENTITY_UNAVAILABLE ErrorReason = 16
@@ -100,7 +101,7 @@ const (
 	ErrorReason_INTERNAL ErrorReason = 17
 	// INVALID_ARGUMENT, HTTP 400. A new password refused by the password
 	// policy (too short, or a common password), on user creation or a
-	// password change.
+	// password change. Reserved: identityd applies no password policy yet.
 	ErrorReason_PASSWORD_TOO_WEAK ErrorReason = 18
 )
 

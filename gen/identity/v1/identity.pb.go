@@ -474,6 +474,352 @@ func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
 	return file_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
+type ListMySessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMySessionsRequest) Reset() {
+	*x = ListMySessionsRequest{}
+	mi := &file_identity_v1_identity_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMySessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMySessionsRequest) ProtoMessage() {}
+
+func (x *ListMySessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMySessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListMySessionsRequest) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+}
+
+// MySession is one of the caller's sessions.
+type MySession struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SessionId  string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// When the session ends unless refreshed before.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The client's User-Agent at its last use, at most 128 bytes.
+	UserAgent string `protobuf:"bytes,5,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// The client address at its last use.
+	ClientAddress string `protobuf:"bytes,6,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// True for the session of the access token that asked.
+	Current       bool `protobuf:"varint,7,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MySession) Reset() {
+	*x = MySession{}
+	mi := &file_identity_v1_identity_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MySession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MySession) ProtoMessage() {}
+
+func (x *MySession) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MySession.ProtoReflect.Descriptor instead.
+func (*MySession) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MySession) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *MySession) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *MySession) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *MySession) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *MySession) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *MySession) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *MySession) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+type ListMySessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Sessions      []*MySession `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMySessionsResponse) Reset() {
+	*x = ListMySessionsResponse{}
+	mi := &file_identity_v1_identity_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMySessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMySessionsResponse) ProtoMessage() {}
+
+func (x *ListMySessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMySessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListMySessionsResponse) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListMySessionsResponse) GetSessions() []*MySession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+type RevokeMySessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeMySessionRequest) Reset() {
+	*x = RevokeMySessionRequest{}
+	mi := &file_identity_v1_identity_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeMySessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeMySessionRequest) ProtoMessage() {}
+
+func (x *RevokeMySessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeMySessionRequest.ProtoReflect.Descriptor instead.
+func (*RevokeMySessionRequest) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RevokeMySessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type RevokeMySessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeMySessionResponse) Reset() {
+	*x = RevokeMySessionResponse{}
+	mi := &file_identity_v1_identity_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeMySessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeMySessionResponse) ProtoMessage() {}
+
+func (x *RevokeMySessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeMySessionResponse.ProtoReflect.Descriptor instead.
+func (*RevokeMySessionResponse) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{12}
+}
+
+type ChangePasswordRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	CurrentPassword string                 `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	NewPassword     string                 `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_identity_v1_identity_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ChangePasswordRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+type ChangePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_identity_v1_identity_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{14}
+}
+
 type GetPublicKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -482,7 +828,7 @@ type GetPublicKeysRequest struct {
 
 func (x *GetPublicKeysRequest) Reset() {
 	*x = GetPublicKeysRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_identity_v1_identity_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +840,7 @@ func (x *GetPublicKeysRequest) String() string {
 func (*GetPublicKeysRequest) ProtoMessage() {}
 
 func (x *GetPublicKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_identity_v1_identity_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +853,7 @@ func (x *GetPublicKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetPublicKeysRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{15}
 }
 
 // A public key as a JSON Web Key (RFC 7517); fields that do not apply to the
@@ -529,7 +875,7 @@ type PublicKey struct {
 
 func (x *PublicKey) Reset() {
 	*x = PublicKey{}
-	mi := &file_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_identity_v1_identity_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +887,7 @@ func (x *PublicKey) String() string {
 func (*PublicKey) ProtoMessage() {}
 
 func (x *PublicKey) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_identity_v1_identity_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +900,7 @@ func (x *PublicKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicKey.ProtoReflect.Descriptor instead.
 func (*PublicKey) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublicKey) GetKid() string {
@@ -629,7 +975,7 @@ type GetPublicKeysResponse struct {
 
 func (x *GetPublicKeysResponse) Reset() {
 	*x = GetPublicKeysResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_identity_v1_identity_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +987,7 @@ func (x *GetPublicKeysResponse) String() string {
 func (*GetPublicKeysResponse) ProtoMessage() {}
 
 func (x *GetPublicKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_identity_v1_identity_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +1000,7 @@ func (x *GetPublicKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetPublicKeysResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPublicKeysResponse) GetKeys() []*PublicKey {
@@ -676,7 +1022,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_identity_v1_identity_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +1034,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_identity_v1_identity_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +1047,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchRevocationsRequest) GetCursor() string {
@@ -732,7 +1078,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_identity_v1_identity_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +1090,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_identity_v1_identity_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +1103,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{12}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchRevocationsResponse) GetCursor() string {
@@ -838,7 +1184,31 @@ const file_identity_v1_identity_proto_rawDesc = "" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x0f\n" +
-	"\rWhoAmIRequest\"\x16\n" +
+	"\rWhoAmIRequest\"\x17\n" +
+	"\x15ListMySessionsRequest\"\xbe\x02\n" +
+	"\tMySession\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12<\n" +
+	"\flast_used_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x05 \x01(\tR\tuserAgent\x12%\n" +
+	"\x0eclient_address\x18\x06 \x01(\tR\rclientAddress\x12\x18\n" +
+	"\acurrent\x18\a \x01(\bR\acurrent\"L\n" +
+	"\x16ListMySessionsResponse\x122\n" +
+	"\bsessions\x18\x01 \x03(\v2\x16.identity.v1.MySessionR\bsessions\"7\n" +
+	"\x16RevokeMySessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x19\n" +
+	"\x17RevokeMySessionResponse\"e\n" +
+	"\x15ChangePasswordRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\x12!\n" +
+	"\fnew_password\x18\x02 \x01(\tR\vnewPassword\"\x18\n" +
+	"\x16ChangePasswordResponse\"\x16\n" +
 	"\x14GetPublicKeysRequest\"\x9d\x01\n" +
 	"\tPublicKey\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x10\n" +
@@ -862,7 +1232,7 @@ const file_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
 	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12=\n" +
 	"\fforget_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vforgetAfter\x12\x14\n" +
-	"\x05reset\x18\x06 \x01(\bR\x05reset2\xfd\x04\n" +
+	"\x05reset\x18\x06 \x01(\bR\x05reset2\xf7\a\n" +
 	"\x0fIdentityService\x12P\n" +
 	"\x05Login\x12\x19.identity.v1.LoginRequest\x1a\x16.identity.v1.TokenPair\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/login\x12V\n" +
 	"\aRefresh\x12\x1b.identity.v1.RefreshRequest\x1a\x16.identity.v1.TokenPair\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/refresh\x12X\n" +
@@ -870,7 +1240,10 @@ const file_identity_v1_identity_proto_rawDesc = "" +
 	"/v1/logout\x12X\n" +
 	"\x06Verify\x12\x1a.identity.v1.VerifyRequest\x1a\x1b.identity.v1.VerifyResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/verify\x12Q\n" +
-	"\x06WhoAmI\x12\x1a.identity.v1.WhoAmIRequest\x1a\x1b.identity.v1.VerifyResponse\"\x0e\x82\xd3\xe4\x93\x02\b\x12\x06/v1/me\x12V\n" +
+	"\x06WhoAmI\x12\x1a.identity.v1.WhoAmIRequest\x1a\x1b.identity.v1.VerifyResponse\"\x0e\x82\xd3\xe4\x93\x02\b\x12\x06/v1/me\x12r\n" +
+	"\x0eListMySessions\x12\".identity.v1.ListMySessionsRequest\x1a#.identity.v1.ListMySessionsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/me/sessions\x12\x8c\x01\n" +
+	"\x0fRevokeMySession\x12#.identity.v1.RevokeMySessionRequest\x1a$.identity.v1.RevokeMySessionResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/me/sessions/{session_id}/revoke\x12u\n" +
+	"\x0eChangePassword\x12\".identity.v1.ChangePasswordRequest\x1a#.identity.v1.ChangePasswordResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/me/password\x12V\n" +
 	"\rGetPublicKeys\x12!.identity.v1.GetPublicKeysRequest\x1a\".identity.v1.GetPublicKeysResponse\x12a\n" +
 	"\x10WatchRevocations\x12$.identity.v1.WatchRevocationsRequest\x1a%.identity.v1.WatchRevocationsResponse0\x01B:Z8github.com/identityd/identity/gen/identity/v1;identityv1b\x06proto3"
 
@@ -886,7 +1259,7 @@ func file_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_identity_v1_identity_proto_rawDescData
 }
 
-var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_identity_v1_identity_proto_goTypes = []any{
 	(*LoginRequest)(nil),             // 0: identity.v1.LoginRequest
 	(*RefreshRequest)(nil),           // 1: identity.v1.RefreshRequest
@@ -896,40 +1269,57 @@ var file_identity_v1_identity_proto_goTypes = []any{
 	(*VerifyRequest)(nil),            // 5: identity.v1.VerifyRequest
 	(*VerifyResponse)(nil),           // 6: identity.v1.VerifyResponse
 	(*WhoAmIRequest)(nil),            // 7: identity.v1.WhoAmIRequest
-	(*GetPublicKeysRequest)(nil),     // 8: identity.v1.GetPublicKeysRequest
-	(*PublicKey)(nil),                // 9: identity.v1.PublicKey
-	(*GetPublicKeysResponse)(nil),    // 10: identity.v1.GetPublicKeysResponse
-	(*WatchRevocationsRequest)(nil),  // 11: identity.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil), // 12: identity.v1.WatchRevocationsResponse
-	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
+	(*ListMySessionsRequest)(nil),    // 8: identity.v1.ListMySessionsRequest
+	(*MySession)(nil),                // 9: identity.v1.MySession
+	(*ListMySessionsResponse)(nil),   // 10: identity.v1.ListMySessionsResponse
+	(*RevokeMySessionRequest)(nil),   // 11: identity.v1.RevokeMySessionRequest
+	(*RevokeMySessionResponse)(nil),  // 12: identity.v1.RevokeMySessionResponse
+	(*ChangePasswordRequest)(nil),    // 13: identity.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),   // 14: identity.v1.ChangePasswordResponse
+	(*GetPublicKeysRequest)(nil),     // 15: identity.v1.GetPublicKeysRequest
+	(*PublicKey)(nil),                // 16: identity.v1.PublicKey
+	(*GetPublicKeysResponse)(nil),    // 17: identity.v1.GetPublicKeysResponse
+	(*WatchRevocationsRequest)(nil),  // 18: identity.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil), // 19: identity.v1.WatchRevocationsResponse
+	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
 }
 var file_identity_v1_identity_proto_depIdxs = []int32{
-	13, // 0: identity.v1.TokenPair.access_token_expires_at:type_name -> google.protobuf.Timestamp
-	13, // 1: identity.v1.TokenPair.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
-	13, // 2: identity.v1.VerifyResponse.issued_at:type_name -> google.protobuf.Timestamp
-	13, // 3: identity.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 4: identity.v1.GetPublicKeysResponse.keys:type_name -> identity.v1.PublicKey
-	13, // 5: identity.v1.WatchRevocationsResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	13, // 6: identity.v1.WatchRevocationsResponse.forget_after:type_name -> google.protobuf.Timestamp
-	0,  // 7: identity.v1.IdentityService.Login:input_type -> identity.v1.LoginRequest
-	1,  // 8: identity.v1.IdentityService.Refresh:input_type -> identity.v1.RefreshRequest
-	2,  // 9: identity.v1.IdentityService.Logout:input_type -> identity.v1.LogoutRequest
-	5,  // 10: identity.v1.IdentityService.Verify:input_type -> identity.v1.VerifyRequest
-	7,  // 11: identity.v1.IdentityService.WhoAmI:input_type -> identity.v1.WhoAmIRequest
-	8,  // 12: identity.v1.IdentityService.GetPublicKeys:input_type -> identity.v1.GetPublicKeysRequest
-	11, // 13: identity.v1.IdentityService.WatchRevocations:input_type -> identity.v1.WatchRevocationsRequest
-	4,  // 14: identity.v1.IdentityService.Login:output_type -> identity.v1.TokenPair
-	4,  // 15: identity.v1.IdentityService.Refresh:output_type -> identity.v1.TokenPair
-	3,  // 16: identity.v1.IdentityService.Logout:output_type -> identity.v1.LogoutResponse
-	6,  // 17: identity.v1.IdentityService.Verify:output_type -> identity.v1.VerifyResponse
-	6,  // 18: identity.v1.IdentityService.WhoAmI:output_type -> identity.v1.VerifyResponse
-	10, // 19: identity.v1.IdentityService.GetPublicKeys:output_type -> identity.v1.GetPublicKeysResponse
-	12, // 20: identity.v1.IdentityService.WatchRevocations:output_type -> identity.v1.WatchRevocationsResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	20, // 0: identity.v1.TokenPair.access_token_expires_at:type_name -> google.protobuf.Timestamp
+	20, // 1: identity.v1.TokenPair.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	20, // 2: identity.v1.VerifyResponse.issued_at:type_name -> google.protobuf.Timestamp
+	20, // 3: identity.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 4: identity.v1.MySession.created_at:type_name -> google.protobuf.Timestamp
+	20, // 5: identity.v1.MySession.last_used_at:type_name -> google.protobuf.Timestamp
+	20, // 6: identity.v1.MySession.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: identity.v1.ListMySessionsResponse.sessions:type_name -> identity.v1.MySession
+	16, // 8: identity.v1.GetPublicKeysResponse.keys:type_name -> identity.v1.PublicKey
+	20, // 9: identity.v1.WatchRevocationsResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	20, // 10: identity.v1.WatchRevocationsResponse.forget_after:type_name -> google.protobuf.Timestamp
+	0,  // 11: identity.v1.IdentityService.Login:input_type -> identity.v1.LoginRequest
+	1,  // 12: identity.v1.IdentityService.Refresh:input_type -> identity.v1.RefreshRequest
+	2,  // 13: identity.v1.IdentityService.Logout:input_type -> identity.v1.LogoutRequest
+	5,  // 14: identity.v1.IdentityService.Verify:input_type -> identity.v1.VerifyRequest
+	7,  // 15: identity.v1.IdentityService.WhoAmI:input_type -> identity.v1.WhoAmIRequest
+	8,  // 16: identity.v1.IdentityService.ListMySessions:input_type -> identity.v1.ListMySessionsRequest
+	11, // 17: identity.v1.IdentityService.RevokeMySession:input_type -> identity.v1.RevokeMySessionRequest
+	13, // 18: identity.v1.IdentityService.ChangePassword:input_type -> identity.v1.ChangePasswordRequest
+	15, // 19: identity.v1.IdentityService.GetPublicKeys:input_type -> identity.v1.GetPublicKeysRequest
+	18, // 20: identity.v1.IdentityService.WatchRevocations:input_type -> identity.v1.WatchRevocationsRequest
+	4,  // 21: identity.v1.IdentityService.Login:output_type -> identity.v1.TokenPair
+	4,  // 22: identity.v1.IdentityService.Refresh:output_type -> identity.v1.TokenPair
+	3,  // 23: identity.v1.IdentityService.Logout:output_type -> identity.v1.LogoutResponse
+	6,  // 24: identity.v1.IdentityService.Verify:output_type -> identity.v1.VerifyResponse
+	6,  // 25: identity.v1.IdentityService.WhoAmI:output_type -> identity.v1.VerifyResponse
+	10, // 26: identity.v1.IdentityService.ListMySessions:output_type -> identity.v1.ListMySessionsResponse
+	12, // 27: identity.v1.IdentityService.RevokeMySession:output_type -> identity.v1.RevokeMySessionResponse
+	14, // 28: identity.v1.IdentityService.ChangePassword:output_type -> identity.v1.ChangePasswordResponse
+	17, // 29: identity.v1.IdentityService.GetPublicKeys:output_type -> identity.v1.GetPublicKeysResponse
+	19, // 30: identity.v1.IdentityService.WatchRevocations:output_type -> identity.v1.WatchRevocationsResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_identity_v1_identity_proto_init() }
@@ -943,7 +1333,7 @@ func file_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_identity_v1_identity_proto_rawDesc), len(file_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,9 @@ const (
 	IdentityService_Logout_FullMethodName           = "/identity.v1.IdentityService/Logout"
 	IdentityService_Verify_FullMethodName           = "/identity.v1.IdentityService/Verify"
 	IdentityService_WhoAmI_FullMethodName           = "/identity.v1.IdentityService/WhoAmI"
+	IdentityService_ListMySessions_FullMethodName   = "/identity.v1.IdentityService/ListMySessions"
+	IdentityService_RevokeMySession_FullMethodName  = "/identity.v1.IdentityService/RevokeMySession"
+	IdentityService_ChangePassword_FullMethodName   = "/identity.v1.IdentityService/ChangePassword"
 	IdentityService_GetPublicKeys_FullMethodName    = "/identity.v1.IdentityService/GetPublicKeys"
 	IdentityService_WatchRevocations_FullMethodName = "/identity.v1.IdentityService/WatchRevocations"
 )
@@ -46,14 +49,23 @@ type IdentityServiceClient interface {
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 	// WhoAmI answers the identity of the caller's `Authorization: Bearer` access token.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	// ListMySessions lists the caller's own live sessions (one per login on a
+	// device), with the device and address they were last used from.
+	ListMySessions(ctx context.Context, in *ListMySessionsRequest, opts ...grpc.CallOption) (*ListMySessionsResponse, error)
+	// RevokeMySession ends one of the caller's own sessions (another device,
+	// or this one). A session that is not the caller's is NOT_FOUND.
+	RevokeMySession(ctx context.Context, in *RevokeMySessionRequest, opts ...grpc.CallOption) (*RevokeMySessionResponse, error)
+	// ChangePassword sets the caller's password; the current one is required.
+	// Every other session of the caller is revoked; this one goes on.
+	ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error)
 	// GetPublicKeys returns the published verification keys (the JWKS over gRPC).
 	GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error)
 	// WatchRevocations streams session revocations as they happen, starting after
 	// the given cursor, so local verifiers learn of a logout at once. Events the
 	// client missed are replayed first; then a heartbeat (no session, no reset)
-	// means "every event up to this cursor has been sent", and one follows every
-	// second while nothing else is sent, so a verifier can tell a quiet stream
-	// from a dead one.
+	// means "every event up to this cursor has been sent", and one follows at
+	// least every second while nothing else is sent, so a verifier can tell a
+	// quiet stream from a dead one.
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
 }
 
@@ -115,6 +127,36 @@ func (c *identityServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, o
 	return out, nil
 }
 
+func (c *identityServiceClient) ListMySessions(ctx context.Context, in *ListMySessionsRequest, opts ...grpc.CallOption) (*ListMySessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMySessionsResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ListMySessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) RevokeMySession(ctx context.Context, in *RevokeMySessionRequest, opts ...grpc.CallOption) (*RevokeMySessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeMySessionResponse)
+	err := c.cc.Invoke(ctx, IdentityService_RevokeMySession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangePasswordResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ChangePassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *identityServiceClient) GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPublicKeysResponse)
@@ -162,14 +204,23 @@ type IdentityServiceServer interface {
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	// WhoAmI answers the identity of the caller's `Authorization: Bearer` access token.
 	WhoAmI(context.Context, *WhoAmIRequest) (*VerifyResponse, error)
+	// ListMySessions lists the caller's own live sessions (one per login on a
+	// device), with the device and address they were last used from.
+	ListMySessions(context.Context, *ListMySessionsRequest) (*ListMySessionsResponse, error)
+	// RevokeMySession ends one of the caller's own sessions (another device,
+	// or this one). A session that is not the caller's is NOT_FOUND.
+	RevokeMySession(context.Context, *RevokeMySessionRequest) (*RevokeMySessionResponse, error)
+	// ChangePassword sets the caller's password; the current one is required.
+	// Every other session of the caller is revoked; this one goes on.
+	ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error)
 	// GetPublicKeys returns the published verification keys (the JWKS over gRPC).
 	GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error)
 	// WatchRevocations streams session revocations as they happen, starting after
 	// the given cursor, so local verifiers learn of a logout at once. Events the
 	// client missed are replayed first; then a heartbeat (no session, no reset)
-	// means "every event up to this cursor has been sent", and one follows every
-	// second while nothing else is sent, so a verifier can tell a quiet stream
-	// from a dead one.
+	// means "every event up to this cursor has been sent", and one follows at
+	// least every second while nothing else is sent, so a verifier can tell a
+	// quiet stream from a dead one.
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
 	mustEmbedUnimplementedIdentityServiceServer()
 }
@@ -195,6 +246,15 @@ func (UnimplementedIdentityServiceServer) Verify(context.Context, *VerifyRequest
 }
 func (UnimplementedIdentityServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*VerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedIdentityServiceServer) ListMySessions(context.Context, *ListMySessionsRequest) (*ListMySessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMySessions not implemented")
+}
+func (UnimplementedIdentityServiceServer) RevokeMySession(context.Context, *RevokeMySessionRequest) (*RevokeMySessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeMySession not implemented")
+}
+func (UnimplementedIdentityServiceServer) ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangePassword not implemented")
 }
 func (UnimplementedIdentityServiceServer) GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPublicKeys not implemented")
@@ -313,6 +373,60 @@ func _IdentityService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_ListMySessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMySessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ListMySessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ListMySessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ListMySessions(ctx, req.(*ListMySessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_RevokeMySession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeMySessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).RevokeMySession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_RevokeMySession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).RevokeMySession(ctx, req.(*RevokeMySessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_ChangePassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangePasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ChangePassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ChangePassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ChangePassword(ctx, req.(*ChangePasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IdentityService_GetPublicKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetPublicKeysRequest)
 	if err := dec(in); err != nil {
@@ -368,6 +482,18 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WhoAmI",
 			Handler:    _IdentityService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "ListMySessions",
+			Handler:    _IdentityService_ListMySessions_Handler,
+		},
+		{
+			MethodName: "RevokeMySession",
+			Handler:    _IdentityService_RevokeMySession_Handler,
+		},
+		{
+			MethodName: "ChangePassword",
+			Handler:    _IdentityService_ChangePassword_Handler,
 		},
 		{
 			MethodName: "GetPublicKeys",

@@ -33,7 +33,7 @@ describe('demo in Chromium', { skip: missing ? `browser tests skipped: ${missing
 
   after(async () => {
     await browser?.close();
-    // Nothing secret in identityd's log (DESIGN.md): the Go side checks it
+    // Nothing secret in identityd's log (docs/configuration.md): the Go side checks it
     // for the password and for refresh tokens when identityd stops.
     await stack?.stop();
   });
@@ -42,8 +42,8 @@ describe('demo in Chromium', { skip: missing ? `browser tests skipped: ${missing
    * A fresh context whose pages are watched: every request to identity is
    * recorded, and a page error or CSP violation fails the test.
    */
-  async function newContext() {
-    const context = await browser.newContext();
+  async function newContext(/** @type {import('playwright-core').BrowserContextOptions} */ options = {}) {
+    const context = await browser.newContext(options);
     /** @type {string[]} */
     const problems = [];
     context.on('page', (page) => {
@@ -74,17 +74,17 @@ describe('demo in Chromium', { skip: missing ? `browser tests skipped: ${missing
     }
   }
 
-  /** Opens the demo and logs alice in; returns the login's response. */
-  async function openAndLogin(context) {
+  /** Opens the demo and logs a user in (alice unless given); returns the login's response. */
+  async function openAndLogin(context, username = 'alice', password = stack.password) {
     const page = await context.newPage();
     await page.goto(stack.demo);
     await expectText(page, '#status', 'signed out');
-    await page.fill('#username', 'alice');
-    await page.fill('#password', stack.password);
+    await page.fill('#username', username);
+    await page.fill('#password', password);
     const login = page.waitForResponse((r) => r.url().endsWith('/v1/login'));
     await page.click('#login');
     const res = await login;
-    await expectText(page, '#status', 'signed in as alice');
+    await expectText(page, '#status', `signed in as ${username}`);
     return { page, res, at: Date.now() };
   }
 
@@ -139,7 +139,9 @@ describe('demo in Chromium', { skip: missing ? `browser tests skipped: ${missing
     const { page: one, at } = await openAndLogin(context);
     const opened = mark();
     const two = await context.newPage();
-    await two.goto(stack.demo);
+    // The first tab answers the new one's hello within milliseconds; the
+    // long wait only keeps a loaded machine from making it look otherwise.
+    await two.goto(stack.demo + '?hello=3000');
     await expectText(two, '#status', 'signed in as alice');
     assert.equal(count('/v1/refresh', opened), 0, 'the second tab took the first tab\'s token');
     await untilExpired(at);
@@ -301,5 +303,263 @@ describe('demo in Chromium', { skip: missing ? `browser tests skipped: ${missing
     assert.equal(await refreshCookie(), undefined, 'logout cleared the cookie');
     assert.deepEqual(problems, []);
     await context.close();
+  });
+
+  // --- the account: devices and password --------------------------------
+
+  // Each device is a browser context of its own (its own cookie, its own
+  // session) with the User-Agent of a real browser, so the list names them.
+  const LAPTOP = { userAgent: 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36' };
+  const PHONE = {
+    userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1',
+    viewport: { width: 375, height: 740 },
+    isMobile: true,
+    hasTouch: true,
+  };
+  const DESKTOP_FIREFOX = { userAgent: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0' };
+
+  /**
+   * The devices list as the page shows it, once it is loaded and has n
+   * entries.
+   */
+  async function devices(page, n, timeoutMs = 5000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const list = await page.$$eval('#sessions[aria-busy="false"] > li', (lis) => lis.map((li) => {
+        const text = (sel) => li.querySelector(sel)?.textContent?.trim() ?? '';
+        const time = (sel) => {
+          const t = li.querySelector(`${sel} time`);
+          return { text: t?.textContent ?? '', title: t?.getAttribute('title') ?? '', datetime: t?.getAttribute('datetime') ?? '' };
+        };
+        return {
+          id: /** @type {HTMLElement} */ (li).dataset.sessionId ?? '',
+          device: text('.device'),
+          badge: text('.badge'),
+          current: li.classList.contains('current'),
+          address: text('.address'),
+          created: time('.created'),
+          lastUsed: time('.last-used'),
+          revoke: !!li.querySelector('button.revoke'),
+        };
+      }));
+      if (list.length === n) return list;
+      if (Date.now() > deadline) assert.fail(`the devices list has ${list.length} entries, want ${n}: ${JSON.stringify(list)}`);
+      await sleep(25);
+    }
+  }
+
+  /** Saves a screenshot; at a phone's width, checks the page does not scroll sideways. */
+  async function shot(page, name) {
+    await page.screenshot({ path: path.join(results, name), fullPage: true });
+    const { scrollWidth, innerWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth }));
+    assert.ok(scrollWidth <= innerWidth, `${name}: the page is ${scrollWidth} px wide in a ${innerWidth} px viewport`);
+  }
+
+  /** Waits until the text of selector matches re. */
+  async function expectMatch(page, selector, re, timeoutMs = 5000) {
+    const deadline = Date.now() + timeoutMs;
+    let got;
+    for (;;) {
+      got = ((await page.locator(selector).textContent()) ?? '').trim();
+      if (re.test(got)) return got;
+      if (Date.now() > deadline) assert.fail(`${selector}: ${JSON.stringify(got)}, want ${re} within ${timeoutMs} ms`);
+      await sleep(25);
+    }
+  }
+
+  /**
+   * The answers among requests, leaving out a 401 TOKEN_EXPIRED: an access
+   * token that expired on its way (tokens live 3 s here) is refreshed and
+   * the call replayed, by the client, as designed.
+   */
+  const answered = (/** @type {typeof stack.wire} */ requests) => requests.filter((r) => r.reason !== 'TOKEN_EXPIRED');
+  /** POSTs to a revoke path that reached identityd since the mark, as answered. */
+  const revokes = (since) => answered(stack.wire.slice(since).filter((r) => r.method === 'POST' && /^\/v1\/me\/sessions\/[^/]+\/revoke$/.test(r.path)));
+
+  const SIGNED_OUT_REMOTELY = 'This device was signed out: its session was ended from another device, by a password change, or it expired.';
+
+  test('devices: two browsers list each other, "this device" on the right one; signing the other out ends it', async () => {
+    const user = stack.users.names[0];
+    const laptop = await newContext(LAPTOP);
+    const phone = await newContext(PHONE);
+    const { page: pl } = await openAndLogin(laptop.context, user, stack.users.password);
+    const { page: pp } = await openAndLogin(phone.context, user, stack.users.password);
+
+    // The phone signed in second: its list has both at once; the laptop's
+    // shows the phone after a refresh.
+    const onPhone = await devices(pp, 2);
+    await pl.click('#sessions-refresh');
+    const onLaptop = await devices(pl, 2);
+    const view = (list) => list.map((d) => [d.device, d.badge, d.current, d.revoke]);
+    assert.deepEqual(view(onLaptop), [['Chrome on Linux', 'this device', true, false], ['Safari on iPhone', '', false, true]]);
+    assert.deepEqual(view(onPhone), [['Safari on iPhone', 'this device', true, false], ['Chrome on Linux', '', false, true]]);
+    assert.deepEqual(onLaptop.map((d) => d.id), onPhone.map((d) => d.id).reverse(), 'the same two sessions');
+    for (const d of [...onLaptop, ...onPhone]) {
+      assert.equal(d.address, '127.0.0.1');
+      for (const t of [d.created, d.lastUsed]) {
+        assert.match(t.text, /^(just now|\d+ seconds ago)$/, 'a relative time in words');
+        assert.match(t.title, /\d{4}/, 'the exact time in the title');
+        assert.ok(Math.abs(Date.parse(t.datetime) - Date.now()) < 60_000, `datetime ${t.datetime}`);
+      }
+    }
+    assert.equal(await pl.locator('#revoke-others').isEnabled(), true);
+    await shot(pl, 'demo-devices.png');
+    await shot(pp, 'demo-devices-phone.png');
+
+    // The laptop signs the phone out.
+    const phoneId = onLaptop[1].id;
+    const since = mark();
+    await pl.click(`#sessions > li[data-session-id="${phoneId}"] button.revoke`);
+    await expectText(pl, '#sessions-done', 'Safari on iPhone (127.0.0.1) was signed out.');
+    const left = await devices(pl, 1);
+    assert.deepEqual(view(left), [['Chrome on Linux', 'this device', true, false]]);
+    assert.equal(await pl.locator('#revoke-others').isDisabled(), true, 'no other device to sign out');
+    assert.equal(await pl.locator('#sessions-alone').isVisible(), true);
+    assert.deepEqual(revokes(since).map((r) => [r.path, r.status]), [[`/v1/me/sessions/${phoneId}/revoke`, 200]]);
+
+    // The phone's next call fails, and the phone says why.
+    const next = mark();
+    await pp.click('#sessions-refresh');
+    await expectText(pp, '#status', 'signed out');
+    await expectText(pp, '#notice', SIGNED_OUT_REMOTELY);
+    assert.equal(await pp.locator('#account').isHidden(), true);
+    assert.equal(await pp.locator('#login-form').isVisible(), true);
+    const refused = stack.wire.slice(next).filter((r) => r.method !== 'OPTIONS');
+    assert.ok(refused.length > 0 && refused.every((r) => r.status === 401), `the phone's session was refused: ${JSON.stringify(refused)}`);
+    await shot(pp, 'demo-signed-out-remotely-phone.png');
+
+    await expectText(pl, '#status', `signed in as ${user}`);
+    assert.deepEqual([...laptop.problems, ...phone.problems], []);
+    await laptop.context.close();
+    await phone.context.close();
+  });
+
+  test('sign out everywhere else: one revocation per other device, and only this one is left', async () => {
+    const user = stack.users.names[1];
+    const laptop = await newContext(LAPTOP);
+    const phone = await newContext(PHONE);
+    const desktop = await newContext(DESKTOP_FIREFOX);
+    const { page: pl } = await openAndLogin(laptop.context, user, stack.users.password);
+    const { page: pp } = await openAndLogin(phone.context, user, stack.users.password);
+    const { page: pd } = await openAndLogin(desktop.context, user, stack.users.password);
+    await pl.click('#sessions-refresh');
+    const before = await devices(pl, 3);
+    assert.deepEqual(before.map((d) => d.device).sort(), ['Chrome on Linux', 'Firefox on Windows', 'Safari on iPhone']);
+
+    const since = mark();
+    await pl.click('#revoke-others');
+    await expectText(pl, '#sessions-done', 'Signed out 2 other devices.');
+    const after = await devices(pl, 1);
+    assert.deepEqual(after.map((d) => [d.device, d.badge]), [['Chrome on Linux', 'this device']]);
+    assert.deepEqual(revokes(since).map((r) => r.status), [200, 200], 'one call for each other device');
+    assert.deepEqual(revokes(since).map((r) => r.path).sort(), before.filter((d) => !d.current).map((d) => `/v1/me/sessions/${d.id}/revoke`).sort());
+    await expectText(pl, '#sessions-error', '');
+    await shot(pl, 'demo-signed-out-everywhere-else.png');
+
+    for (const page of [pp, pd]) {
+      await page.click('#call');
+      await expectText(page, '#calls', 'ok 0/10');
+      await expectText(page, '#status', 'signed out');
+      await expectText(page, '#notice', SIGNED_OUT_REMOTELY);
+    }
+    // This device goes on.
+    await pl.click('#call');
+    await expectText(pl, '#calls', 'ok 10/10');
+    assert.deepEqual([...laptop.problems, ...phone.problems, ...desktop.problems], []);
+    for (const c of [laptop, phone, desktop]) await c.context.close();
+  });
+
+  test('change password: a wrong current password is a sentence; the right one signs the other device out, this one stays', async () => {
+    const user = stack.users.names[2];
+    const laptop = await newContext(LAPTOP);
+    const phone = await newContext(PHONE);
+    const { page: pl } = await openAndLogin(laptop.context, user, stack.users.password);
+    const { page: pp } = await openAndLogin(phone.context, user, stack.users.password);
+    await pl.click('#sessions-refresh');
+    await devices(pl, 2);
+
+    // Wrong current password: refused, said in words, nothing revoked.
+    let since = mark();
+    await pl.fill('#current-password', `not-${stack.users.password}`);
+    await pl.fill('#new-password', stack.users.newPassword);
+    await pl.click('#change-password');
+    await expectText(pl, '#password-error', 'The current password is wrong.');
+    assert.deepEqual(answered(onWire('/v1/me/password', since)).map((r) => r.status), [401]);
+    await expectText(pl, '#password-done', '');
+    await shot(pl, 'demo-password-wrong.png');
+    await pp.click('#sessions-refresh');
+    await devices(pp, 2);
+    await expectText(pp, '#status', `signed in as ${user}`);
+
+    // The right one: changed, the phone is signed out, the laptop stays.
+    since = mark();
+    await pl.fill('#current-password', stack.users.password);
+    await pl.fill('#new-password', stack.users.newPassword);
+    await pl.click('#change-password');
+    await expectText(pl, '#password-done', 'Password changed. Your other sessions were signed out; this device stays signed in.');
+    const changed = Date.now();
+    await expectText(pl, '#password-error', '');
+    assert.deepEqual(answered(onWire('/v1/me/password', since)).map((r) => r.status), [200]);
+    assert.deepEqual((await devices(pl, 1)).map((d) => [d.device, d.badge]), [['Chrome on Linux', 'this device']]);
+    assert.deepEqual([await pl.inputValue('#current-password'), await pl.inputValue('#new-password')], ['', ''], 'the form was cleared');
+    await shot(pl, 'demo-password-changed.png');
+
+    await pp.click('#call');
+    await expectText(pp, '#calls', 'ok 0/10');
+    await expectText(pp, '#status', 'signed out');
+    await expectText(pp, '#notice', SIGNED_OUT_REMOTELY);
+
+    // The laptop's session moved to the new password: it still refreshes.
+    await untilExpired(changed);
+    since = mark();
+    await pl.click('#call');
+    await expectText(pl, '#calls', 'ok 10/10');
+    assert.equal(count('/v1/refresh', since), 1);
+    await expectText(pl, '#status', `signed in as ${user}`);
+
+    // On the phone, the old password no longer works; the new one does.
+    await pp.fill('#username', user);
+    await pp.fill('#password', stack.users.password);
+    await pp.click('#login');
+    await expectText(pp, '#error', 'The username or password is wrong.');
+    await pp.fill('#password', stack.users.newPassword);
+    await pp.click('#login');
+    await expectText(pp, '#status', `signed in as ${user}`);
+    await expectText(pp, '#notice', '');
+    assert.deepEqual([...laptop.problems, ...phone.problems], []);
+    await laptop.context.close();
+    await phone.context.close();
+  });
+
+  test('too many wrong current passwords: the page says how long to wait, in seconds', async () => {
+    const user = stack.users.names[3];
+    const phone = await newContext(PHONE);
+    const { page } = await openAndLogin(phone.context, user, stack.users.password);
+    await page.fill('#new-password', stack.users.newPassword);
+    // --login-failures-per-user is 10 a minute (bursts of 10): the 11th
+    // wrong password at the latest is held back.
+    let answer;
+    for (let i = 0; i < 15; i++) {
+      await page.fill('#current-password', `wrong-${i}`);
+      // The answer to this attempt (not a 401 TOKEN_EXPIRED that the
+      // client answers by refreshing and replaying it).
+      const res = page.waitForResponse(async (r) => r.url().endsWith('/v1/me/password') &&
+        (r.status() !== 401 || (await r.json().catch(() => null))?.details?.[0]?.reason !== 'TOKEN_EXPIRED'));
+      await page.click('#change-password');
+      answer = await res;
+      if (answer.status() === 429) break;
+      await expectText(page, '#password-error', 'The current password is wrong.');
+    }
+    assert.equal(answer?.status(), 429, 'rate limited within 15 attempts');
+    const retryAfter = Number(await answer.headerValue('retry-after'));
+    assert.ok(retryAfter >= 1, `Retry-After ${retryAfter}`);
+    const said = await expectMatch(page, '#password-error', /^Too many attempts: try again in \d+ s\.$/);
+    const n = Number(/in (\d+) s/.exec(said)?.[1]);
+    assert.ok(n >= 1 && n <= retryAfter, `the page says ${n} s, Retry-After is ${retryAfter} s`);
+    assert.equal(await page.locator('#change-password').isDisabled(), true, 'held back while it counts down');
+    await shot(page, 'demo-password-rate-limited-phone.png');
+    await expectText(page, '#status', `signed in as ${user}`);
+    assert.deepEqual(phone.problems, []);
+    await phone.context.close();
   });
 });

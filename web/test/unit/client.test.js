@@ -350,3 +350,88 @@ describe('tabs', () => {
     y.close();
   });
 });
+
+describe('for adapters: accessToken, retryToken, IdentityError.fromBody', () => {
+  test('accessToken: the current token without a request, one refresh for many near expiry', async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    const client = newClient(server, c, { mode: 'bearer' });
+    await assert.rejects(client.accessToken(), (e) => e.reason === REASON_SIGNED_OUT);
+    assert.equal(server.calls.length, 0);
+    await client.login('alice', 'pw');
+    const first = server.current;
+    assert.equal(await client.accessToken(), first);
+    assert.equal(server.count('/v1/refresh'), 0);
+    c.advance(61_000);
+    const tokens = await Promise.all(Array.from({ length: 10 }, () => client.accessToken()));
+    assert.equal(server.count('/v1/refresh'), 1);
+    assert.deepEqual(new Set(tokens), new Set([server.current]));
+    assert.notEqual(server.current, first);
+  });
+
+  test('retryToken: TOKEN_EXPIRED refreshes once per stale token, other reasons do not', async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    const client = newClient(server, c);
+    await client.login('alice', 'pw');
+    const stale = server.current;
+    const [a, b] = await Promise.all([client.retryToken(stale, 'TOKEN_EXPIRED'), client.retryToken(stale, 'TOKEN_EXPIRED')]);
+    assert.equal(a, server.current);
+    assert.equal(b, a);
+    // A late 401 for the old token: the new one is used, no second refresh.
+    assert.equal(await client.retryToken(stale, 'TOKEN_EXPIRED'), a);
+    assert.equal(server.count('/v1/refresh'), 1);
+    for (const reason of ['TOKEN_INVALID', '', 'PERMISSION_DENIED']) assert.equal(await client.retryToken(a, reason), '');
+    assert.equal(server.count('/v1/refresh'), 1);
+  });
+
+  test('retryToken: TOKEN_REVOKED for the current token signs out, for an old one does nothing', async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    const client = newClient(server, c);
+    const seen = events(client);
+    await client.login('alice', 'pw');
+    const old = server.current;
+    await client.refresh();
+    assert.equal(await client.retryToken(old, 'TOKEN_REVOKED'), '');
+    assert.equal(client.signedIn, true, 'an old token\'s revocation is not this session\'s end');
+    assert.equal(await client.retryToken(server.current, 'TOKEN_REVOKED'), '');
+    assert.equal(client.signedIn, false);
+    assert.deepEqual(seen.filter((e) => e.type === 'signedout'), [{ type: 'signedout', reason: 'TOKEN_REVOKED', fromOtherTab: false }]);
+    await assert.rejects(client.retryToken(old, 'TOKEN_EXPIRED'), (e) => e.reason === REASON_SIGNED_OUT);
+  });
+
+  test('IdentityError.fromBody reads identity\'s error body, and only that', () => {
+    const body = { code: 16, message: 'token expired', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'TOKEN_EXPIRED', domain: 'identity' }] };
+    const cause = new Error('the call');
+    const e = IdentityError.fromBody(401, body, { cause });
+    assert.deepEqual([e.name, e.status, e.reason, e.message, e.cause], ['IdentityError', 401, 'TOKEN_EXPIRED', 'token expired', cause]);
+    assert.equal(IdentityError.fromBody(401, { details: [{ reason: 'TOKEN_EXPIRED', domain: 'other' }] }).reason, '');
+    for (const junk of [null, 'text', 42, [], { details: 'x' }]) {
+      const j = IdentityError.fromBody(502, junk);
+      assert.deepEqual([j.status, j.reason, j.message], [502, '', 'HTTP 502']);
+    }
+  });
+
+  test('IdentityError.retryAfter: the delay of a 429, from Retry-After or the body', async () => {
+    const info = (metadata) => ({ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'RATE_LIMITED', domain: 'identity', metadata });
+    const retry = (delay) => ({ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retry_delay: delay });
+    const body = (...details) => ({ code: 8, message: 'too many login attempts', details });
+    assert.equal(IdentityError.fromBody(429, body(info({ retry_after_seconds: '7' }), retry('7s'))).retryAfter, 7);
+    assert.equal(IdentityError.fromBody(429, body(info({}), retry('1.2s'))).retryAfter, 2, 'rounded up');
+    assert.equal(IdentityError.fromBody(429, body(info({ retry_after_seconds: '4' }))).retryAfter, 4);
+    assert.equal(IdentityError.fromBody(429, body(info({}))).retryAfter, 0);
+    assert.equal(IdentityError.fromBody(401, body(info({ retry_after_seconds: 'soon' }), retry('-3s'))).retryAfter, 0);
+    assert.equal(new IdentityError('x', 0, 'SIGNED_OUT').retryAfter, 0);
+    assert.equal('cause' in new IdentityError('x', 0, 'SIGNED_OUT'), false);
+
+    const answer = (headers, b) => new Response(JSON.stringify(b), { status: 429, headers });
+    assert.equal((await IdentityError.from(answer({ 'Retry-After': '12' }, body(info({}), retry('3s'))))).retryAfter, 12, 'the header wins');
+    assert.equal((await IdentityError.from(answer({}, body(info({}), retry('3s'))))).retryAfter, 3);
+    const date = new Date(Date.now() + 30_000).toUTCString();
+    const fromDate = (await IdentityError.from(answer({ 'Retry-After': date }, body(info({}))))).retryAfter;
+    assert.ok(fromDate >= 29 && fromDate <= 31, `Retry-After as a date: ${fromDate} s`);
+    const e = await IdentityError.from(answer({ 'Retry-After': '5' }, body(info({}))));
+    assert.deepEqual([e.status, e.reason, e.message, e.retryAfter], [429, 'RATE_LIMITED', 'too many login attempts', 5]);
+  });
+});

@@ -138,3 +138,38 @@ export function clock(start = 1_000_000) {
 }
 
 export { tick };
+
+/**
+ * Serves handler (fetch-shaped: (url, init) => Response, like
+ * FakeIdentity.fetch) over HTTP on loopback, so a real HTTP client (axios)
+ * can talk to it. Resolves to {url, close}; every request is recorded in
+ * requests with its headers.
+ */
+export async function serveHTTP(handler) {
+  const { createServer } = await import('node:http');
+  /** @type {{method: string, path: string, headers: Record<string, string | string[] | undefined>}[]} */
+  const requests = [];
+  const srv = createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks);
+    requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers });
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers.set(k, v);
+    const url = `http://${req.headers.host}${req.url}`;
+    try {
+      const answer = await handler(url, { method: req.method, headers, body: body.length ? body.toString() : undefined });
+      res.writeHead(answer.status, Object.fromEntries(answer.headers));
+      res.end(Buffer.from(await answer.arrayBuffer()));
+    } catch (err) {
+      res.writeHead(500).end(String(err));
+    }
+  });
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () => new Promise((resolve) => { srv.closeAllConnections(); srv.close(resolve); }),
+  };
+}

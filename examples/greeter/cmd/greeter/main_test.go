@@ -19,6 +19,8 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:0", "--mode", "trust-everyone"}, `mode "trust-everyone"`},
 		{[]string{"--no-such-flag"}, "not defined"},
 		{[]string{"--listen", "not an address"}, "listen"},
+		{[]string{"--identity-cert-file", "client.pem"}, "both its certificate and its key"},
+		{[]string{"--identity-ca-file", "/nonexistent/ca.pem"}, "ca.pem"},
 	} {
 		err := run(context.Background(), tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
