@@ -22,7 +22,11 @@ func TestMain(m *testing.M) { testidentityd.Main(m) }
 type opts struct {
 	embedded bool                   // no --redis-url: the in-memory store
 	redis    *testredis.Server      // use this Redis; nil starts a private one
+	cluster  *testredis.Cluster     // or this Redis Cluster
+	sentinel *testredis.Sentinel    // or this Sentinel-watched primary
+	redisURL string                 // or the Redis at this URL (the test owns it)
 	flags    map[string]string      // flag name (no dashes) → value, over the defaults
+	notReady bool                   // return once identityd holds its ports, ready or not
 	username string                 // bootstrap user; default "alice"
 	password string                 // bootstrap password; default random
 	extra    []testidentityd.Option // more harness options (a master key of its own, …)
@@ -64,6 +68,15 @@ func startIdentityd(t *testing.T, o opts) *identityd {
 		options = append(options, testidentityd.WithEmbeddedStore())
 	case o.redis != nil:
 		options = append(options, testidentityd.WithRedis(o.redis))
+	case o.cluster != nil:
+		options = append(options, testidentityd.WithRedisCluster(o.cluster))
+	case o.sentinel != nil:
+		options = append(options, testidentityd.WithRedisSentinel(o.sentinel))
+	case o.redisURL != "":
+		options = append(options, testidentityd.WithRedisURL(o.redisURL))
+	}
+	if o.notReady {
+		options = append(options, testidentityd.WithoutReadyWait())
 	}
 	if o.username == "" {
 		o.username = "alice"

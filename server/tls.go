@@ -43,6 +43,12 @@ func (t *TLS) grpcConfig() *tls.Config {
 	return c
 }
 
+// HTTPConfig and GRPCConfig are the TLS configurations of the two ports,
+// for a server that answers on them before this one does (identityd's,
+// while it waits for its store).
+func (t *TLS) HTTPConfig() *tls.Config { return t.httpConfig() }
+func (t *TLS) GRPCConfig() *tls.Config { return t.grpcConfig() }
+
 // grpcCredentials handshakes TLS on the TCP port and nothing on the
 // in-process listener the REST gateway dials: that one cannot be reached
 // from outside the process, and the gateway has no client certificate to

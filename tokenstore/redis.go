@@ -46,9 +46,11 @@ import (
 //
 // # Client settings
 //
-// Build the client with RedisOptions (or set the same two fields): every
-// call is then bounded by its context (ContextTimeoutEnabled) and go-redis
-// does not resend a command whose reply was lost (MaxRetries -1). The
+// Build the client with RedisOptions (or set the same two fields) and
+// NewClient: every call is then bounded by its context
+// (ContextTimeoutEnabled) and go-redis does not resend a command whose
+// reply was lost (MaxRetries -1, and on a cluster NewClient's hooks, which
+// also make the client find a failed-over master at once). The
 // scripts are written to survive such a resend anyway: a rotation retried
 // after it advanced lands in the grace window and returns the same session,
 // user and session creation recognise their own earlier write, an update

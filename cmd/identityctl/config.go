@@ -17,6 +17,8 @@ type config struct {
 	redisURL    string
 	redisAddrs  string
 	redisCAFile string
+	// sentinelMaster makes redisAddrs the sentinels' addresses.
+	sentinelMaster string
 
 	server       string
 	token        string
@@ -55,6 +57,7 @@ func (c *config) fromEnv(getenv func(string) string) error {
 	c.tlsCAFile = getenv("IDENTITY_SERVER_CA_FILE")
 	c.tlsCertFile = getenv("IDENTITY_CLIENT_CERT_FILE")
 	c.tlsKeyFile = getenv("IDENTITY_CLIENT_KEY_FILE")
+	c.sentinelMaster = getenv("IDENTITY_REDIS_SENTINEL_MASTER")
 	c.server = or(getenv("IDENTITY_SERVER"), "127.0.0.1:9090")
 	c.token = getenv("IDENTITY_TOKEN")
 	c.user = getenv("IDENTITY_USER")
@@ -95,6 +98,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.tlsCAFile, "tls-ca-file", c.tlsCAFile, "")
 	fs.StringVar(&c.tlsCertFile, "tls-cert-file", c.tlsCertFile, "")
 	fs.StringVar(&c.tlsKeyFile, "tls-key-file", c.tlsKeyFile, "")
+	fs.StringVar(&c.sentinelMaster, "redis-sentinel-master", c.sentinelMaster, "")
 	fs.StringVar(&c.server, "server", c.server, "")
 	fs.StringVar(&c.token, "token", c.token, "")
 	fs.StringVar(&c.user, "user", c.user, "")
@@ -123,6 +127,9 @@ func (c *config) direct() bool { return c.redisURL != "" || c.redisAddrs != "" }
 func (c *config) check() error {
 	if c.redisURL != "" && c.redisAddrs != "" {
 		return errors.New("--redis-url and --redis-addrs are exclusive: give one")
+	}
+	if c.sentinelMaster != "" && c.redisAddrs == "" {
+		return errors.New("--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
 	}
 	if c.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %s", c.timeout)

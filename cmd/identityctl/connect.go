@@ -49,7 +49,11 @@ func (c *config) redisOptions() (*redis.UniversalOptions, error) {
 		if len(addrs) == 0 {
 			return nil, errors.New("--redis-addrs: no address")
 		}
-		opts, err = tokenstore.ClientOptions("", addrs)
+		if c.sentinelMaster != "" {
+			opts, err = tokenstore.SentinelClientOptions(c.sentinelMaster, addrs)
+		} else {
+			opts, err = tokenstore.ClientOptions("", addrs)
+		}
 	} else {
 		opts, err = tokenstore.ClientOptions(c.redisURL, nil)
 	}
@@ -69,7 +73,7 @@ func (c *cli) openStore() (*tokenstore.Redis, func(), error) {
 	if err != nil {
 		return nil, nil, &usageError{msg: err.Error()}
 	}
-	rdb := redis.NewUniversalClient(opts)
+	rdb := tokenstore.NewClient(opts)
 	store := tokenstore.NewRedis(rdb, c.storeOptions...)
 	return store, func() { store.Close(); rdb.Close() }, nil
 }

@@ -1,7 +1,8 @@
 // Command identityctl administers identity: users, sessions and signing
-// keys. With --redis-url or --redis-addrs it works on the store directly,
-// through the same account rules as identityd; otherwise it calls a running
-// identityd's AdminService (the only way to reach the embedded store).
+// keys. With --redis-url or --redis-addrs (and --redis-sentinel-master for
+// Redis Sentinel) it works on the store directly, through the same account
+// rules as identityd; otherwise it calls a running identityd's AdminService
+// (the only way to reach the embedded store).
 package main
 
 import (
@@ -49,7 +50,9 @@ Commands:
 
 Direct store access, with the settings identityd has:
   --redis-url URL        redis:// or rediss:// URL          IDENTITY_REDIS_URL
-  --redis-addrs A,B,...  Redis Cluster seed addresses       IDENTITY_REDIS_ADDRS
+  --redis-addrs A,B,...  Redis Cluster seeds (or sentinels) IDENTITY_REDIS_ADDRS
+  --redis-sentinel-master NAME
+                         primary the sentinels watch        IDENTITY_REDIS_SENTINEL_MASTER
   --redis-ca-file FILE   CA of Redis's TLS certificate      IDENTITY_REDIS_CA_FILE
   --signing-alg ALG      EdDSA, ES256, RS256, HS256 [EdDSA] IDENTITY_SIGNING_ALG
   --access-ttl D         access-token lifetime [15m]        IDENTITY_ACCESS_TTL

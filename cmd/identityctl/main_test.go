@@ -604,6 +604,17 @@ func TestRedisOptions(t *testing.T) {
 	if _, ok := redis.NewUniversalClient(o).(*redis.ClusterClient); !ok {
 		t.Error("--redis-addrs with one seed did not give a cluster client")
 	}
+	sentinel := &config{redisAddrs: "10.0.0.1:26379,10.0.0.2:26379", sentinelMaster: "identity"}
+	o, err = sentinel.redisOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MasterName != "identity" || !slices.Equal(o.Addrs, []string{"10.0.0.1:26379", "10.0.0.2:26379"}) || o.MaxRetries != -1 || !o.ContextTimeoutEnabled {
+		t.Errorf("sentinel options = %+v", o)
+	}
+	if err := (&config{sentinelMaster: "identity", timeout: time.Second}).check(); err == nil || !strings.Contains(err.Error(), "--redis-addrs") {
+		t.Errorf("--redis-sentinel-master without addresses: %v", err)
+	}
 	if _, err := (&config{redisURL: "redis://h:1/notadb"}).redisOptions(); err == nil {
 		t.Error("a bad database number was accepted")
 	}

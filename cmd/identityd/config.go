@@ -35,6 +35,9 @@ type config struct {
 	HashWorkers     int
 	Server          server.Config
 
+	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
+	// addresses and names the primary they monitor.
+	RedisSentinelMaster string
 	// TLS on both ports from these files (re-read when they change);
 	// with TLSClientCAFile the gRPC port requires client certificates.
 	TLSCertFile     string
@@ -194,7 +197,8 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
 	e.str(&publicURL, "public-url", "IDENTITY_PUBLIC_URL", "", "base URL clients reach identityd at (https://id.example.com), for the discovery document's jwks_uri; unset: the issuer if it is an https URL, else the request's Host")
 	e.str(&c.RedisURL, "redis-url", "IDENTITY_REDIS_URL", "", "Redis URL (redis:// or rediss://); unset: embedded in-memory store")
-	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses")
+	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses, or the sentinels' addresses with --redis-sentinel-master")
+	e.str(&c.RedisSentinelMaster, "redis-sentinel-master", "IDENTITY_REDIS_SENTINEL_MASTER", "", "name of the primary the sentinels in --redis-addrs monitor (Redis Sentinel)")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
 	e.str(&c.RedisCAFile, "redis-ca-file", "IDENTITY_REDIS_CA_FILE", "", "PEM CA certificates to verify Redis's TLS certificate with (rediss:// or --redis-addrs); unset: the system's roots")
 	e.str(&c.TLSCertFile, "tls-cert-file", "IDENTITY_TLS_CERT_FILE", "", "PEM certificate (chain) served on both ports, re-read when it changes; unset: plaintext, for loopback only")
@@ -323,6 +327,8 @@ func (c config) validate() error {
 	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0 && s.LoginFailuresPerUserAddress >= 0, "login limits must not be negative")
 	check(s.RefreshRatePerSession >= 0 && s.RefreshRatePerIP >= 0, "refresh limits must not be negative")
 	check(c.RedisURL == "" || len(c.RedisAddrs) == 0, "set --redis-url or --redis-addrs, not both")
+	check(c.RedisSentinelMaster == "" || len(c.RedisAddrs) > 0, "--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
+	check(c.RedisSentinelMaster == "" || c.RedisURL == "", "--redis-sentinel-master goes with --redis-addrs, not --redis-url")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")

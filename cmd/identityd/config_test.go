@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,8 @@ func TestConfigRejects(t *testing.T) {
 		{"negative publish-ahead", []string{"--key-publish-ahead", "-1s"}, nil, "--key-publish-ahead"},
 		{"key reload under a second", []string{"--key-reload", "100ms"}, nil, "--key-reload"},
 		{"url and cluster", []string{"--redis-url", "redis://x", "--redis-addrs", "a:1"}, nil, "not both"},
+		{"sentinel master without sentinels", []string{"--redis-sentinel-master", "mymaster"}, nil, "--redis-sentinel-master needs the sentinels' addresses"},
+		{"sentinel master with a URL", nil, map[string]string{"IDENTITY_REDIS_SENTINEL_MASTER": "mymaster", "IDENTITY_REDIS_URL": "redis://x"}, "not --redis-url"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
 		{"negative per-address failures", []string{"--login-failures-per-user-address", "-1"}, nil, "login limits"},
 		{"bad per-address failures env", nil, map[string]string{"IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS": "ten"}, "IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS"},
@@ -146,6 +149,56 @@ func TestConfigRejects(t *testing.T) {
 			_, err := parseConfig(tc.args, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("parseConfig error = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestConfigRedisTopologies: --redis-url is one node, --redis-addrs a
+// cluster, and --redis-addrs with --redis-sentinel-master the sentinels of
+// a primary; each becomes go-redis universal options with calls bounded by
+// their context and never resent.
+func TestConfigRedisTopologies(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		mode       string
+		addrs      []string
+		masterName string
+	}{
+		{"url", []string{"--redis-url", "redis://127.0.0.1:6380/2"}, nil, "single", []string{"127.0.0.1:6380"}, ""},
+		{"cluster", []string{"--redis-addrs", "10.0.0.1:7000, 10.0.0.2:7000"}, nil, "cluster", []string{"10.0.0.1:7000", "10.0.0.2:7000"}, ""},
+		{"sentinel by flags", []string{"--redis-addrs", "10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379", "--redis-sentinel-master", "identity"},
+			nil, "sentinel", []string{"10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"}, "identity"},
+		{"sentinel by env", nil, map[string]string{"IDENTITY_REDIS_ADDRS": "10.0.0.1:26379", "IDENTITY_REDIS_SENTINEL_MASTER": "mymaster"},
+			"sentinel", []string{"10.0.0.1:26379"}, "mymaster"},
+		{"flag over env", []string{"--redis-sentinel-master", "flag"}, map[string]string{"IDENTITY_REDIS_ADDRS": "10.0.0.1:26379", "IDENTITY_REDIS_SENTINEL_MASTER": "env"},
+			"sentinel", []string{"10.0.0.1:26379"}, "flag"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv("IDENTITY_INSECURE_PLAINTEXT_KEYS", "true") // not what this test is about
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			c, err := parseConfig(tc.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := redisMode(c); got != tc.mode {
+				t.Errorf("mode %q, want %q", got, tc.mode)
+			}
+			o, err := redisOptions(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(o.Addrs, tc.addrs) || o.MasterName != tc.masterName {
+				t.Errorf("addrs %v, master name %q; want %v, %q", o.Addrs, o.MasterName, tc.addrs, tc.masterName)
+			}
+			if o.MaxRetries != -1 || !o.ContextTimeoutEnabled || o.ReadTimeout != c.RedisTimeout {
+				t.Errorf("MaxRetries %d, ContextTimeoutEnabled %t, ReadTimeout %v: want -1, true, --redis-timeout", o.MaxRetries, o.ContextTimeoutEnabled, o.ReadTimeout)
 			}
 		})
 	}

@@ -64,11 +64,18 @@ func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// redisClient builds the go-redis universal client: one node for
-// --redis-url, a cluster for --redis-addrs. Calls are bounded by their
+// redisOptions are the go-redis universal client's options: one node for
+// --redis-url, a cluster for --redis-addrs, a Sentinel-watched primary for
+// --redis-addrs with --redis-sentinel-master. Calls are bounded by their
 // context and never resent by go-redis, so a Lua rotation cannot run twice.
-func redisClient(c config) (redis.UniversalClient, error) {
-	opts, err := tokenstore.ClientOptions(c.RedisURL, c.RedisAddrs)
+func redisOptions(c config) (*redis.UniversalOptions, error) {
+	var opts *redis.UniversalOptions
+	var err error
+	if c.RedisSentinelMaster != "" {
+		opts, err = tokenstore.SentinelClientOptions(c.RedisSentinelMaster, c.RedisAddrs)
+	} else {
+		opts, err = tokenstore.ClientOptions(c.RedisURL, c.RedisAddrs)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +97,18 @@ func redisClient(c config) (redis.UniversalClient, error) {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = c.RedisTimeout
 	}
-	return redis.NewUniversalClient(opts), nil
+	return opts, nil
+}
+
+// redisMode names the topology of c's Redis for the log.
+func redisMode(c config) string {
+	switch {
+	case c.RedisSentinelMaster != "":
+		return "sentinel"
+	case len(c.RedisAddrs) > 0:
+		return "cluster"
+	}
+	return "single"
 }
 
 // run is identityd without the process: --help goes to stdout, the log to
@@ -109,6 +127,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	// go-redis logs each failed dial on its own: while Redis is down that
+	// is a line per attempt. identityd says once what it waits for (see
+	// waiting.go) and what fails (the feed, the health check); go-redis's
+	// lines go to the debug level.
+	redis.SetLogger(goRedisLog{log})
+
 	var store tokenstore.Store
 	var limiter ratelimit.Limiter
 	// keyringName is the Redis key of the keyring, what a sealed keyring is
@@ -124,47 +148,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		store = tokenstore.NewMemory(storeOpts...)
 		limiter = ratelimit.NewMemory()
 	} else {
-		rdb, err := redisClient(c)
+		opts, err := redisOptions(c)
 		if err != nil {
 			return err
 		}
-		log.Info("using the Redis store", slog.Int("seeds", max(1, len(c.RedisAddrs))))
+		rdb := tokenstore.NewClient(opts)
+		defer rdb.Close()
+		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
 	}
 	defer store.Close()
 
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	// Nothing is written to the store before the keys load: a wrong master
-	// key stops identityd with the store as it found it.
-	keys, err := loadKeys(startCtx, c, store, keyringName, log)
-	if err != nil {
-		return err
-	}
 	hasher, err := password.New(password.WithWorkers(hashWorkers(c.HashWorkers, runtime.GOMAXPROCS(0))))
 	if err != nil {
-		return err
-	}
-	if err := bootstrap(startCtx, c, store, hasher, log); err != nil {
 		return err
 	}
 	serverTLS, err := loadTLS(c, log)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(startCtx, c.Server, server.Deps{
-		Store:       store,
-		Keys:        keys,
-		Hasher:      hasher,
-		Limiter:     limiter,
-		Logger:      log,
-		KeysFromDir: c.KeysDir != "",
-		TLS:         serverTLS,
-	})
-	if err != nil {
-		return err
+	// Keys from --keys-dir need no store: a mistake there stops identityd
+	// before it listens. Keys in the store are loaded once it answers.
+	var keys *token.Manager
+	if c.KeysDir != "" {
+		if keys, err = loadKeys(ctx, c, store, keyringName, log); err != nil {
+			return err
+		}
 	}
 	grpcLis, err := net.Listen("tcp", c.GRPCAddr)
 	if err != nil {
@@ -186,11 +197,66 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		slog.String("grpc", grpcLis.Addr().String()),
 		slog.String("http", httpLis.Addr().String()),
 		slog.Bool("tls", serverTLS != nil),
-		slog.Bool("client_certs", serverTLS != nil && serverTLS.ClientCAs != nil),
-		slog.String("signing_alg", signingAlg(keys)))
-	err = srv.Serve(ctx, grpcLis, httpLis, c.ShutdownTimeout)
+		slog.Bool("client_certs", serverTLS != nil && serverTLS.ClientCAs != nil))
+	// The ports are bound from here on; until the store answers, the
+	// waiting server answers on them (see waiting.go).
+	grpcPorts, httpPorts := newHandoff(grpcLis), newHandoff(httpLis)
+	defer grpcPorts.Close()
+	defer httpPorts.Close()
+	waiting := serveWaiting(grpcPorts.next(), httpPorts.next(), serverTLS)
+
+	// Each retried step logs its lines once, however many attempts it takes.
+	onceLog := slog.New(newOnceHandler(log.Handler()))
+	steps := []startStep{{"the store to answer", store.Ping}}
+	if keys == nil {
+		// Nothing is written to the store before the keys load: a wrong
+		// master key stops identityd with the store as it found it.
+		steps = append(steps, startStep{"the signing keys: the keyring cannot be read from the store yet", func(ctx context.Context) (err error) {
+			keys, err = loadKeys(ctx, c, store, keyringName, onceLog)
+			return err
+		}})
+	}
+	steps = append(steps, startStep{"the store to take the bootstrap user", func(ctx context.Context) error {
+		return bootstrap(ctx, c, store, hasher, onceLog)
+	}})
+	if err := waitForStore(ctx, log, startBackoff, steps); err != nil {
+		waiting.stop(c.ShutdownTimeout)
+		if ctx.Err() != nil {
+			log.Info("identityd stopped before its store answered")
+			return nil
+		}
+		return err
+	}
+	newCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	srv, err := server.New(newCtx, c.Server, server.Deps{
+		Store:       store,
+		Keys:        keys,
+		Hasher:      hasher,
+		Limiter:     limiter,
+		Logger:      log,
+		KeysFromDir: c.KeysDir != "",
+		TLS:         serverTLS,
+	})
+	if err != nil {
+		waiting.stop(c.ShutdownTimeout)
+		return err
+	}
+	// New connections go to the server from now on; the waiting server's
+	// clients reconnect to it.
+	grpcServed, httpServed := grpcPorts.next(), httpPorts.next()
+	waiting.stop(c.ShutdownTimeout)
+	log.Info("identityd serving", slog.String("signing_alg", signingAlg(keys)))
+	err = srv.Serve(ctx, grpcServed, httpServed, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
+}
+
+// goRedisLog puts go-redis's own log lines in identityd's log, at debug.
+type goRedisLog struct{ log *slog.Logger }
+
+func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), slog.String("source", "go-redis"))
 }
 
 // loadTLS reads --tls-cert-file and --tls-key-file (and the client CAs),

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	"github.com/identityd/identity/masterkey"
@@ -177,7 +176,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 		if err != nil {
 			return built{}, err
 		}
-		rdb := redis.NewUniversalClient(ropts)
+		rdb := tokenstore.NewClient(ropts)
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
 		if b.masterKeys, err = masterkey.Parse([]byte(DefaultMasterKey())); err != nil {

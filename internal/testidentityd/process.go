@@ -35,6 +35,8 @@ type options struct {
 	embedded     bool
 	redis        *testredis.Server
 	redisURL     string
+	redisAddrs   []string // --redis-addrs: cluster seeds, or sentinels with sentinelMaster
+	sentinel     string   // --redis-sentinel-master
 	flags        map[string]string
 	env          []string
 	keysDir      string
@@ -43,6 +45,7 @@ type options struct {
 	roles        []string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
+	noReadyWait  bool
 	tls          *TLS
 	redisCAFile  string
 	// masterKey is the key file's lines; nil: DefaultMasterKey.
@@ -70,19 +73,35 @@ func WithEnv(kv ...string) Option {
 
 // WithEmbeddedStore runs identityd on its in-memory store (no --redis-url).
 func WithEmbeddedStore() Option {
-	return func(o *options) { o.embedded, o.redis, o.redisURL = true, nil, "" }
+	return func(o *options) { o.setStore(true, nil, "", nil, "") }
 }
 
 // WithRedis runs identityd on srv, for tests that share one Redis between
 // instances or stop it under identityd. Without a store option, identityd
 // gets a private redis-server of its own (testredis.NewServer).
 func WithRedis(srv *testredis.Server) Option {
-	return func(o *options) { o.embedded, o.redis, o.redisURL = false, srv, "" }
+	return func(o *options) { o.setStore(false, srv, "", nil, "") }
 }
 
 // WithRedisURL runs identityd on the Redis at url, which the test owns.
 func WithRedisURL(url string) Option {
-	return func(o *options) { o.embedded, o.redis, o.redisURL = false, nil, url }
+	return func(o *options) { o.setStore(false, nil, url, nil, "") }
+}
+
+// WithRedisCluster runs identityd on the Redis Cluster c (--redis-addrs
+// with every node as a seed).
+func WithRedisCluster(c *testredis.Cluster) Option {
+	return func(o *options) { o.setStore(false, nil, "", c.Addrs(), "") }
+}
+
+// WithRedisSentinel runs identityd on the primary the sentinels of s watch
+// (--redis-addrs with the sentinels, --redis-sentinel-master).
+func WithRedisSentinel(s *testredis.Sentinel) Option {
+	return func(o *options) { o.setStore(false, nil, "", s.SentinelAddrs(), s.MasterName()) }
+}
+
+func (o *options) setStore(embedded bool, srv *testredis.Server, url string, addrs []string, sentinel string) {
+	o.embedded, o.redis, o.redisURL, o.redisAddrs, o.sentinel = embedded, srv, url, addrs, sentinel
 }
 
 // WithKeysDir passes --keys-dir: identityd signs with the PEM keys in dir.
@@ -134,6 +153,14 @@ func WithStopTimeout(d time.Duration) Option {
 	return func(o *options) { o.stopTimeout = d }
 }
 
+// WithoutReadyWait makes Start (and Restart) return as soon as identityd
+// holds its ports (its "identityd listening" line), ready or not: for tests
+// of a start with the store unreachable. WaitReady then waits for it to
+// serve.
+func WithoutReadyWait() Option {
+	return func(o *options) { o.noReadyWait = true }
+}
+
 // Process is one identityd process on loopback ports.
 type Process struct {
 	// Client is a connection to GRPCAddr, closed when the test ends; it
@@ -147,8 +174,14 @@ type Process struct {
 	// ClientTLS is the harness's TLS client configuration (WithTLS); nil
 	// on plaintext.
 	ClientTLS *tls.Config
-	// RedisURL is the store's URL; empty on the embedded store.
+	// RedisURL is the store's URL; empty on the embedded store, a
+	// cluster or Sentinel.
 	RedisURL string
+	// RedisAddrs are the cluster's seeds or the sentinels' addresses, and
+	// SentinelMaster the sentinels' name of the primary (WithRedisCluster,
+	// WithRedisSentinel).
+	RedisAddrs     []string
+	SentinelMaster string
 	// RedisCAFile is WithRedisCAFile's file.
 	RedisCAFile string
 	// Redis is the private redis-server Start made, or the one given with
@@ -170,6 +203,7 @@ type Process struct {
 	args        []string // without the listen addresses
 	env         []string
 	stopTimeout time.Duration
+	noReadyWait bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -179,7 +213,12 @@ type Process struct {
 
 // listeningLine is what identityd logs once it holds both ports: a /readyz
 // answer before it could come from another process that took the port.
-const listeningLine = "identityd listening"
+// servingLine is what it logs once it serves (its store answered and its
+// keys loaded); until then it answers as a service without its store.
+const (
+	listeningLine = "identityd listening"
+	servingLine   = "identityd serving"
+)
 
 // refreshTokenPattern finds a refresh token in a log.
 var refreshTokenPattern = regexp.MustCompile(`rt1\.[A-Za-z0-9_-]{8,}\.`)
@@ -244,7 +283,7 @@ func StartRefused(t testing.TB, opts ...Option) string {
 	}
 	log := p.Log.String()
 	switch {
-	case strings.Contains(log, listeningLine):
+	case strings.Contains(log, servingLine):
 		t.Errorf("testidentityd: identityd started where it must refuse to; log:\n%s", p.Log.Tail(8<<10))
 	case err == nil:
 		t.Errorf("testidentityd: identityd exited with status 0 where it must refuse to start; log:\n%s", p.Log.Tail(8<<10))
@@ -276,9 +315,13 @@ func prepare(t testing.TB, opts []Option) (*Process, options) {
 		t:           t,
 		bin:         IdentitydBinary(t),
 		stopTimeout: o.stopTimeout,
+		noReadyWait: o.noReadyWait,
 	}
 	switch {
 	case o.embedded:
+	case len(o.redisAddrs) > 0:
+		p.RedisAddrs, p.SentinelMaster = o.redisAddrs, o.sentinel
+		p.args = append(p.args, p.storeArgs()...)
 	case o.redisURL != "":
 		p.RedisURL = o.redisURL
 	default:
@@ -288,7 +331,7 @@ func prepare(t testing.TB, opts []Option) (*Process, options) {
 		p.Redis, p.RedisURL = o.redis, o.redis.URL()
 	}
 	if p.RedisURL != "" {
-		p.args = append(p.args, "--redis-url="+p.RedisURL)
+		p.args = append(p.args, p.storeArgs()...)
 	}
 	if o.keysDir != "" {
 		p.args = append(p.args, "--keys-dir="+o.keysDir)
@@ -326,7 +369,7 @@ func prepare(t testing.TB, opts []Option) (*Process, options) {
 	// On Redis the keyring is sealed under a master key, as identityd
 	// requires: the binary-wide default unless the test gives its own (so
 	// instances sharing a Redis share a key too).
-	if p.RedisURL != "" && o.keysDir == "" && !o.noMasterKey {
+	if (p.RedisURL != "" || len(p.RedisAddrs) > 0) && o.keysDir == "" && !o.noMasterKey {
 		lines := o.masterKey
 		if lines == nil {
 			lines = []string{DefaultMasterKey()}
@@ -363,7 +406,7 @@ func (p *Process) launch(timeout time.Duration) (exited bool, err error) {
 	p.cmd, p.exited = cmd, done
 	p.mu.Unlock()
 
-	err = p.waitReady(timeout, logFrom, done)
+	err = p.waitReady(timeout, logFrom, done, p.noReadyWait)
 	if err == nil {
 		return false, nil
 	}
@@ -380,9 +423,22 @@ func (p *Process) launch(timeout time.Duration) (exited bool, err error) {
 	return exited, fmt.Errorf("%v\n--- identityd %s: log (tail) ---\n%s", err, strings.Join(args, " "), p.Log.Tail(8<<10))
 }
 
+// WaitReady waits until identityd serves (/readyz 200, gRPC health
+// SERVING), and fails t if it does not within timeout or exits.
+func (p *Process) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if err := p.waitReady(timeout, 0, exited, false); err != nil {
+		t.Fatalf("testidentityd: %v\n--- identityd log (tail) ---\n%s", err, p.Log.Tail(8<<10))
+	}
+}
+
 // waitReady waits until identityd logged that it listens (it holds the
-// ports), /readyz answers 200 and gRPC health says SERVING.
-func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}) error {
+// ports) and, unless listeningOnly, /readyz answers 200 and gRPC health
+// says SERVING.
+func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan struct{}, listeningOnly bool) error {
 	conn, err := grpc.NewClient(p.GRPCAddr, p.DialOption())
 	if err != nil {
 		return err
@@ -392,6 +448,9 @@ func (p *Process) waitReady(timeout time.Duration, logFrom int, exited <-chan st
 	ready := func(ctx context.Context) error {
 		if !strings.Contains(p.Log.String()[logFrom:], listeningLine) {
 			return fmt.Errorf("no %q in its log yet", listeningLine)
+		}
+		if listeningOnly {
+			return nil
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.BaseURL+"/readyz", nil)
 		resp, err := p.HTTP.Do(req)
@@ -529,14 +588,36 @@ func (p *Process) finish() {
 // JWKSURL is identityd's JWKS endpoint.
 func (p *Process) JWKSURL() string { return p.BaseURL + "/.well-known/jwks.json" }
 
+// storeArgs are the flags that name identityd's Redis, for identityd and
+// identityctl alike.
+func (p *Process) storeArgs() []string {
+	switch {
+	case p.SentinelMaster != "":
+		return []string{"--redis-addrs=" + strings.Join(p.RedisAddrs, ","), "--redis-sentinel-master=" + p.SentinelMaster}
+	case len(p.RedisAddrs) > 0:
+		return []string{"--redis-addrs=" + strings.Join(p.RedisAddrs, ",")}
+	case p.RedisURL != "":
+		return []string{"--redis-url=" + p.RedisURL}
+	}
+	return nil
+}
+
 // Store opens identityd's Redis store for the test to act on directly, as
 // `identityctl --redis-url` does; closed when t ends.
 func (p *Process) Store(t testing.TB) tokenstore.Store {
 	t.Helper()
-	if p.RedisURL == "" {
+	var opts *redis.UniversalOptions
+	var err error
+	switch { // as identityd builds it
+	case p.SentinelMaster != "":
+		opts, err = tokenstore.SentinelClientOptions(p.SentinelMaster, p.RedisAddrs)
+	case len(p.RedisAddrs) > 0:
+		opts, err = tokenstore.ClientOptions("", p.RedisAddrs)
+	case p.RedisURL != "":
+		opts, err = tokenstore.ClientOptions(p.RedisURL, nil)
+	default:
 		t.Fatal("testidentityd: Store needs a Redis-backed identityd")
 	}
-	opts, err := tokenstore.ClientOptions(p.RedisURL, nil) // as identityd builds it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +630,7 @@ func (p *Process) Store(t testing.TB) tokenstore.Store {
 			t.Fatal(err)
 		}
 	}
-	rdb := redis.NewUniversalClient(opts)
+	rdb := tokenstore.NewClient(opts)
 	s := tokenstore.NewRedis(rdb)
 	t.Cleanup(func() { s.Close(); rdb.Close() })
 	return s
@@ -579,15 +660,17 @@ func (p *Process) StoredKeyring(t testing.TB) token.Keyring {
 	return ring
 }
 
-// Identityctl runs `identityctl --redis-url <the store> args...` with stdin
-// as its input and returns its combined output; an error exit fails t. It
-// has identityd's master key (IDENTITY_MASTER_KEY_FILE).
+// Identityctl runs `identityctl --redis-url <the store> args...` (or the
+// cluster's or sentinels' flags) with stdin as its input and returns its
+// combined output; an error exit fails t. It has identityd's master key
+// (IDENTITY_MASTER_KEY_FILE).
 func (p *Process) Identityctl(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
-	if p.RedisURL == "" {
+	storeArgs := p.storeArgs()
+	if storeArgs == nil {
 		t.Fatal("testidentityd: Identityctl needs a Redis-backed identityd")
 	}
-	global := []string{"--redis-url", p.RedisURL}
+	global := storeArgs
 	if p.RedisCAFile != "" {
 		global = append(global, "--redis-ca-file", p.RedisCAFile)
 	}

@@ -4,8 +4,12 @@
 // otherwise for a private redis-server that this package starts on a free
 // loopback port and shares between the tests of one test binary. NewServer
 // starts a private server for one test that the test may Stop, Kill and
-// Restart (fail-closed tests). Without a redis-server binary tests skip with
-// a clear message, except under CI=true, where they fail.
+// Restart (fail-closed tests). NewCluster and NewSentinel start real
+// topologies on loopback (a 3+3 Redis Cluster; a primary, a replica and
+// three sentinels) that a test may kill nodes of and watch fail over;
+// SharedCluster and SharedSentinel share one of each per test binary.
+// Without the binaries (redis-server, and redis-cli for a cluster) tests
+// skip with a clear message, except under CI=true, where they fail.
 //
 // A Redis given by REDIS_URL is never flushed. Tests isolate themselves by
 // key: KeyPrefix returns a random prefix and deletes the keys under it when
@@ -83,8 +87,8 @@ func URL(t testing.TB) string {
 }
 
 // KeyPrefix returns a random key prefix ("test:<hex>:") and, when t ends,
-// deletes every key of client under it. This is how tests share a Redis
-// without flushing it.
+// deletes every key of client under it (on every master of a cluster
+// client). This is how tests share a Redis without flushing it.
 func KeyPrefix(t testing.TB, client redis.UniversalClient) string {
 	t.Helper()
 	b := make([]byte, 8)
@@ -93,12 +97,8 @@ func KeyPrefix(t testing.TB, client redis.UniversalClient) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
+		keys, err := scanAll(ctx, client, prefix+"*")
+		if err != nil {
 			t.Logf("testredis: cleaning %s*: %v", prefix, err)
 			return
 		}
@@ -263,17 +263,9 @@ func (s *Server) start(port int) error {
 				"--tls-ca-cert-file", s.tls.ca,
 				"--tls-auth-clients", "no")
 		}
-		cmd := exec.Command(bin, args...)
-		cmd.SysProcAttr = procAttr()
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start redis-server: %w", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		if err := waitPing(p, exited); err != nil {
-			cmd.Process.Kill()
-			<-exited
-			lastErr = fmt.Errorf("redis-server on port %d: %w\n%s", p, err, tail(logPath))
+		cmd, exited, err := launch(bin, args, p, logPath)
+		if err != nil {
+			lastErr = err
 			if port != 0 {
 				return lastErr
 			}

@@ -82,16 +82,27 @@ func TestServerStopRestartKeepsData(t *testing.T) {
 // since a failing test cannot be observed from inside).
 func TestNoRedisServer(t *testing.T) {
 	if os.Getenv("TESTREDIS_CHILD") == "1" {
-		testredis.NewServer(t)
-		t.Fatal("NewServer returned without a redis-server binary")
+		switch os.Getenv("TESTREDIS_START") {
+		case "cluster":
+			testredis.NewCluster(t)
+		case "sentinel":
+			testredis.NewSentinel(t)
+		default:
+			testredis.NewServer(t)
+		}
+		t.Fatal("returned without a redis-server binary")
 	}
 	t.Setenv("PATH", t.TempDir())
 	t.Setenv(testredis.EnvURL, "")
 	t.Setenv("CI", "")
 
 	for name, start := range map[string]func(testing.TB){
-		"Start":     func(t testing.TB) { testredis.Start(t) },
-		"NewServer": func(t testing.TB) { testredis.NewServer(t) },
+		"Start":          func(t testing.TB) { testredis.Start(t) },
+		"NewServer":      func(t testing.TB) { testredis.NewServer(t) },
+		"NewCluster":     func(t testing.TB) { testredis.NewCluster(t) },
+		"SharedCluster":  func(t testing.TB) { testredis.SharedCluster(t) },
+		"NewSentinel":    func(t testing.TB) { testredis.NewSentinel(t) },
+		"SharedSentinel": func(t testing.TB) { testredis.SharedSentinel(t) },
 	} {
 		var skipped bool
 		t.Run(name, func(t *testing.T) {
@@ -107,12 +118,14 @@ func TestNoRedisServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestNoRedisServer$", "-test.v")
-	cmd.Env = append(os.Environ(), "TESTREDIS_CHILD=1", "CI=true")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || !strings.Contains(string(out), "CI=true") {
-		t.Fatalf("under CI=true without redis-server: %v\n%s", err, out)
+	for _, start := range []string{"server", "cluster", "sentinel"} {
+		cmd := exec.Command(exe, "-test.run=^TestNoRedisServer$", "-test.v")
+		cmd.Env = append(os.Environ(), "TESTREDIS_CHILD=1", "TESTREDIS_START="+start, "CI=true")
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || !strings.Contains(string(out), "CI=true") {
+			t.Fatalf("%s under CI=true without redis-server: %v\n%s", start, err, out)
+		}
 	}
 }
 
