@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/fullstorydev/grpchan"
+	"github.com/fullstorydev/grpchan/inprocgrpc"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -20,17 +22,20 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
 
-// The REST gateway reaches the gRPC server through an in-process listener
-// (bufconn), so every interceptor runs for REST as for gRPC, and metadata
-// that only the gateway may set (the client's address) is trusted only on
-// calls that arrive through that listener: nothing outside the process can
-// connect to it.
+// The REST gateway calls IdentityService in process, through an
+// inprocgrpc.Channel (s.inproc) that dispatches on the service's
+// ServiceDesc with the same interceptor chains as the gRPC server: every
+// interceptor runs for REST as for gRPC, and requests and answers are
+// cloned, not marshalled and sent over a second transport. Metadata that
+// only the gateway may set (the client's address, the browser's cookie and
+// CSRF verdict) is trusted only on calls that came through that channel
+// (fromGateway): a network client cannot make one.
 const mdClientAddr = "x-identity-client-addr"
 
 // adminRole is the role every AdminService call needs.
@@ -99,32 +104,58 @@ func (s *Server) buildGRPC() error {
 		}),
 	}
 
-	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(panics),
-			metrics.UnaryServerInterceptor(),
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
-			errorUnaryInterceptor(s.log),
-			authn.UnaryServerInterceptor(verifier, access...),
-			browserUnaryInterceptor,
-		),
-		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(panics),
-			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			errorStreamInterceptor(s.log),
-			authn.StreamServerInterceptor(verifier, access...),
-		),
-	)
-	identityv1.RegisterIdentityServiceServer(s.grpc, &identityServer{s: s})
+	unary := []grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(panics),
+		metrics.UnaryServerInterceptor(),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
+		errorUnaryInterceptor(s.log),
+		authn.UnaryServerInterceptor(verifier, access...),
+		browserUnaryInterceptor,
+	}
+	stream := []grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(panics),
+		metrics.StreamServerInterceptor(),
+		logging.StreamServerInterceptor(logger, logOpts...),
+		errorStreamInterceptor(s.log),
+		authn.StreamServerInterceptor(verifier, access...),
+	}
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	ids := &identityServer{s: s}
+	identityv1.RegisterIdentityServiceServer(s.grpc, ids)
+	// The gateway's channel: the same service behind the same chains.
+	s.inproc = (&inprocgrpc.Channel{}).WithCloner(protoCloner{})
+	identityv1.RegisterIdentityServiceServer(grpchan.WithStreamInterceptors(grpchan.WithUnaryInterceptors(s.inproc, unary...), stream...), ids)
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(s.grpc)
 	metrics.InitializeMetrics(s.grpc)
-	s.inproc = bufconn.Listen(1 << 20)
 	return nil
+}
+
+// protoCloner copies messages across the in-process channel with the
+// protobuf API itself; inprocgrpc's default goes through the v1 API shim
+// and its dynamic-message support, which identity does not need.
+type protoCloner struct{}
+
+func (protoCloner) Copy(out, in any) error {
+	o, ok1 := out.(proto.Message)
+	i, ok2 := in.(proto.Message)
+	if !ok1 || !ok2 || o.ProtoReflect().Descriptor() != i.ProtoReflect().Descriptor() {
+		return fmt.Errorf("in-process channel: cannot copy %T into %T", in, out)
+	}
+	proto.Reset(o)
+	proto.Merge(o, i)
+	return nil
+}
+
+func (protoCloner) Clone(in any) (any, error) {
+	m, ok := in.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("in-process channel: cannot clone %T", in)
+	}
+	return proto.Clone(m), nil
 }
 
 // clientAddr is the address rate limits are keyed by: the TCP peer, or
@@ -134,7 +165,7 @@ func clientAddr(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return "unknown"
 	}
-	if p.Addr.Network() == "bufconn" {
+	if fromGateway(ctx) {
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get(mdClientAddr); len(v) == 1 && v[0] != "" {
 				return v[0]
