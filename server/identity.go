@@ -42,12 +42,16 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 		return nil, err
 	}
 	s := h.s
-	// In a login flood most attempts find the hashing queue full. Say so
-	// before the limiter and the user lookup (store round trips each), so
-	// turning them away costs little of the CPU Verify shares: the answer
-	// is the one the hash would give after that work, whoever the user.
-	if s.hasher != nil && s.hasher.Busy() {
-		return nil, password.ErrBusy
+	// In a login flood most attempts would wait in the hashing queue past
+	// its budget. Say so before the limiter and the user lookup (store
+	// round trips each), so turning them away costs little of the CPU
+	// Verify shares: the answer (RATE_LIMITED, retry after the expected
+	// wait) is the one the hash would give after that work, whoever the
+	// user.
+	if s.hasher != nil {
+		if err := s.hasher.Admit(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.limitLogin(ctx, req.GetUsername()); err != nil {
 		return nil, err

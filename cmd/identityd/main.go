@@ -110,7 +110,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hasher, err := password.New(password.WithWorkers(hashWorkers(c.HashWorkers, runtime.GOMAXPROCS(0))))
+	hasher, err := password.New(password.WithWorkers(hashWorkers(c.HashWorkers, runtime.GOMAXPROCS(0))),
+		password.WithWaitBudget(c.LoginWaitBudget))
 	if err != nil {
 		return err
 	}

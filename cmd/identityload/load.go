@@ -47,6 +47,24 @@ type op func(ctx context.Context) error
 // again after an error) and made no measured request.
 var errSkip = errors.New("no request")
 
+// pauseAfter is an op's error with a pause the client makes before its
+// next request (a polite login client honouring RetryInfo): the pause is
+// not part of the request's latency.
+type pauseAfter struct {
+	error
+	d time.Duration
+}
+
+func (p *pauseAfter) Unwrap() error { return p.error }
+
+// pause sleeps as err asks, if it does.
+func pause(ctx context.Context, err error) {
+	var p *pauseAfter
+	if errors.As(err, &p) {
+		sleep(ctx, p.d)
+	}
+}
+
 // phases of a run: warming up (not recorded), measuring, stopped.
 const (
 	phaseWarmup int32 = iota
@@ -88,6 +106,7 @@ func (l *loader) measure(ctx context.Context, name string, ops []op) result {
 				if p == phaseMeasure && phase.Load() == phaseMeasure {
 					rec.record(d, err)
 				}
+				pause(ctx, err)
 			}
 		})
 	}
@@ -261,7 +280,7 @@ func (l *loader) loginOps(clients int, polite bool) []op {
 		ops[i] = func(ctx context.Context) error {
 			_, err := api.Login(ctx, req)
 			if polite && status.Code(err) == codes.ResourceExhausted {
-				sleep(ctx, retryDelay(err, l.cfg.busyBackoff))
+				return &pauseAfter{err, retryDelay(err, l.cfg.busyBackoff)}
 			}
 			return err
 		}
@@ -297,6 +316,7 @@ func (l *loader) flood(ctx context.Context) (stop func() result) {
 				err := o(cctx)
 				cancel()
 				rec.record(time.Since(t0), err)
+				pause(ctx, err)
 			}
 		})
 	}

@@ -104,7 +104,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.tokens, "tokens", 64, "access tokens in the verify pool (one login each)")
 	fs.IntVar(&c.floodClients, "flood-c", 0, "concurrent logins in the login flood (0: same as -c)")
 	fs.IntVar(&c.hashWorkers, "hash-workers", max(1, runtime.NumCPU()-1), "workers for the raw argon2id rate: the server's --hash-workers (identityd's default: one less than the CPUs, at least 1)")
-	fs.DurationVar(&c.busyBackoff, "busy-backoff", 50*time.Millisecond, "pause of a login client answered RESOURCE_EXHAUSTED (hasher queue full) without a RetryInfo, before it tries again; the login flood never pauses")
+	fs.DurationVar(&c.busyBackoff, "busy-backoff", 50*time.Millisecond, "pause of a login client answered RESOURCE_EXHAUSTED (hasher busy) without a RetryInfo, before it tries again; the login flood never pauses")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of one RPC")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "identityd's process id: report its CPU time per request (Linux /proc)")
 	fs.IntVar(&c.redisPID, "redis-pid", 0, "redis-server's process id: report its CPU time per request")

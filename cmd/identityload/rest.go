@@ -195,7 +195,7 @@ func (l *loader) restLoginOps(clients int, polite bool) []op {
 				if d <= 0 {
 					d = l.cfg.busyBackoff
 				}
-				sleep(ctx, d)
+				return &pauseAfter{err, d}
 			}
 			return err
 		}
