@@ -21,8 +21,10 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +47,10 @@ var (
 
 // MaxLength is the longest password accepted, in bytes.
 const MaxLength = 1024
+
+// recentHashes is how many hash times the admission's estimate is the
+// median of.
+const recentHashes = 16
 
 // DefaultWaitBudget is the longest expected wait in the queue a hash is
 // admitted with by default: a burst of logins an interactive user does not
@@ -123,10 +129,14 @@ type Hasher struct {
 	// the pool costs next to nothing over a bare argon2 call.
 	slots   chan struct{}
 	waiting atomic.Int64
-	// hashNS is the measured time of one hash, in nanoseconds: a moving
-	// average (1/8 weight to each new hash) of argon2id's own time,
-	// without the queue.
-	hashNS atomic.Int64
+	// hashNS is the measured time of one hash, in nanoseconds: the median
+	// of argon2id's own time (without the queue) over the last hashes in
+	// recent, so one hash stalled by a GC or a busy neighbour does not
+	// turn a burst away. 0 until a hash has been measured.
+	hashNS   atomic.Int64
+	recentMu sync.Mutex
+	recent   [recentHashes]time.Duration
+	nRecent  int
 
 	// dummy is checked when the user is unknown, so that path costs one
 	// real argon2id run with the current parameters.
@@ -188,7 +198,9 @@ func New(opts ...Option) (*Hasher, error) {
 	if _, err := io.ReadFull(h.rand, pw); err != nil {
 		return nil, fmt.Errorf("password: dummy: %w", err)
 	}
-	d, err := h.hash(pw)
+	// The dummy is not measured for admission: it is the process's first
+	// argon2id run, slowed by faulting in its memory.
+	d, err := h.hash(pw, h.idKey)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +217,7 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 		return "", err
 	}
 	defer h.release()
-	p, err := h.hash([]byte(pw))
+	p, err := h.hash([]byte(pw), h.timedIDKey)
 	if err != nil {
 		return "", err
 	}
@@ -256,7 +268,8 @@ func (h *Hasher) Admit() error {
 	return h.admit(h.waiting.Load() + 1)
 }
 
-// HashTime is the measured time of one hash (0 before the first).
+// HashTime is the measured time of one hash: the median of the last 16
+// (0 before the first; the queue cap alone bounds admission until then).
 func (h *Hasher) HashTime() time.Duration { return time.Duration(h.hashNS.Load()) }
 
 // ExpectedWait is how long the caller at position n of the queue (1: next)
@@ -305,31 +318,30 @@ func (h *Hasher) timedIDKey(pw, salt []byte, passes, memory uint32, threads uint
 	return key
 }
 
-// observe adds one hash's time to the moving average (the first sets it).
+// observe adds one hash's time to the recent ones and updates the median
+// (the lower middle one of an even count).
 func (h *Hasher) observe(d time.Duration) {
 	if d <= 0 {
 		return
 	}
-	for {
-		old := h.hashNS.Load()
-		avg := int64(d)
-		if old > 0 {
-			avg = old + (int64(d)-old)/8
-		}
-		if h.hashNS.CompareAndSwap(old, avg) {
-			return
-		}
-	}
+	h.recentMu.Lock()
+	defer h.recentMu.Unlock()
+	h.recent[h.nRecent%recentHashes] = d
+	h.nRecent++
+	var sorted [recentHashes]time.Duration
+	n := copy(sorted[:], h.recent[:min(h.nRecent, recentHashes)])
+	slices.Sort(sorted[:n])
+	h.hashNS.Store(int64(sorted[(n-1)/2]))
 }
 
-// hash runs argon2id over pw with a fresh salt; the caller holds a slot
-// (or is New).
-func (h *Hasher) hash(pw []byte) (phc, error) {
+// hash runs argon2id (idKey) over pw with a fresh salt; the caller holds a
+// slot (or is New).
+func (h *Hasher) hash(pw []byte, idKey func(pw, salt []byte, passes, memory uint32, threads uint8, keyLen uint32) []byte) (phc, error) {
 	salt := make([]byte, h.params.SaltLen)
 	if _, err := io.ReadFull(h.rand, salt); err != nil {
 		return phc{}, fmt.Errorf("password: salt: %w", err)
 	}
-	key := h.timedIDKey(pw, salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
+	key := idKey(pw, salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
 	return phc{params: h.params, salt: salt, key: key}, nil
 }
 

@@ -373,30 +373,44 @@ func timedHasher(t *testing.T, hashTime *atomic.Int64, hold chan struct{}, opts 
 	return h, started
 }
 
-// TestHashTimeIsMeasured: the admission's hash time is a moving average of
-// the hashes' own time on the Hasher's clock.
+// TestHashTimeIsMeasured: the admission's hash time is the median of the
+// recent hashes' own time on the Hasher's clock: one slow hash does not
+// move it, a lasting change does.
 func TestHashTimeIsMeasured(t *testing.T) {
 	t.Parallel()
 	var hashTime atomic.Int64
 	hashTime.Store(int64(24 * time.Millisecond))
 	h, _ := timedHasher(t, &hashTime, nil, WithWorkers(1))
+	if got := h.HashTime(); got != 0 {
+		t.Errorf("HashTime before any hash = %v, want 0 (New's dummy hash is not measured)", got)
+	}
 	ctx := t.Context()
-	for range 3 {
-		if _, err := h.Hash(ctx, "pw"); err != nil {
-			t.Fatal(err)
+	hashes := func(n int, d time.Duration) {
+		t.Helper()
+		hashTime.Store(int64(d))
+		for range n {
+			if _, err := h.Check(ctx, "", "pw"); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	hashes(3, 24*time.Millisecond)
 	if got := h.HashTime(); got != 24*time.Millisecond {
 		t.Errorf("HashTime after hashes of 24ms = %v", got)
 	}
-	hashTime.Store(int64(40 * time.Millisecond))
-	if _, err := h.Check(ctx, "", "pw"); err != nil {
-		t.Fatal(err)
+	hashes(1, 400*time.Millisecond)
+	if got := h.HashTime(); got != 24*time.Millisecond {
+		t.Errorf("HashTime after one hash of 400ms = %v, want 24ms still", got)
 	}
-	if got, want := h.HashTime(), 26*time.Millisecond; got != want { // 24 + (40-24)/8
-		t.Errorf("HashTime after one hash of 40ms = %v, want %v", got, want)
+	hashes(3, 40*time.Millisecond)
+	if got := h.HashTime(); got != 40*time.Millisecond {
+		t.Errorf("HashTime after 3 more of 40ms = %v, want 40ms", got)
 	}
-	if got, want := h.ExpectedWait(10), 260*time.Millisecond; got != want {
+	hashes(recentHashes, 30*time.Millisecond)
+	if got := h.HashTime(); got != 30*time.Millisecond {
+		t.Errorf("HashTime after %d of 30ms = %v, want 30ms (only the recent ones count)", recentHashes, got)
+	}
+	if got, want := h.ExpectedWait(10), 300*time.Millisecond; got != want {
 		t.Errorf("ExpectedWait(10) on 1 worker = %v, want %v", got, want)
 	}
 }

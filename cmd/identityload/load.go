@@ -148,10 +148,18 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (l *loader) api(i int) identityv1.IdentityServiceClient { return l.apis[i%len(l.apis)] }
 
+// login logs in for a scenario's set-up, waiting as asked (RetryInfo) when
+// the server's hashers are busy, a few times at most.
 func (l *loader) login(ctx context.Context, i int) (*identityv1.TokenPair, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
-	defer cancel()
-	return l.api(i).Login(ctx, &identityv1.LoginRequest{Username: l.cfg.user, Password: l.password})
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+		tp, err := l.api(i).Login(cctx, &identityv1.LoginRequest{Username: l.cfg.user, Password: l.password})
+		cancel()
+		if status.Code(err) != codes.ResourceExhausted || attempt == 5 || ctx.Err() != nil {
+			return tp, err
+		}
+		sleep(ctx, retryDelay(err, l.cfg.busyBackoff))
+	}
 }
 
 // loginMany logs in n times, a few at a time (the server hashes on a few
