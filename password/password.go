@@ -1,7 +1,7 @@
 // Package password hashes and checks passwords with argon2id and bounds the
 // work: hashing runs on a fixed number of workers behind a queue that admits
-// a caller only while its expected wait (callers ahead × the measured time
-// of one hash ÷ workers) is within a budget, so a burst of logins waits its
+// a caller only while its expected wait (callers ahead, and half the hash in
+// progress, × the measured time of one hash ÷ workers) is within a budget, so a burst of logins waits its
 // turn and a flood is turned away at once with ErrBusy (saying how long the
 // queue would take) instead of exhausting memory or starving the CPU that
 // token verification needs.
@@ -164,9 +164,10 @@ func WithWorkers(n int) Option { return func(h *Hasher) { h.workers = n } }
 func WithQueue(n int) Option { return func(h *Hasher) { h.queue = n } }
 
 // WithWaitBudget sets the longest expected wait a caller is queued with
-// (default DefaultWaitBudget): with every worker busy, the n-th caller in
-// the queue expects to wait n × the measured hash time ÷ workers; past the
-// budget it gets a *BusyError at once. 0 means no waiting.
+// (default DefaultWaitBudget): with every worker busy, a caller with n
+// callers queued ahead expects to wait (n + ½) × the measured hash time ÷
+// workers (ExpectedWait); past the budget it gets a *BusyError at once. 0
+// means no waiting.
 func WithWaitBudget(d time.Duration) Option { return func(h *Hasher) { h.budget = d } }
 
 // WithClock replaces time.Now for measuring how long a hash takes, for
@@ -265,22 +266,24 @@ func (h *Hasher) Admit() error {
 	if len(h.slots) < cap(h.slots) {
 		return nil
 	}
-	return h.admit(h.waiting.Load() + 1)
+	return h.admit(h.waiting.Load())
 }
 
 // HashTime is the measured time of one hash: the median of the last 16
 // (0 before the first; the queue cap alone bounds admission until then).
 func (h *Hasher) HashTime() time.Duration { return time.Duration(h.hashNS.Load()) }
 
-// ExpectedWait is how long the caller at position n of the queue (1: next)
-// expects to wait for a worker: n hashes ahead of it, shared by the workers.
-func (h *Hasher) ExpectedWait(n int64) time.Duration {
-	return time.Duration(n) * h.HashTime() / time.Duration(h.workers)
+// ExpectedWait is how long a caller with ahead callers queued before it
+// expects to wait for a worker while every worker is busy: the hashes
+// ahead of it and, on average, half of one in progress, shared by the
+// workers: (ahead + ½) × HashTime ÷ workers.
+func (h *Hasher) ExpectedWait(ahead int64) time.Duration {
+	return time.Duration(2*ahead+1) * h.HashTime() / time.Duration(2*h.workers)
 }
 
-// admit decides for the caller at position n of the queue.
-func (h *Hasher) admit(n int64) error {
-	if wait := h.ExpectedWait(n); n > int64(h.queue) || wait > h.budget {
+// admit decides for a caller with ahead callers queued before it.
+func (h *Hasher) admit(ahead int64) error {
+	if wait := h.ExpectedWait(ahead); ahead >= int64(h.queue) || wait > h.budget || h.budget == 0 {
 		return &BusyError{Wait: wait}
 	}
 	return nil
@@ -295,7 +298,7 @@ func (h *Hasher) acquire(ctx context.Context) error {
 		return nil
 	default:
 	}
-	if err := h.admit(h.waiting.Add(1)); err != nil {
+	if err := h.admit(h.waiting.Add(1) - 1); err != nil {
 		h.waiting.Add(-1)
 		return err
 	}

@@ -410,16 +410,16 @@ func TestHashTimeIsMeasured(t *testing.T) {
 	if got := h.HashTime(); got != 30*time.Millisecond {
 		t.Errorf("HashTime after %d of 30ms = %v, want 30ms (only the recent ones count)", recentHashes, got)
 	}
-	if got, want := h.ExpectedWait(10), 300*time.Millisecond; got != want {
-		t.Errorf("ExpectedWait(10) on 1 worker = %v, want %v", got, want)
+	if got, want := h.ExpectedWait(10), 315*time.Millisecond; got != want { // 10.5 hashes
+		t.Errorf("ExpectedWait(10 ahead) on 1 worker = %v, want %v", got, want)
 	}
 }
 
 // TestAdmissionByExpectedWait: with every worker busy, callers queue while
-// their expected wait (position × hash time ÷ workers) is within the
-// budget, and the next is refused at once with that wait: for 25 ms hashes
-// and a 1 s budget, 40 queue per worker, and a burst of 32 logins on one
-// worker is served whole.
+// their expected wait ((callers ahead + ½) × hash time ÷ workers) is
+// within the budget, and the next is refused at once with that wait: for
+// 25 ms hashes and a 1 s budget, 40 queue per worker, and a burst of 32
+// logins on one worker is served whole.
 func TestAdmissionByExpectedWait(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -450,8 +450,8 @@ func TestAdmissionByExpectedWait(t *testing.T) {
 				n := h.waiting.Load() + 1
 				waitFor(t, func() bool { return h.waiting.Load() == n })
 			}
-			// The next one would wait 41 × 25 ms ÷ workers, over the budget.
-			want := time.Duration(tc.wantQueued+1) * 25 * time.Millisecond / time.Duration(tc.workers)
+			// The next one would wait (40 + ½) × 25 ms ÷ workers, over the budget.
+			want := time.Duration(2*tc.wantQueued+1) * 25 * time.Millisecond / time.Duration(2*tc.workers)
 			for _, err := range []error{h.Admit(), func() error { _, err := h.Hash(ctx, "x"); return err }()} {
 				var busy *BusyError
 				if !errors.As(err, &busy) || !errors.Is(err, ErrBusy) || busy.RetryAfter() != want {
@@ -476,7 +476,7 @@ func TestWaitBudgetZeroQueuesNobody(t *testing.T) {
 	hashTime.Store(int64(time.Millisecond))
 	hold := make(chan struct{})
 	h, started := timedHasher(t, &hashTime, hold, WithWorkers(1), WithWaitBudget(0))
-	h.hashNS.Store(int64(time.Millisecond))
+	// No hash measured yet: a budget of 0 still queues nobody.
 	done := make(chan error, 1)
 	go func() { _, err := h.Hash(t.Context(), "a"); done <- err }()
 	<-started

@@ -133,7 +133,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	e.num(&s.LoginFailuresPerUser, "login-failures-per-user", "IDENTITY_LOGIN_FAILURES_PER_USER", s.LoginFailuresPerUser, "failed logins per minute per username (0: no limit)")
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
-	e.dur(&c.LoginWaitBudget, "login-wait-budget", "IDENTITY_LOGIN_WAIT_BUDGET", password.DefaultWaitBudget, "longest expected wait for a hash worker a login is queued with (logins ahead × measured hash time ÷ workers); past it RATE_LIMITED with that wait (0: no queue)")
+	e.dur(&c.LoginWaitBudget, "login-wait-budget", "IDENTITY_LOGIN_WAIT_BUDGET", password.DefaultWaitBudget, "longest expected wait for a hash worker a login is queued with ((logins ahead + ½) × measured hash time ÷ workers); past it RATE_LIMITED with that wait (0: no queue)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
 	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
 	e.str(&c.LogFormat, "log-format", "IDENTITY_LOG_FORMAT", "text", "log format: text or json")
