@@ -1,7 +1,10 @@
 // Package password hashes and checks passwords with argon2id and bounds the
-// work: hashing runs on a fixed number of workers behind a bounded queue, so
-// a login flood waits (or is turned away with ErrBusy) instead of exhausting
-// memory or starving the CPU that token verification needs.
+// work: hashing runs on a fixed number of workers behind a queue that admits
+// a caller only while its expected wait (callers ahead, and half the hash in
+// progress, × the measured time of one hash ÷ workers) is within a budget, so a burst of logins waits its
+// turn and a flood is turned away at once with ErrBusy (saying how long the
+// queue would take) instead of exhausting memory or starving the CPU that
+// token verification needs.
 //
 // Hashes are PHC strings ($argon2id$v=19$m=...,t=...,p=...$salt$hash); the
 // parameters are read back from each stored hash, so they can be raised later
@@ -18,9 +21,12 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -29,8 +35,10 @@ var (
 	// ErrTooLong: the password is over MaxLength bytes. It is refused, never
 	// truncated, and costs no hashing.
 	ErrTooLong = errors.New("password: too long")
-	// ErrBusy: every worker is taken and the queue is full, or the caller's
-	// context ended while it queued. The server answers RESOURCE_EXHAUSTED.
+	// ErrBusy: every worker is taken and the caller's expected wait is over
+	// the budget (or the queue is at its cap), or the caller's context ended
+	// while it queued. The server answers RESOURCE_EXHAUSTED. A refusal is a
+	// *BusyError, which says how long the queue is expected to take.
 	ErrBusy = errors.New("password: hasher busy")
 	// ErrMalformed: a stored hash is not an argon2id PHC string this package
 	// accepts (including parameters beyond its limits).
@@ -39,6 +47,28 @@ var (
 
 // MaxLength is the longest password accepted, in bytes.
 const MaxLength = 1024
+
+// recentHashes is how many hash times the admission's estimate is the
+// median of.
+const recentHashes = 16
+
+// DefaultWaitBudget is the longest expected wait in the queue a hash is
+// admitted with by default: a burst of logins an interactive user does not
+// notice, long enough for a few dozen logins at once per worker.
+const DefaultWaitBudget = time.Second
+
+// BusyError is a refusal: every worker taken and the caller's expected wait,
+// Wait, over the budget (or the queue at its cap). Wait is also when to
+// retry: by then the queue ahead of the caller has been worked off.
+type BusyError struct {
+	Wait time.Duration
+}
+
+func (e *BusyError) Error() string {
+	return "password: hasher busy: expected wait " + e.Wait.Round(time.Millisecond).String()
+}
+func (e *BusyError) Unwrap() error             { return ErrBusy }
+func (e *BusyError) RetryAfter() time.Duration { return e.Wait }
 
 // Params are argon2id's cost parameters and sizes.
 type Params struct {
@@ -90,13 +120,23 @@ type Hasher struct {
 	params  Params
 	workers int
 	queue   int
+	budget  time.Duration
 	rand    io.Reader
+	now     func() time.Time
 
 	// slots holds one token per busy worker. Work runs on the caller's
 	// goroutine once it holds a slot: no hand-off between goroutines, so
 	// the pool costs next to nothing over a bare argon2 call.
 	slots   chan struct{}
 	waiting atomic.Int64
+	// hashNS is the measured time of one hash, in nanoseconds: the median
+	// of argon2id's own time (without the queue) over the last hashes in
+	// recent, so one hash stalled by a GC or a busy neighbour does not
+	// turn a burst away. 0 until a hash has been measured.
+	hashNS   atomic.Int64
+	recentMu sync.Mutex
+	recent   [recentHashes]time.Duration
+	nRecent  int
 
 	// dummy is checked when the user is unknown, so that path costs one
 	// real argon2id run with the current parameters.
@@ -117,10 +157,22 @@ func WithParams(p Params) Option { return func(h *Hasher) { h.params = p } }
 // memory is about workers × Params.Memory.
 func WithWorkers(n int) Option { return func(h *Hasher) { h.workers = n } }
 
-// WithQueue sets how many callers may wait for a worker (default 16 per
-// worker, about 0.5 s of waiting with the default parameters); beyond that,
-// ErrBusy at once. 0 means no waiting.
+// WithQueue caps how many callers may wait for a worker, whatever the wait
+// budget allows (default 256 per worker, far more than a second of hashing
+// with the default parameters: the budget decides); beyond it, ErrBusy at
+// once. 0 means no waiting.
 func WithQueue(n int) Option { return func(h *Hasher) { h.queue = n } }
+
+// WithWaitBudget sets the longest expected wait a caller is queued with
+// (default DefaultWaitBudget): with every worker busy, a caller with n
+// callers queued ahead expects to wait (n + ½) × the measured hash time ÷
+// workers (ExpectedWait); past the budget it gets a *BusyError at once. 0
+// means no waiting.
+func WithWaitBudget(d time.Duration) Option { return func(h *Hasher) { h.budget = d } }
+
+// WithClock replaces time.Now for measuring how long a hash takes, for
+// tests.
+func WithClock(now func() time.Time) Option { return func(h *Hasher) { h.now = now } }
 
 // WithRandom replaces crypto/rand.Reader for salts, for tests.
 func WithRandom(r io.Reader) Option { return func(h *Hasher) { h.rand = r } }
@@ -128,25 +180,28 @@ func WithRandom(r io.Reader) Option { return func(h *Hasher) { h.rand = r } }
 // New returns a Hasher. It computes the unknown-user dummy hash, so it takes
 // about as long as one Hash.
 func New(opts ...Option) (*Hasher, error) {
-	h := &Hasher{params: DefaultParams, workers: runtime.GOMAXPROCS(0), queue: -1, rand: rand.Reader, idKey: argon2.IDKey}
+	h := &Hasher{params: DefaultParams, workers: runtime.GOMAXPROCS(0), queue: -1, budget: DefaultWaitBudget,
+		rand: rand.Reader, now: time.Now, idKey: argon2.IDKey}
 	for _, o := range opts {
 		o(h)
 	}
 	if h.queue == -1 {
-		h.queue = 16 * h.workers
+		h.queue = 256 * h.workers
 	}
 	if err := h.params.validate(); err != nil {
 		return nil, fmt.Errorf("password: %w", err)
 	}
-	if h.workers < 1 || h.queue < 0 || h.rand == nil {
-		return nil, fmt.Errorf("password: need at least one worker, a non-negative queue and a random source")
+	if h.workers < 1 || h.queue < 0 || h.budget < 0 || h.rand == nil || h.now == nil {
+		return nil, fmt.Errorf("password: need at least one worker, a non-negative queue and wait budget, a random source and a clock")
 	}
 	h.slots = make(chan struct{}, h.workers)
 	pw := make([]byte, 16)
 	if _, err := io.ReadFull(h.rand, pw); err != nil {
 		return nil, fmt.Errorf("password: dummy: %w", err)
 	}
-	d, err := h.hash(pw)
+	// The dummy is not measured for admission: it is the process's first
+	// argon2id run, slowed by faulting in its memory.
+	d, err := h.hash(pw, h.idKey)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +218,7 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 		return "", err
 	}
 	defer h.release()
-	p, err := h.hash([]byte(pw))
+	p, err := h.hash([]byte(pw), h.timedIDKey)
 	if err != nil {
 		return "", err
 	}
@@ -189,7 +244,7 @@ func (h *Hasher) Check(ctx context.Context, stored, pw string) (bool, error) {
 		return false, err
 	}
 	defer h.release()
-	got := h.idKey([]byte(pw), p.salt, p.params.Time, p.params.Memory, p.params.Threads, uint32(len(p.key)))
+	got := h.timedIDKey([]byte(pw), p.salt, p.params.Time, p.params.Memory, p.params.Threads, uint32(len(p.key)))
 	match := subtle.ConstantTimeCompare(got, p.key) == 1
 	return known && match, nil
 }
@@ -202,12 +257,36 @@ func (h *Hasher) NeedsRehash(stored string) bool {
 	return err != nil || p.params != h.params
 }
 
-// Busy reports whether a hash asked for now would be turned away with
-// ErrBusy: every worker taken and the queue full. A caller with costly work
+// Admit reports whether a hash asked for now would be admitted: nil when a
+// worker is free or the wait in the queue is expected within the budget,
+// else the *BusyError Hash and Check would return. A caller with costly work
 // to do before it hashes (a login reads its user from the store) can then
 // answer a flood at once; Hash and Check still decide for themselves.
-func (h *Hasher) Busy() bool {
-	return len(h.slots) == cap(h.slots) && h.waiting.Load() >= int64(h.queue)
+func (h *Hasher) Admit() error {
+	if len(h.slots) < cap(h.slots) {
+		return nil
+	}
+	return h.admit(h.waiting.Load())
+}
+
+// HashTime is the measured time of one hash: the median of the last 16
+// (0 before the first; the queue cap alone bounds admission until then).
+func (h *Hasher) HashTime() time.Duration { return time.Duration(h.hashNS.Load()) }
+
+// ExpectedWait is how long a caller with ahead callers queued before it
+// expects to wait for a worker while every worker is busy: the hashes
+// ahead of it and, on average, half of one in progress, shared by the
+// workers: (ahead + ½) × HashTime ÷ workers.
+func (h *Hasher) ExpectedWait(ahead int64) time.Duration {
+	return time.Duration(2*ahead+1) * h.HashTime() / time.Duration(2*h.workers)
+}
+
+// admit decides for a caller with ahead callers queued before it.
+func (h *Hasher) admit(ahead int64) error {
+	if wait := h.ExpectedWait(ahead); ahead >= int64(h.queue) || wait > h.budget || h.budget == 0 {
+		return &BusyError{Wait: wait}
+	}
+	return nil
 }
 
 func (h *Hasher) acquire(ctx context.Context) error {
@@ -219,9 +298,9 @@ func (h *Hasher) acquire(ctx context.Context) error {
 		return nil
 	default:
 	}
-	if h.waiting.Add(1) > int64(h.queue) {
+	if err := h.admit(h.waiting.Add(1) - 1); err != nil {
 		h.waiting.Add(-1)
-		return ErrBusy
+		return err
 	}
 	defer h.waiting.Add(-1)
 	select {
@@ -234,14 +313,38 @@ func (h *Hasher) acquire(ctx context.Context) error {
 
 func (h *Hasher) release() { <-h.slots }
 
-// hash runs argon2id over pw with a fresh salt; the caller holds a slot
-// (or is New).
-func (h *Hasher) hash(pw []byte) (phc, error) {
+// timedIDKey is idKey, measured into hashNS.
+func (h *Hasher) timedIDKey(pw, salt []byte, passes, memory uint32, threads uint8, keyLen uint32) []byte {
+	start := h.now()
+	key := h.idKey(pw, salt, passes, memory, threads, keyLen)
+	h.observe(h.now().Sub(start))
+	return key
+}
+
+// observe adds one hash's time to the recent ones and updates the median
+// (the lower middle one of an even count).
+func (h *Hasher) observe(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	h.recentMu.Lock()
+	defer h.recentMu.Unlock()
+	h.recent[h.nRecent%recentHashes] = d
+	h.nRecent++
+	var sorted [recentHashes]time.Duration
+	n := copy(sorted[:], h.recent[:min(h.nRecent, recentHashes)])
+	slices.Sort(sorted[:n])
+	h.hashNS.Store(int64(sorted[(n-1)/2]))
+}
+
+// hash runs argon2id (idKey) over pw with a fresh salt; the caller holds a
+// slot (or is New).
+func (h *Hasher) hash(pw []byte, idKey func(pw, salt []byte, passes, memory uint32, threads uint8, keyLen uint32) []byte) (phc, error) {
 	salt := make([]byte, h.params.SaltLen)
 	if _, err := io.ReadFull(h.rand, salt); err != nil {
 		return phc{}, fmt.Errorf("password: salt: %w", err)
 	}
-	key := h.idKey(pw, salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
+	key := idKey(pw, salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
 	return phc{params: h.params, salt: salt, key: key}, nil
 }
 

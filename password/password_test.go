@@ -3,6 +3,7 @@ package password
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,8 +227,8 @@ func TestBusyWhenSaturated(t *testing.T) {
 		}
 	})
 	<-started
-	if h.Busy() {
-		t.Error("Busy with the queue empty = true")
+	if err := h.Admit(); err != nil {
+		t.Errorf("Admit with the queue empty = %v", err)
 	}
 
 	queuedCtx, cancel := context.WithCancel(ctx)
@@ -239,8 +240,8 @@ func TestBusyWhenSaturated(t *testing.T) {
 	waitFor(t, func() bool { return h.waiting.Load() == 1 })
 
 	// Worker busy and queue full: turned away at once.
-	if !h.Busy() {
-		t.Error("Busy with every worker taken and the queue full = false")
+	if err := h.Admit(); !errors.Is(err, ErrBusy) {
+		t.Errorf("Admit with every worker taken and the queue full = %v, want ErrBusy", err)
 	}
 	if _, err := h.Hash(ctx, "c"); !errors.Is(err, ErrBusy) {
 		t.Errorf("Hash with a full queue = %v, want ErrBusy", err)
@@ -258,8 +259,8 @@ func TestBusyWhenSaturated(t *testing.T) {
 	// Once the worker frees up, work proceeds again.
 	close(release)
 	wg.Wait()
-	if h.Busy() {
-		t.Error("Busy after the pool drained = true")
+	if err := h.Admit(); err != nil {
+		t.Errorf("Admit after the pool drained = %v", err)
 	}
 	if _, err := h.Hash(ctx, "d"); err != nil {
 		t.Errorf("Hash after the pool drained = %v", err)
@@ -302,6 +303,8 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	for name, opts := range map[string][]Option{
 		"no workers":     {WithWorkers(0)},
 		"negative queue": {WithQueue(-2)},
+		"negative wait":  {WithWaitBudget(-time.Second)},
+		"no clock":       {WithClock(nil)},
 		"1 KiB memory":   {WithParams(Params{Memory: 1, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32})},
 		"short salt":     {WithParams(Params{Memory: 8, Time: 1, Threads: 1, SaltLen: 4, KeyLen: 32})},
 		"short key":      {WithParams(Params{Memory: 8, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 8})},
@@ -343,4 +346,145 @@ func FuzzParsePHC(f *testing.F) {
 			t.Fatalf("parsed %q, re-encodes as %q", s, again)
 		}
 	})
+}
+
+// fakeClock is a clock that moves only when told.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// timedHasher's argon2id "takes" hashTime on the fake clock, then waits
+// on hold (if not nil), so a test decides how long a hash takes and when
+// workers free up; no wall-clock time is involved.
+func timedHasher(t *testing.T, hashTime *atomic.Int64, hold chan struct{}, opts ...Option) (*Hasher, <-chan struct{}) {
+	t.Helper()
+	clk := &fakeClock{}
+	h := newTiny(t, append([]Option{WithClock(clk.now)}, opts...)...)
+	started := make(chan struct{}, 256)
+	h.idKey = func(pw, salt []byte, ti, m uint32, th uint8, k uint32) []byte {
+		started <- struct{}{}
+		clk.advance(time.Duration(hashTime.Load()))
+		if hold != nil {
+			<-hold
+		}
+		return argon2.IDKey(pw, salt, ti, m, th, k)
+	}
+	return h, started
+}
+
+// TestHashTimeIsMeasured: the admission's hash time is the median of the
+// recent hashes' own time on the Hasher's clock: one slow hash does not
+// move it, a lasting change does.
+func TestHashTimeIsMeasured(t *testing.T) {
+	t.Parallel()
+	var hashTime atomic.Int64
+	hashTime.Store(int64(24 * time.Millisecond))
+	h, _ := timedHasher(t, &hashTime, nil, WithWorkers(1))
+	if got := h.HashTime(); got != 0 {
+		t.Errorf("HashTime before any hash = %v, want 0 (New's dummy hash is not measured)", got)
+	}
+	ctx := t.Context()
+	hashes := func(n int, d time.Duration) {
+		t.Helper()
+		hashTime.Store(int64(d))
+		for range n {
+			if _, err := h.Check(ctx, "", "pw"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hashes(3, 24*time.Millisecond)
+	if got := h.HashTime(); got != 24*time.Millisecond {
+		t.Errorf("HashTime after hashes of 24ms = %v", got)
+	}
+	hashes(1, 400*time.Millisecond)
+	if got := h.HashTime(); got != 24*time.Millisecond {
+		t.Errorf("HashTime after one hash of 400ms = %v, want 24ms still", got)
+	}
+	hashes(3, 40*time.Millisecond)
+	if got := h.HashTime(); got != 40*time.Millisecond {
+		t.Errorf("HashTime after 3 more of 40ms = %v, want 40ms", got)
+	}
+	hashes(recentHashes, 30*time.Millisecond)
+	if got := h.HashTime(); got != 30*time.Millisecond {
+		t.Errorf("HashTime after %d of 30ms = %v, want 30ms (only the recent ones count)", recentHashes, got)
+	}
+	if got, want := h.ExpectedWait(10), 315*time.Millisecond; got != want { // 10.5 hashes
+		t.Errorf("ExpectedWait(10 ahead) on 1 worker = %v, want %v", got, want)
+	}
+}
+
+// TestAdmissionByExpectedWait: with every worker busy, callers queue while
+// their expected wait ((callers ahead + ½) × hash time ÷ workers) is
+// within the budget, and the next is refused at once with that wait: for
+// 25 ms hashes and a 1 s budget, 40 queue per worker, and a burst of 32
+// logins on one worker is served whole.
+func TestAdmissionByExpectedWait(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		workers, wantQueued int
+	}{
+		{1, 40},
+		{2, 80},
+	} {
+		t.Run(strconv.Itoa(tc.workers)+" workers", func(t *testing.T) {
+			t.Parallel()
+			var hashTime atomic.Int64
+			hashTime.Store(int64(25 * time.Millisecond))
+			hold := make(chan struct{})
+			h, started := timedHasher(t, &hashTime, hold, WithWorkers(tc.workers), WithWaitBudget(time.Second))
+			h.hashNS.Store(int64(25 * time.Millisecond)) // as measured by earlier logins
+			ctx := t.Context()
+			results := make(chan error, tc.workers+tc.wantQueued)
+			check := func() { _, err := h.Check(ctx, "", "pw"); results <- err }
+			for range tc.workers { // every worker busy
+				go check()
+				<-started
+			}
+			for range tc.wantQueued {
+				if err := h.Admit(); err != nil {
+					t.Fatalf("Admit with %d queued: %v", h.waiting.Load(), err)
+				}
+				go check()
+				n := h.waiting.Load() + 1
+				waitFor(t, func() bool { return h.waiting.Load() == n })
+			}
+			// The next one would wait (40 + ½) × 25 ms ÷ workers, over the budget.
+			want := time.Duration(2*tc.wantQueued+1) * 25 * time.Millisecond / time.Duration(2*tc.workers)
+			for _, err := range []error{h.Admit(), func() error { _, err := h.Hash(ctx, "x"); return err }()} {
+				var busy *BusyError
+				if !errors.As(err, &busy) || !errors.Is(err, ErrBusy) || busy.RetryAfter() != want {
+					t.Errorf("past the budget: %v, want a BusyError of %v", err, want)
+				}
+			}
+			close(hold)
+			for range tc.workers + tc.wantQueued {
+				if err := <-results; err != nil {
+					t.Errorf("an admitted caller got %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestWaitBudgetZeroQueuesNobody: a budget of 0 admits a caller only when a
+// worker is free.
+func TestWaitBudgetZeroQueuesNobody(t *testing.T) {
+	t.Parallel()
+	var hashTime atomic.Int64
+	hashTime.Store(int64(time.Millisecond))
+	hold := make(chan struct{})
+	h, started := timedHasher(t, &hashTime, hold, WithWorkers(1), WithWaitBudget(0))
+	// No hash measured yet: a budget of 0 still queues nobody.
+	done := make(chan error, 1)
+	go func() { _, err := h.Hash(t.Context(), "a"); done <- err }()
+	<-started
+	if _, err := h.Hash(t.Context(), "b"); !errors.Is(err, ErrBusy) {
+		t.Errorf("second Hash with budget 0 = %v, want ErrBusy", err)
+	}
+	close(hold)
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
 }

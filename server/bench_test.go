@@ -3,7 +3,11 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,14 +43,17 @@ type benchServer struct {
 
 // newBenchServer builds a Server as identityd does on the embedded store
 // (default config, real keys and argon2id with the default parameters),
-// with login limits off and one user.
-func newBenchServer(b *testing.B) *benchServer {
+// with login and refresh limits off and one user.
+func newBenchServer(b testing.TB) *benchServer {
 	b.Helper()
 	ctx := b.Context()
 	store := tokenstore.NewMemory()
 	b.Cleanup(func() { store.Close() })
 	cfg := DefaultConfig()
 	cfg.LoginRatePerIP, cfg.LoginFailuresPerUser, cfg.LoginFailuresPerUserAddress = 0, 0, 0
+	// As identityd runs for identityload: a benchmark rotates a session in
+	// a tight loop, far past the per-session refresh limit.
+	cfg.RefreshRatePerSession, cfg.RefreshRatePerIP = 0, 0
 	keys, err := token.LoadOrCreate(ctx, store, token.EdDSA, cfg.TokenOptions(nil, nil)...)
 	if err != nil {
 		b.Fatal(err)
@@ -65,7 +72,7 @@ func newBenchServer(b *testing.B) *benchServer {
 	return &benchServer{s: s, api: &identityServer{s: s}}
 }
 
-func (bs *benchServer) login(b *testing.B) *identityv1.TokenPair {
+func (bs *benchServer) login(b testing.TB) *identityv1.TokenPair {
 	b.Helper()
 	tp, err := bs.api.Login(b.Context(), &identityv1.LoginRequest{Username: benchUser, Password: benchPassword})
 	if err != nil {
@@ -174,6 +181,58 @@ func BenchmarkLogin(b *testing.B) {
 				b.Error(err)
 				return
 			}
+		}
+	})
+}
+
+// BenchmarkREST is the REST side in process: the HTTP handler identityd
+// serves (security headers, browser gate, body limit, gateway, the
+// in-process channel with every interceptor, the handler) called with
+// httptest, no network. verify is POST /v1/verify of a cached token,
+// noop the same call with no token (400 at the handler's first check, as
+// identityload's REST no-op), refresh POST /v1/refresh.
+func BenchmarkREST(b *testing.B) {
+	bs := newBenchServer(b)
+	bs.freshFeed(b)
+	h := bs.s.HTTPHandler()
+	at := bs.login(b).GetAccessToken()
+	call := func(b *testing.B, path, body string, want int) {
+		r := httptest.NewRequestWithContext(b.Context(), http.MethodPost, path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			b.Fatalf("%s: %d %s", path, w.Code, w.Body)
+		}
+	}
+	b.Run("noop", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			call(b, "/v1/verify", `{}`, http.StatusBadRequest)
+		}
+	})
+	b.Run("verify", func(b *testing.B) {
+		body := `{"token":"` + at + `"}`
+		b.ReportAllocs()
+		for b.Loop() {
+			call(b, "/v1/verify", body, http.StatusOK)
+		}
+	})
+	b.Run("refresh", func(b *testing.B) {
+		rt := bs.login(b).GetRefreshToken()
+		b.ReportAllocs()
+		for b.Loop() {
+			r := httptest.NewRequestWithContext(b.Context(), http.MethodPost, "/v1/refresh", strings.NewReader(`{"refresh_token":"`+rt+`"}`))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			var tp struct {
+				RefreshToken string `json:"refresh_token"`
+			}
+			if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &tp) != nil {
+				b.Fatalf("refresh: %d %s", w.Code, w.Body)
+			}
+			rt = tp.RefreshToken
 		}
 	})
 }

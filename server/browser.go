@@ -14,10 +14,10 @@ package server
 //   - CORS, for the allowlisted origins only.
 //
 // The cookie travels to the gRPC handler as gateway metadata, and the
-// server believes that metadata only on calls that arrive over the
-// in-process listener the gateway dials (as it does for the client address,
-// see clientAddr): a gRPC client on the network cannot set it, and the
-// gateway forwards no request header as metadata but Authorization.
+// server believes that metadata only on calls that come through the
+// gateway's in-process channel (fromGateway; as it does for the client
+// address, see clientAddr): a gRPC client on the network cannot set it, and
+// the gateway forwards no request header as metadata but Authorization.
 
 import (
 	"context"
@@ -28,9 +28,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
@@ -58,8 +58,8 @@ const (
 	corsMaxAge        = "600"
 )
 
-// Metadata the gateway adds for the gRPC handlers (trusted only over the
-// in-process listener).
+// Metadata the gateway adds for the gRPC handlers (trusted only on calls
+// through the gateway's in-process channel).
 const (
 	mdBrowser       = "x-identity-browser"        // "1": cookie mode
 	mdRefreshCookie = "x-identity-refresh-cookie" // the cookie's token, CSRF check passed
@@ -281,7 +281,7 @@ var errNoRefreshCookie = fmt.Errorf("no refresh cookie: %w", errRefreshTokenInva
 // browserUnaryInterceptor gives Refresh and Logout the refresh token from
 // the cookie when the body has none, or refuses them with CSRF_REJECTED
 // when a cookie came without passing the CSRF check. It reads only the
-// gateway's metadata, and only on calls over the in-process listener.
+// gateway's metadata, and only on calls through the in-process channel.
 func browserUnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	switch r := req.(type) {
 	case *identityv1.RefreshRequest:
@@ -333,9 +333,11 @@ func cookieToken(ctx context.Context) (string, error) {
 	return "", nil
 }
 
-// fromGateway reports whether the call came over the in-process listener,
-// which only the gateway dials.
+// fromGateway reports whether the call came through the gateway's
+// in-process channel (s.inproc, the server's only inprocgrpc.Channel).
+// inprocgrpc marks the server context of every call it makes with the
+// caller's context, under a key of its own: a context value, which no call
+// from the network can carry, unlike metadata or a peer address.
 func fromGateway(ctx context.Context) bool {
-	p, ok := peer.FromContext(ctx)
-	return ok && p.Addr != nil && p.Addr.Network() == "bufconn"
+	return inprocgrpc.ClientContext(ctx) != nil
 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -25,18 +23,10 @@ var jsonMarshaler = &runtime.JSONPb{
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 }
 
-// newGateway returns the REST gateway, registered through a gRPC client
-// connection to this server (over the in-process listener), so REST calls
-// pass every interceptor exactly as gRPC calls do.
+// newGateway returns the REST gateway, registered through a client of the
+// in-process channel (grpc.go), so REST calls pass every interceptor exactly
+// as gRPC calls do.
 func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
-	conn, err := grpc.NewClient("passthrough:///identity-inproc",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.inproc.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	)
-	if err != nil {
-		return nil, err
-	}
-	s.gwConn = conn
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		// Only the Authorization header (which the gateway forwards by
@@ -57,7 +47,7 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithMiddlewares(recordRoute), // metrics.go: requests by route
 	)
-	if err := identitygw.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
+	if err := identitygw.RegisterIdentityServiceHandlerClient(ctx, mux, identityv1.NewIdentityServiceClient(s.inproc)); err != nil {
 		return nil, err
 	}
 	return mux, nil

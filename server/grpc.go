@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/fullstorydev/grpchan"
+	"github.com/fullstorydev/grpchan/inprocgrpc"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -21,18 +23,21 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/sessions"
 )
 
-// The REST gateway reaches the gRPC server through an in-process listener
-// (bufconn), so every interceptor runs for REST as for gRPC, and metadata
-// that only the gateway may set (the client's address) is trusted only on
-// calls that arrive through that listener: nothing outside the process can
-// connect to it.
+// The REST gateway calls IdentityService in process, through an
+// inprocgrpc.Channel (s.inproc) that dispatches on the service's
+// ServiceDesc with the same interceptor chains as the gRPC server: every
+// interceptor runs for REST as for gRPC, and requests and answers are
+// cloned, not marshalled and sent over a second transport. Metadata that
+// only the gateway may set (the client's address, the browser's cookie and
+// CSRF verdict) is trusted only on calls that came through that channel
+// (fromGateway): a network client cannot make one.
 const mdClientAddr = "x-identity-client-addr"
 
 // mdUserAgent is the browser's User-Agent as the gateway saw it (the
@@ -108,42 +113,46 @@ func (s *Server) buildGRPC() error {
 		}),
 	}
 
+	unary := []grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(panics),
+		metrics.UnaryServerInterceptor(),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
+		s.metrics.unaryInterceptor(),
+		errorUnaryInterceptor(s.log),
+		unreadableUnaryInterceptor,
+		authn.UnaryServerInterceptor(verifier, access...),
+		browserUnaryInterceptor,
+	}
+	stream := []grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(panics),
+		metrics.StreamServerInterceptor(),
+		logging.StreamServerInterceptor(logger, logOpts...),
+		errorStreamInterceptor(s.log),
+		unreadableStreamInterceptor,
+		authn.StreamServerInterceptor(verifier, access...),
+	}
 	opts := []grpc.ServerOption{
 		// An unreadable request gets the contract's answer (codec.go).
 		grpc.MaxRecvMsgSize(transportMaxRecvMsgBytes),
 		grpc.ForceServerCodecV2(newRequestCodec()),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	}
 	if s.tls != nil {
-		opts = append(opts, grpc.Creds(grpcCredentials{credentials.NewTLS(s.tls.grpcConfig())}))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls.grpcConfig())))
 	}
-	s.grpc = grpc.NewServer(append(opts,
-		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(panics),
-			metrics.UnaryServerInterceptor(),
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
-			s.metrics.unaryInterceptor(),
-			errorUnaryInterceptor(s.log),
-			unreadableUnaryInterceptor,
-			authn.UnaryServerInterceptor(verifier, access...),
-			browserUnaryInterceptor,
-		),
-		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(panics),
-			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			errorStreamInterceptor(s.log),
-			unreadableStreamInterceptor,
-			authn.StreamServerInterceptor(verifier, access...),
-		),
-	)...)
-	identityv1.RegisterIdentityServiceServer(s.grpc, &identityServer{s: s})
+	s.grpc = grpc.NewServer(opts...)
+	ids := &identityServer{s: s}
+	identityv1.RegisterIdentityServiceServer(s.grpc, ids)
+	// The gateway's channel: the same service behind the same chains.
+	s.inproc = (&inprocgrpc.Channel{}).WithCloner(protoCloner{})
+	identityv1.RegisterIdentityServiceServer(grpchan.WithStreamInterceptors(grpchan.WithUnaryInterceptors(s.inproc, unary...), stream...), ids)
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(s.grpc)
 	metrics.InitializeMetrics(s.grpc)
-	s.inproc = bufconn.Listen(1 << 20)
 	return nil
 }
 
@@ -166,6 +175,30 @@ func client(ctx context.Context) sessions.Client {
 	return sessions.Client{UserAgent: userAgent(ctx), Addr: clientAddr(ctx)}
 }
 
+// protoCloner copies messages across the in-process channel with the
+// protobuf API itself; inprocgrpc's default goes through the v1 API shim
+// and its dynamic-message support, which identity does not need.
+type protoCloner struct{}
+
+func (protoCloner) Copy(out, in any) error {
+	o, ok1 := out.(proto.Message)
+	i, ok2 := in.(proto.Message)
+	if !ok1 || !ok2 || o.ProtoReflect().Descriptor() != i.ProtoReflect().Descriptor() {
+		return fmt.Errorf("in-process channel: cannot copy %T into %T", in, out)
+	}
+	proto.Reset(o)
+	proto.Merge(o, i)
+	return nil
+}
+
+func (protoCloner) Clone(in any) (any, error) {
+	m, ok := in.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("in-process channel: cannot clone %T", in)
+	}
+	return proto.Clone(m), nil
+}
+
 // clientAddr is the address rate limits are keyed by: the TCP peer, or
 // for calls through the gateway, the address the gateway saw.
 func clientAddr(ctx context.Context) string {
@@ -173,7 +206,7 @@ func clientAddr(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return "unknown"
 	}
-	if p.Addr.Network() == "bufconn" {
+	if fromGateway(ctx) {
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get(mdClientAddr); len(v) == 1 && v[0] != "" {
 				return v[0]

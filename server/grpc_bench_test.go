@@ -16,11 +16,12 @@ import (
 // BENCHMARKS.md),
 // verify and refresh the RPCs. Client and server share this process's CPUs.
 // The server is testidentityd's in-process one on the embedded store, with
-// the default configuration and no login limits; logins, which it does not
+// the default configuration and no login or refresh limits; logins, which it does not
 // measure, are cheap (testidentityd.CheapHash).
 func BenchmarkGRPC(b *testing.B) {
 	s := testidentityd.StartInProcess(b, testidentityd.InProcessConfig(func(c *server.Config) {
 		c.LoginRatePerIP, c.LoginFailuresPerUser, c.LoginFailuresPerUserAddress = 0, 0, 0
+		c.RefreshRatePerSession, c.RefreshRatePerIP = 0, 0
 	}))
 	pw := testidentityd.AddUser(b, s.Store, "bench", "")
 	api := s.API

@@ -44,13 +44,17 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 		return nil, err
 	}
 	s := h.s
-	// In a login flood most attempts find the hashing queue full. Say so
-	// before the limiter and the user lookup (store round trips each), so
-	// turning them away costs little of the CPU Verify shares: the answer
-	// is the one the hash would give after that work, whoever the user.
-	if s.hasher != nil && s.hasher.Busy() {
-		s.metrics.refused(limitLoginHashes)
-		return nil, password.ErrBusy
+	// In a login flood most attempts would wait in the hashing queue past
+	// its budget. Say so before the limiter and the user lookup (store
+	// round trips each), so turning them away costs little of the CPU
+	// Verify shares: the answer (RATE_LIMITED, retry after the expected
+	// wait) is the one the hash would give after that work, whoever the
+	// user.
+	if s.hasher != nil {
+		if err := s.hasher.Admit(); err != nil {
+			s.metrics.refused(limitLoginHashes)
+			return nil, err
+		}
 	}
 	charge, err := s.limitLogin(ctx, req.GetUsername())
 	if err != nil {

@@ -21,12 +21,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/identityd/identity/admin"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
@@ -197,8 +197,7 @@ type Server struct {
 	tls      *TLS
 	grpc     *grpc.Server
 	health   *health.Server
-	inproc   *bufconn.Listener
-	gwConn   *grpc.ClientConn
+	inproc   *inprocgrpc.Channel // the gateway's way in (grpc.go)
 	http     http.Handler
 }
 
@@ -307,7 +306,6 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.grpc.Serve(grpcLis) })
-	g.Go(func() error { return s.grpc.Serve(inprocListener{s.inproc}) })
 	g.Go(func() error {
 		var err error
 		if s.tls != nil {
@@ -337,7 +335,6 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 		case <-sctx.Done():
 			s.grpc.Stop()
 		}
-		_ = s.gwConn.Close()
 		if herr != nil {
 			return fmt.Errorf("http shutdown: %w", herr)
 		}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
@@ -48,40 +46,6 @@ func (t *TLS) grpcConfig() *tls.Config {
 // while it waits for its store).
 func (t *TLS) HTTPConfig() *tls.Config { return t.httpConfig() }
 func (t *TLS) GRPCConfig() *tls.Config { return t.grpcConfig() }
-
-// grpcCredentials handshakes TLS on the TCP port and nothing on the
-// in-process listener the REST gateway dials: that one cannot be reached
-// from outside the process, and the gateway has no client certificate to
-// show when the TCP port requires one. One grpc.Server thus serves both
-// with the same interceptors.
-type grpcCredentials struct {
-	credentials.TransportCredentials
-}
-
-func (c grpcCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	if _, ok := conn.(inprocConn); ok {
-		return insecure.NewCredentials().ServerHandshake(conn)
-	}
-	return c.TransportCredentials.ServerHandshake(conn)
-}
-
-func (c grpcCredentials) Clone() credentials.TransportCredentials {
-	return grpcCredentials{c.TransportCredentials.Clone()}
-}
-
-// inprocListener marks the connections of the in-process listener by
-// their type, which no connection from the network can have.
-type inprocListener struct{ net.Listener }
-
-func (l inprocListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return inprocConn{c}, nil
-}
-
-type inprocConn struct{ net.Conn }
 
 // ClientCertName returns the identity in the client certificate the gRPC
 // port verified for this call (mTLS): its first URI SAN (a SPIFFE id, for

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/identityd/identity/masterkey"
+	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/users"
@@ -33,6 +34,7 @@ type config struct {
 	LogLevel        string
 	ShutdownTimeout time.Duration
 	HashWorkers     int
+	LoginWaitBudget time.Duration
 	Server          server.Config
 
 	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
@@ -224,6 +226,7 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.str(&trusted, "trusted-proxies", "IDENTITY_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	e.num(&s.PasswordMinLength, "password-min-length", "IDENTITY_PASSWORD_MIN_LENGTH", s.PasswordMinLength, "shortest password accepted when one is set, in characters (NIST SP 800-63B asks 15 where the password is the only factor); common and easily guessed passwords are refused at any length")
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
+	e.dur(&c.LoginWaitBudget, "login-wait-budget", "IDENTITY_LOGIN_WAIT_BUDGET", password.DefaultWaitBudget, "longest expected wait for a hash worker a login is queued with ((logins ahead + ½) × measured hash time ÷ workers); past it RATE_LIMITED with that wait (0: no queue)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
 	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
 	e.str(&c.LogFormat, "log-format", "IDENTITY_LOG_FORMAT", "text", "log format: text or json")
@@ -326,6 +329,7 @@ func (c config) validate() error {
 	check(s.Issuer != "" && s.Audience != "", "--issuer and --audience must not be empty")
 	check(s.LoginRatePerIP >= 0 && s.LoginFailuresPerUser >= 0 && s.LoginFailuresPerUserAddress >= 0, "login limits must not be negative")
 	check(s.RefreshRatePerSession >= 0 && s.RefreshRatePerIP >= 0, "refresh limits must not be negative")
+	check(c.LoginWaitBudget >= 0, "--login-wait-budget must not be negative")
 	check(c.RedisURL == "" || len(c.RedisAddrs) == 0, "set --redis-url or --redis-addrs, not both")
 	check(c.RedisSentinelMaster == "" || len(c.RedisAddrs) > 0, "--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
 	check(c.RedisSentinelMaster == "" || c.RedisURL == "", "--redis-sentinel-master goes with --redis-addrs, not --redis-url")

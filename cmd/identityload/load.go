@@ -28,12 +28,15 @@ type loader struct {
 	password string
 	conns    []*grpc.ClientConn
 	apis     []identityv1.IdentityServiceClient
+	rest     *restClient // nil unless -proto has rest
 
 	results map[string]result
 	tokens  []string // the verify pool, shared by verify and the flood scenario
-	// sessions are the refresh clients' logins.
-	sessions []*identityv1.TokenPair
-	cpu      *cpuMeter
+	// sessions are the refresh clients' logins; restSessions the REST
+	// refresh clients' (a session is rotated by one client only).
+	sessions     []*identityv1.TokenPair
+	restSessions []*identityv1.TokenPair
+	cpu          *cpuMeter
 }
 
 // op is one request of one client. Each client gets its own op, so an op
@@ -43,6 +46,24 @@ type op func(ctx context.Context) error
 // errSkip: the op did untimed set-up work (a refresh client logging in
 // again after an error) and made no measured request.
 var errSkip = errors.New("no request")
+
+// pauseAfter is an op's error with a pause the client makes before its
+// next request (a polite login client honouring RetryInfo): the pause is
+// not part of the request's latency.
+type pauseAfter struct {
+	error
+	d time.Duration
+}
+
+func (p *pauseAfter) Unwrap() error { return p.error }
+
+// pause sleeps as err asks, if it does.
+func pause(ctx context.Context, err error) {
+	var p *pauseAfter
+	if errors.As(err, &p) {
+		sleep(ctx, p.d)
+	}
+}
 
 // phases of a run: warming up (not recorded), measuring, stopped.
 const (
@@ -85,6 +106,7 @@ func (l *loader) measure(ctx context.Context, name string, ops []op) result {
 				if p == phaseMeasure && phase.Load() == phaseMeasure {
 					rec.record(d, err)
 				}
+				pause(ctx, err)
 			}
 		})
 	}
@@ -126,10 +148,18 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (l *loader) api(i int) identityv1.IdentityServiceClient { return l.apis[i%len(l.apis)] }
 
+// login logs in for a scenario's set-up, waiting as asked (RetryInfo) when
+// the server's hashers are busy, a few times at most.
 func (l *loader) login(ctx context.Context, i int) (*identityv1.TokenPair, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
-	defer cancel()
-	return l.api(i).Login(ctx, &identityv1.LoginRequest{Username: l.cfg.user, Password: l.password})
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+		tp, err := l.api(i).Login(cctx, &identityv1.LoginRequest{Username: l.cfg.user, Password: l.password})
+		cancel()
+		if status.Code(err) != codes.ResourceExhausted || attempt == 5 || ctx.Err() != nil {
+			return tp, err
+		}
+		sleep(ctx, retryDelay(err, l.cfg.busyBackoff))
+	}
 }
 
 // loginMany logs in n times, a few at a time (the server hashes on a few
@@ -206,6 +236,15 @@ func (l *loader) refreshSessions(ctx context.Context) ([]*identityv1.TokenPair, 
 	return l.sessions, err
 }
 
+func (l *loader) restRefreshSessions(ctx context.Context) ([]*identityv1.TokenPair, error) {
+	if l.restSessions != nil {
+		return l.restSessions, nil
+	}
+	var err error
+	l.restSessions, err = l.loginMany(ctx, l.cfg.clients)
+	return l.restSessions, err
+}
+
 func (l *loader) refreshOps(ctx context.Context) ([]op, error) {
 	pairs, err := l.refreshSessions(ctx)
 	if err != nil {
@@ -249,7 +288,7 @@ func (l *loader) loginOps(clients int, polite bool) []op {
 		ops[i] = func(ctx context.Context) error {
 			_, err := api.Login(ctx, req)
 			if polite && status.Code(err) == codes.ResourceExhausted {
-				sleep(ctx, retryDelay(err, l.cfg.busyBackoff))
+				return &pauseAfter{err, retryDelay(err, l.cfg.busyBackoff)}
 			}
 			return err
 		}
@@ -285,6 +324,7 @@ func (l *loader) flood(ctx context.Context) (stop func() result) {
 				err := o(cctx)
 				cancel()
 				rec.record(time.Since(t0), err)
+				pause(ctx, err)
 			}
 		})
 	}
@@ -351,8 +391,15 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 		}
 	}
 	if slices.Contains(names, "refresh") {
-		if _, err := l.refreshSessions(ctx); err != nil {
-			return err
+		if l.on("grpc") {
+			if _, err := l.refreshSessions(ctx); err != nil {
+				return err
+			}
+		}
+		if l.on("rest") {
+			if _, err := l.restRefreshSessions(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if l.cfg.watchers > 0 {
@@ -374,27 +421,54 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 		}
 		switch name {
 		case "noop":
-			show(l.measure(ctx, name, l.noopOps()))
+			if l.on("grpc") {
+				show(l.measure(ctx, name, l.noopOps()))
+			}
+			if l.on("rest") {
+				show(l.measure(ctx, "rest "+name, l.restNoopOps()))
+			}
 		case "verify":
 			tokens, err := l.verifyPool(ctx)
 			if err != nil {
 				return err
 			}
-			show(l.measure(ctx, name, l.verifyOps(tokens)))
-		case "refresh":
-			ops, err := l.refreshOps(ctx)
-			if err != nil {
-				return err
+			if l.on("grpc") {
+				show(l.measure(ctx, name, l.verifyOps(tokens)))
 			}
-			show(l.measure(ctx, name, ops))
+			if l.on("rest") {
+				show(l.measure(ctx, "rest "+name, l.restVerifyOps(tokens)))
+			}
+		case "refresh":
+			if l.on("grpc") {
+				ops, err := l.refreshOps(ctx)
+				if err != nil {
+					return err
+				}
+				show(l.measure(ctx, name, ops))
+			}
+			if l.on("rest") {
+				ops, err := l.restRefreshOps(ctx)
+				if err != nil {
+					return err
+				}
+				show(l.measure(ctx, "rest "+name, ops))
+			}
 		case "login":
 			// The raw rate is measured half just before and half just after
 			// the logins, so a machine whose speed drifts (shared CPUs)
 			// moves both sides of the ratio alike.
 			before := rawArgon2(ctx, l.cfg.hashWorkers, l.rawDuration()/2)
-			login := l.measure(ctx, name, l.loginOps(l.cfg.clients, true))
+			var logins []result
+			if l.on("grpc") {
+				logins = append(logins, l.measure(ctx, name, l.loginOps(l.cfg.clients, true)))
+			}
+			if l.on("rest") {
+				logins = append(logins, l.measure(ctx, "rest "+name, l.restLoginOps(l.cfg.clients, true)))
+			}
 			after := rawArgon2(ctx, l.cfg.hashWorkers, l.rawDuration()/2)
-			show(login)
+			for _, r := range logins {
+				show(r)
+			}
 			show(combine(before, after))
 		case "argon2":
 			show(rawArgon2(ctx, l.cfg.hashWorkers, l.rawDuration()))
@@ -430,6 +504,9 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 	return nil
 }
 
+// on reports whether -proto includes p.
+func (l *loader) on(p string) bool { return slices.Contains(l.cfg.protos, p) }
+
 func (l *loader) ratios() {
 	r := l.results
 	line := func(name string, v float64, ok bool, target string) {
@@ -456,6 +533,27 @@ func (l *loader) ratios() {
 		if a, ok := r[fmt.Sprintf("raw argon2id x%d", l.cfg.hashWorkers)]; ok && a.rate() > 0 {
 			x := v.rate() / a.rate()
 			line("login/raw argon2id", x, x >= 0.9, ">= 0.90")
+		}
+	}
+	// REST beside gRPC, same clients, same run.
+	for _, name := range []string{"noop", "verify", "refresh", "login"} {
+		g, okG := r[name]
+		rr, okR := r["rest "+name]
+		if !okG || !okR || g.rate() <= 0 {
+			continue
+		}
+		x := rr.rate() / g.rate()
+		if name == "verify" {
+			line("rest verify/grpc verify req/s", x, x >= 0.8, ">= 0.80")
+		} else {
+			fmt.Fprintf(l.out, "%-38s %6.2f\n", "rest "+name+"/grpc "+name+" req/s", x)
+		}
+	}
+	if rn, ok := r["rest noop"]; ok && rn.rate() > 0 {
+		for _, name := range []string{"verify", "refresh"} {
+			if v, ok := r["rest "+name]; ok {
+				fmt.Fprintf(l.out, "%-38s %6.2f\n", "rest "+name+"/rest noop req/s", v.rate()/rn.rate())
+			}
 		}
 	}
 	if f, ok := r["verify under flood"]; ok {

@@ -1,15 +1,19 @@
-// Command identityload is a closed-loop gRPC load generator for a running
-// identityd on this machine. It measures the service against the
+// Command identityload is a closed-loop gRPC and REST load generator for a
+// running identityd on this machine. It measures the service against the
 // performance targets in BENCHMARKS.md side by side, in one run against one server: a no-op unary RPC
 // (grpc.health.v1.Health/Check, which runs through the same interceptor
 // chain), Verify, Refresh, Login, and Verify under a login flood, then the
 // ratios between them and against a raw argon2id rate measured in-process.
+// With -proto grpc,rest the no-op, Verify, Refresh and Login also run over
+// the REST gateway (HTTP/1.1 keep-alive, same clients), each right after its
+// gRPC run (rest.go says what the REST no-op is).
 //
 // It only talks to loopback (127.0.0.1, localhost, [::1]) and always stops by
 // itself: every scenario is bounded by -d and/or -n. It is a measuring tool,
 // not a test: nothing in it asserts a timing.
 //
 //	identityload -grpc 127.0.0.1:9090 -user alice -password-file /tmp/alice.pw -scenario all -c 32 -d 8s
+//	identityload -proto grpc,rest -http 127.0.0.1:8080 -user alice -password-file /tmp/alice.pw -scenario noop,verify,refresh,login
 //
 // Start identityd for it with --login-rate-per-ip 0 (or a high limit): the
 // login scenarios come from one address and would otherwise measure the
@@ -72,6 +76,8 @@ type config struct {
 	sessions     int
 	serviceUser  string
 	servicePWF   string
+	protos       []string // "grpc", "rest": the protocols each scenario runs on, in this order
+	httpAddr     string
 }
 
 var scenarioNames = []string{"noop", "verify", "refresh", "login", "login-flood+verify"}
@@ -83,7 +89,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("identityload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.addr, "grpc", "127.0.0.1:9090", "identityd gRPC address (loopback only)")
+	fs.StringVar(&c.addr, "grpc", "127.0.0.1:9090", "identityd gRPC address (loopback only; logins that set up the scenarios use it whatever -proto says)")
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "identityd HTTP (REST) address, for -proto rest (loopback only)")
+	var protos string
+	fs.StringVar(&protos, "proto", "grpc", "grpc, rest, or grpc,rest: the protocols noop, verify, refresh and login run on, side by side in one run (REST: HTTP/1.1 keep-alive, one connection per client; the login flood is gRPC only)")
 	fs.IntVar(&c.clients, "c", 32, "concurrent clients (closed loop: each waits for its answer)")
 	fs.DurationVar(&c.duration, "d", 8*time.Second, "measured duration of each scenario (0: bounded by -n only)")
 	fs.Int64Var(&c.requests, "n", 0, "stop a scenario after this many requests (0: bounded by -d only)")
@@ -95,7 +104,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.tokens, "tokens", 64, "access tokens in the verify pool (one login each)")
 	fs.IntVar(&c.floodClients, "flood-c", 0, "concurrent logins in the login flood (0: same as -c)")
 	fs.IntVar(&c.hashWorkers, "hash-workers", max(1, runtime.NumCPU()-1), "workers for the raw argon2id rate: the server's --hash-workers (identityd's default: one less than the CPUs, at least 1)")
-	fs.DurationVar(&c.busyBackoff, "busy-backoff", 50*time.Millisecond, "pause of a login client answered RESOURCE_EXHAUSTED (hasher queue full) without a RetryInfo, before it tries again; the login flood never pauses")
+	fs.DurationVar(&c.busyBackoff, "busy-backoff", 50*time.Millisecond, "pause of a login client answered RESOURCE_EXHAUSTED (hasher busy) without a RetryInfo, before it tries again; the login flood never pauses")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of one RPC")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "identityd's process id: report its CPU time per request (Linux /proc)")
 	fs.IntVar(&c.redisPID, "redis-pid", 0, "redis-server's process id: report its CPU time per request")
@@ -114,6 +123,15 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.floodClients == 0 {
 		c.floodClients = c.clients
 	}
+	for p := range strings.SplitSeq(protos, ",") {
+		p = strings.TrimSpace(p)
+		if p != "grpc" && p != "rest" {
+			return c, fmt.Errorf("-proto %q: want grpc, rest, or grpc,rest", protos)
+		}
+		if !slices.Contains(c.protos, p) {
+			c.protos = append(c.protos, p)
+		}
+	}
 	switch {
 	case c.duration <= 0 && c.requests <= 0:
 		return c, errors.New("set -d or -n (or both): a run must stop by itself")
@@ -126,7 +144,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	case c.timeout <= 0:
 		return c, errors.New("-timeout must be positive")
 	}
-	for _, a := range []string{c.addr, c.peer, c.redisAddr} {
+	for _, a := range []string{c.addr, c.peer, c.redisAddr, c.httpAddr} {
 		if a == "" {
 			continue
 		}
@@ -208,8 +226,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			l.apis = append(l.apis, identityv1.NewIdentityServiceClient(conn))
 		}
 	}
-	fmt.Fprintf(stdout, "# identityload %s -c %d -conns %d -d %s -n %d -warmup %s; GOMAXPROCS %d, NumCPU %d, %s\n",
-		c.addr, c.clients, c.conns, c.duration, c.requests, c.warmup, runtime.GOMAXPROCS(0), runtime.NumCPU(),
+	if slices.Contains(c.protos, "rest") {
+		l.rest = newRESTClient(c.httpAddr, c.clients)
+		defer l.rest.close()
+	}
+	fmt.Fprintf(stdout, "# identityload %s -proto %s -c %d -conns %d -d %s -n %d -warmup %s; GOMAXPROCS %d, NumCPU %d, %s\n",
+		c.addr, strings.Join(c.protos, ","), c.clients, c.conns, c.duration, c.requests, c.warmup, runtime.GOMAXPROCS(0), runtime.NumCPU(),
 		time.Now().UTC().Format(time.RFC3339))
 	return l.runAll(ctx, names)
 }

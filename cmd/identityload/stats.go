@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -16,6 +17,9 @@ type recorder struct {
 	lat    []time.Duration
 	errs   int64
 	byCode map[string]int64
+	// refused are the latencies of RESOURCE_EXHAUSTED answers: how fast a
+	// flood is turned away.
+	refused []time.Duration
 }
 
 func newRecorder() *recorder { return &recorder{lat: make([]time.Duration, 0, 1<<14)} }
@@ -26,6 +30,9 @@ func (r *recorder) record(d time.Duration, err error) {
 		return
 	}
 	r.errs++
+	if status.Code(err) == codes.ResourceExhausted {
+		r.refused = append(r.refused, d)
+	}
 	if r.byCode == nil {
 		r.byCode = make(map[string]int64)
 	}
@@ -42,6 +49,7 @@ type result struct {
 	errs    int64
 	byCode  map[string]int64
 	sorted  []time.Duration
+	refused []time.Duration // sorted
 	// cpu is the CPU time each measured process used during the run
 	// ("client" is this tool), when known.
 	cpu []procCPU
@@ -61,12 +69,14 @@ func merge(name string, elapsed time.Duration, recs []*recorder) result {
 	res.sorted = make([]time.Duration, 0, n)
 	for _, r := range recs {
 		res.sorted = append(res.sorted, r.lat...)
+		res.refused = append(res.refused, r.refused...)
 		res.errs += r.errs
 		for k, v := range r.byCode {
 			res.byCode[k] += v
 		}
 	}
 	slices.Sort(res.sorted)
+	slices.Sort(res.refused)
 	res.ok = int64(len(res.sorted))
 	return res
 }
@@ -81,6 +91,8 @@ func combine(a, b result) result {
 	}
 	out.sorted = append(slices.Clone(a.sorted), b.sorted...)
 	slices.Sort(out.sorted)
+	out.refused = append(slices.Clone(a.refused), b.refused...)
+	slices.Sort(out.refused)
 	return out
 }
 
@@ -94,12 +106,14 @@ func (r result) rate() float64 {
 
 // quantile is the q-quantile of the successful requests' latencies
 // (nearest rank).
-func (r result) quantile(q float64) time.Duration {
-	if len(r.sorted) == 0 {
+func (r result) quantile(q float64) time.Duration { return quantile(r.sorted, q) }
+
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(q*float64(len(r.sorted))+0.5) - 1
-	return r.sorted[min(max(i, 0), len(r.sorted)-1)]
+	i := int(q*float64(len(sorted))+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func (r result) String() string {
@@ -110,6 +124,9 @@ func (r result) String() string {
 			parts = append(parts, fmt.Sprintf("%s:%d", k, r.byCode[k]))
 		}
 		codes = " (" + strings.Join(parts, " ") + ")"
+		if len(r.refused) > 0 {
+			codes += fmt.Sprintf(" refused in p50 %s p99 %s", ms(quantile(r.refused, .5)), ms(quantile(r.refused, .99)))
+		}
 	}
 	var cpu string
 	if n := r.ok + r.errs; n > 0 && len(r.cpu) > 0 {

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The REST side of the scenarios: the same closed loop and the same
+// clients, each on its own HTTP/1.1 keep-alive connection (HTTP/1.1 has one
+// request in flight per connection), against identityd's REST gateway.
+//
+// The REST no-op is POST /v1/verify with an empty body: it crosses
+// everything a REST call crosses (HTTP server, security headers, the
+// browser gate, the body limit, the gateway's routing and JSON decoding,
+// the hop to the gRPC service with every interceptor, the error handler's
+// JSON) and stops at the handler's first check (400 INVALID_REQUEST,
+// "token is required"), as Health/Check is the gRPC no-op through the same
+// interceptors. It is counted as a success when it gets that 400. No REST
+// route does nothing at all, and the API gets none for the benchmark;
+// /healthz does not reach the gateway, and an unknown path (404) stops in
+// the gateway's router before any interceptor runs.
+
+// restClient speaks identityd's REST API on loopback.
+type restClient struct {
+	base string // http://host:port
+	http *http.Client
+}
+
+func newRESTClient(addr string, conns int) *restClient {
+	tr := &http.Transport{
+		DialContext:         func(ctx context.Context, _, a string) (net.Conn, error) { return loopbackDialer(ctx, a) },
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		MaxConnsPerHost:     conns,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	return &restClient{base: "http://" + addr, http: &http.Client{Transport: tr}}
+}
+
+func (c *restClient) close() { c.http.CloseIdleConnections() }
+
+// restError is a REST error answer, readable by status.Code (its body is
+// the google.rpc.Status JSON) with the Retry-After it came with.
+type restError struct {
+	httpStatus int
+	code       codes.Code
+	msg        string
+	retryAfter time.Duration
+}
+
+func (e *restError) Error() string {
+	return fmt.Sprintf("HTTP %d: %s: %s", e.httpStatus, e.code, e.msg)
+}
+
+func (e *restError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+
+// post sends body to path and decodes a 200 answer into out (nil: the body
+// is read and dropped). Any other answer is a *restError.
+func (c *restClient) post(ctx context.Context, path string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &restError{httpStatus: resp.StatusCode, code: codes.Unknown}
+		var st struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &st) == nil {
+			e.code, e.msg = codes.Code(st.Code), st.Message
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			e.retryAfter = time.Duration(s) * time.Second
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// restTokenPair is the part of a TokenPair answer the scenarios use.
+type restTokenPair struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func (l *loader) restNoopOps() []op {
+	ops := make([]op, l.cfg.clients)
+	body := []byte(`{}`)
+	for i := range ops {
+		ops[i] = func(ctx context.Context) error {
+			err := l.rest.post(ctx, "/v1/verify", body, nil)
+			if e, ok := err.(*restError); ok && e.httpStatus == http.StatusBadRequest && e.code == codes.InvalidArgument {
+				return nil // the answer the no-op is for
+			}
+			if err == nil {
+				return fmt.Errorf("REST no-op: Verify of an empty token answered 200")
+			}
+			return err
+		}
+	}
+	return ops
+}
+
+func (l *loader) restVerifyOps(tokens []string) []op {
+	bodies := make([][]byte, len(tokens))
+	for i, t := range tokens {
+		bodies[i] = mustJSON(map[string]string{"token": t})
+	}
+	ops := make([]op, l.cfg.clients)
+	for i := range ops {
+		next := i
+		ops[i] = func(ctx context.Context) error {
+			next = (next + 1) % len(bodies)
+			return l.rest.post(ctx, "/v1/verify", bodies[next], nil)
+		}
+	}
+	return ops
+}
+
+// restRefreshOps rotate sessions of their own (l.restSessions), never the
+// gRPC refresh clients': a refresh token is used once, and a reused one
+// kills its session.
+func (l *loader) restRefreshOps(ctx context.Context) ([]op, error) {
+	pairs, err := l.restRefreshSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ops := make([]op, l.cfg.clients)
+	for i := range ops {
+		rt := pairs[i].GetRefreshToken()
+		ops[i] = func(ctx context.Context) error {
+			if rt == "" { // the session died on an error: start another
+				tp, err := l.login(ctx, i)
+				if err == nil {
+					rt = tp.GetRefreshToken()
+				}
+				return errSkip
+			}
+			var tp restTokenPair
+			if err := l.rest.post(ctx, "/v1/refresh", mustJSON(map[string]string{"refresh_token": rt}), &tp); err != nil {
+				rt = ""
+				return err
+			}
+			rt = tp.RefreshToken
+			return nil
+		}
+	}
+	return ops, nil
+}
+
+// restLoginOps are loginOps over REST: a polite client waits out a 429's
+// Retry-After (or -busy-backoff without one).
+func (l *loader) restLoginOps(clients int, polite bool) []op {
+	ops := make([]op, clients)
+	body := mustJSON(map[string]string{"username": l.cfg.user, "password": l.password})
+	for i := range ops {
+		ops[i] = func(ctx context.Context) error {
+			err := l.rest.post(ctx, "/v1/login", body, nil)
+			if e, ok := err.(*restError); ok && polite && e.httpStatus == http.StatusTooManyRequests {
+				d := e.retryAfter
+				if d <= 0 {
+					d = l.cfg.busyBackoff
+				}
+				return &pauseAfter{err, d}
+			}
+			return err
+		}
+	}
+	return ops
+}
