@@ -13,9 +13,10 @@ import (
 // primary or a Redis Cluster. identityd and identityctl use it, so both
 // reach the store the same way.
 //
-// A cluster client gets a hook on each node client (nodeHook), because
-// go-redis v9's cluster client (osscluster.go) does two things a Store
-// cannot live with:
+// A cluster client (Redis Cluster, and Sentinel, which SentinelClientOptions
+// runs on go-redis's failover cluster client) gets a hook on each node
+// client (nodeHook), because go-redis v9's cluster client (osscluster.go)
+// does two things a Store cannot live with:
 //
 //   - It learns a new topology only from a MOVED or ASK reply, a READONLY
 //     error, or when its slot map is older than ClusterStateReloadInterval
@@ -35,9 +36,10 @@ import (
 //     CLUSTERDOWN, LOADING and READONLY (likewise refused), a failed dial
 //     and a pool that gave no connection (nothing was sent).
 //
-// Single-node and failover clients need neither: with MaxRetries -1 they
-// never resend, and the failover client asks the sentinels for the primary
-// on each new connection and hears of a switch on their channel.
+// On Sentinel the new slot map comes from the sentinels (the failover
+// cluster client's ClusterSlots), so the hook asks them again as soon as
+// the primary fails. A single-node client needs neither: with MaxRetries -1
+// it never resends.
 func NewClient(o *redis.UniversalOptions) redis.UniversalClient {
 	c := redis.NewUniversalClient(o)
 	if cc, ok := c.(*redis.ClusterClient); ok {

@@ -66,6 +66,16 @@ func ClientOptions(rawURL string, clusterAddrs []string) (*redis.UniversalOption
 // monitor it by, sentinelAddrs are the sentinels' addresses. go-redis asks
 // the sentinels for the current primary and follows a failover itself.
 // Calls are bounded and never resent, as with ClientOptions.
+//
+// The client is go-redis's failover cluster client (IsClusterMode with
+// MasterName): the primary serves every slot, every command goes to it
+// (ReadOnly stays false, so no read ever comes from a lagging replica), and
+// a failover makes it build a client of the new primary. The plain failover
+// client redials the same pool instead, and that pool's dial breaker, once
+// tripped by the dead primary, probes only once a second: it kept failing
+// calls for up to a second after the sentinels had named the new primary.
+// With NewClient's hooks the cluster client also asks the sentinels again
+// as soon as the primary fails.
 func SentinelClientOptions(master string, sentinelAddrs []string) (*redis.UniversalOptions, error) {
 	if master == "" {
 		return nil, errors.New("--redis-sentinel-master: no name")
@@ -73,7 +83,12 @@ func SentinelClientOptions(master string, sentinelAddrs []string) (*redis.Univer
 	if len(sentinelAddrs) == 0 {
 		return nil, errors.New("--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
 	}
-	return RedisOptions(redis.UniversalOptions{Addrs: sentinelAddrs, MasterName: master}), nil
+	return RedisOptions(redis.UniversalOptions{
+		Addrs:         sentinelAddrs,
+		MasterName:    master,
+		IsClusterMode: true,
+		DialerRetries: 1, // as for a cluster (ClientOptions)
+	}), nil
 }
 
 // redactURLError drops the URL net/url quotes in its errors.

@@ -197,6 +197,11 @@ func TestConfigRedisTopologies(t *testing.T) {
 			if !slices.Equal(o.Addrs, tc.addrs) || o.MasterName != tc.masterName {
 				t.Errorf("addrs %v, master name %q; want %v, %q", o.Addrs, o.MasterName, tc.addrs, tc.masterName)
 			}
+			// Sentinel runs on go-redis's failover cluster client (see
+			// tokenstore.SentinelClientOptions), with reads on the primary.
+			if wantCluster := tc.mode != "single"; o.IsClusterMode != wantCluster || o.ReadOnly {
+				t.Errorf("IsClusterMode %t, ReadOnly %t; want %t, false", o.IsClusterMode, o.ReadOnly, wantCluster)
+			}
 			if o.MaxRetries != -1 || !o.ContextTimeoutEnabled || o.ReadTimeout != c.RedisTimeout {
 				t.Errorf("MaxRetries %d, ContextTimeoutEnabled %t, ReadTimeout %v: want -1, true, --redis-timeout", o.MaxRetries, o.ContextTimeoutEnabled, o.ReadTimeout)
 			}

@@ -232,7 +232,8 @@ func (c *Cluster) Restart(t testing.TB, addr string) {
 
 // Failover makes the replica at addr take over from its master the
 // orderly way (CLUSTER FAILOVER: the master stops writes, the replica
-// catches up, the roles swap) and waits until both report their new role.
+// catches up, the roles swap) and waits until both report their new role
+// and the old master is in sync as a replica.
 // A client that still routes to the old master then gets MOVED.
 func (c *Cluster) Failover(t testing.TB, addr string) {
 	t.Helper()
@@ -270,6 +271,9 @@ func (c *Cluster) Failover(t testing.TB, addr string) {
 		t.Fatalf("testredis: manual failover to %s: %v\n%s", addr, err, replica.logTail())
 	}
 	waitRole(t, c.node(t, master), "slave", 30*time.Second)
+	// Until the old master has synced with the new one, it cannot take
+	// over from it (its data would count as too old): wait for that too.
+	c.WaitHealthy(t, 30*time.Second)
 }
 
 func (c *Cluster) mustView(t testing.TB) []clusterNodeLine {
