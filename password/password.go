@@ -1,10 +1,10 @@
 // Package password hashes and checks passwords with argon2id and bounds the
 // work: hashing runs on a fixed number of workers behind a queue that admits
-// a caller only while its expected wait (callers ahead, and half the hash in
-// progress, × the measured time of one hash ÷ workers) is within a budget, so a burst of logins waits its
-// turn and a flood is turned away at once with ErrBusy (saying how long the
-// queue would take) instead of exhausting memory or starving the CPU that
-// token verification needs.
+// a caller only while its expected wait (the callers ahead and half the hash
+// in progress, × the measured time of one hash ÷ workers) is within a
+// budget, so a burst of logins waits its turn and a flood is turned away at
+// once with ErrBusy (saying how long the queue would take) instead of
+// exhausting memory or starving the CPU that token verification needs.
 //
 // Hashes are PHC strings ($argon2id$v=19$m=...,t=...,p=...$salt$hash); the
 // parameters are read back from each stored hash, so they can be raised later

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -109,5 +110,32 @@ func TestUnreadableRequestMessages(t *testing.T) {
 	_, err = s.API.Login(ctx, &identityv1.LoginRequest{Username: strings.Repeat("a", 4<<20-64), Password: "x"})
 	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "username") {
 		t.Errorf("Login just under 4 MiB: %v, want the handler's refusal of the username", err)
+	}
+}
+
+// TestRESTCallsAreLoggedLikeGRPC: a REST call goes through the same
+// logging interceptor as a gRPC call (one "finished call" line at debug,
+// naming the RPC).
+func TestRESTCallsAreLoggedLikeGRPC(t *testing.T) {
+	t.Parallel()
+	var logs testidentityd.LockedBuffer
+	s := testidentityd.StartInProcess(t, testidentityd.InProcessLogger(
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	resp, err := http.Post(s.BaseURL+"/v1/verify", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("POST /v1/verify {}: %d, want 400", resp.StatusCode)
+	}
+	var lines []string
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(l, "finished call") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "Verify") || !strings.Contains(lines[0], "InvalidArgument") {
+		t.Errorf("want one finished-call line for Verify, InvalidArgument; got %q\n%s", lines, logs.String())
 	}
 }
