@@ -43,7 +43,7 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 		return err
 	}
 	mux.Handle("/", api)
-	s.http = s.countHTTP(securityHeaders(s.canonicalPaths(mux)))
+	s.http = s.countHTTP(SecurityHeaders(s.canonicalPaths(mux)))
 	return nil
 }
 
@@ -81,7 +81,9 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	s.writeError(r.Context(), nil, nil, w, r, routeError(http.StatusNotFound, r, nil))
 }
 
-func securityHeaders(next http.Handler) http.Handler {
+// SecurityHeaders sets the headers every answer of identityd carries (also
+// those of cmd/identityd's server that answers while the store is away).
+func SecurityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")

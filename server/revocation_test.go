@@ -24,81 +24,73 @@ import (
 // revocation set before the RPC answers, without waiting for the feed.
 func TestRevocationIsImmediateOnTheSameInstance(t *testing.T) {
 	t.Parallel()
-	for _, store := range []string{"memory", "redis"} {
-		t.Run(store, func(t *testing.T) {
-			t.Parallel()
-			var opts []testidentityd.InProcessOption
-			if store == "redis" {
-				opts = append(opts, testidentityd.InProcessRedisURL(testredis.URL(t)))
-			}
-			p := testidentityd.StartInProcess(t, opts...)
-			adminPW := testidentityd.AddUser(t, p.Store, "root-"+store, "", "admin")
-			userPW := testidentityd.AddUser(t, p.Store, "dora-"+store, "")
-			admin := p.Login(t, "root-"+store, adminPW)
-			adminCtx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+admin.GetAccessToken())
-			adminAPI := identityv1.NewAdminServiceClient(p.Conn)
-			ctx := t.Context()
+	onBothStores(t, func(t *testing.T, store string, p *testidentityd.InProcess) {
+		adminPW := testidentityd.AddUser(t, p.Store, "root-"+store, "", "admin")
+		userPW := testidentityd.AddUser(t, p.Store, "dora-"+store, "")
+		admin := p.Login(t, "root-"+store, adminPW)
+		adminCtx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+admin.GetAccessToken())
+		adminAPI := identityv1.NewAdminServiceClient(p.Conn)
+		ctx := t.Context()
 
-			verifyRefused := func(what string, pair *identityv1.TokenPair) {
-				t.Helper()
-				_, err := p.API.Verify(ctx, &identityv1.VerifyRequest{Token: pair.GetAccessToken()})
-				if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
-					t.Errorf("%s: Verify right after: %v, want TOKEN_REVOKED", what, err)
-				}
+		verifyRefused := func(what string, pair *identityv1.TokenPair) {
+			t.Helper()
+			_, err := p.API.Verify(ctx, &identityv1.VerifyRequest{Token: pair.GetAccessToken()})
+			if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
+				t.Errorf("%s: Verify right after: %v, want TOKEN_REVOKED", what, err)
 			}
-			warm := func(pair *identityv1.TokenPair) {
-				t.Helper()
-				// Verified once first, so the token sits in the cache.
-				if _, err := p.API.Verify(ctx, &identityv1.VerifyRequest{Token: pair.GetAccessToken()}); err != nil {
-					t.Fatal(err)
-				}
-			}
-
-			pair := p.Login(t, "dora-"+store, userPW)
-			warm(pair)
-			p.Logout(t, pair)
-			verifyRefused("Logout", pair)
-
-			a, b := p.Login(t, "dora-"+store, userPW), p.Login(t, "dora-"+store, userPW)
-			warm(a)
-			warm(b)
-			if _, err := p.API.Logout(ctx, &identityv1.LogoutRequest{RefreshToken: a.GetRefreshToken(), AllSessions: true}); err != nil {
+		}
+		warm := func(pair *identityv1.TokenPair) {
+			t.Helper()
+			// Verified once first, so the token sits in the cache.
+			if _, err := p.API.Verify(ctx, &identityv1.VerifyRequest{Token: pair.GetAccessToken()}); err != nil {
 				t.Fatal(err)
 			}
-			verifyRefused("Logout all sessions (this one)", a)
-			verifyRefused("Logout all sessions (another)", b)
+		}
 
-			pair = p.Login(t, "dora-"+store, userPW)
-			warm(pair)
-			if _, err := adminAPI.RevokeSession(adminCtx, &identityv1.RevokeSessionRequest{SessionId: pair.GetSessionId()}); err != nil {
-				t.Fatal(err)
-			}
-			verifyRefused("admin RevokeSession", pair)
+		pair := p.Login(t, "dora-"+store, userPW)
+		warm(pair)
+		p.Logout(t, pair)
+		verifyRefused("Logout", pair)
 
-			pair = p.Login(t, "dora-"+store, userPW)
-			warm(pair)
-			if _, err := adminAPI.RevokeUserSessions(adminCtx, &identityv1.RevokeUserSessionsRequest{Username: "dora-" + store}); err != nil {
-				t.Fatal(err)
-			}
-			verifyRefused("admin RevokeUserSessions", pair)
+		a, b := p.Login(t, "dora-"+store, userPW), p.Login(t, "dora-"+store, userPW)
+		warm(a)
+		warm(b)
+		if _, err := p.API.Logout(ctx, &identityv1.LogoutRequest{RefreshToken: a.GetRefreshToken(), AllSessions: true}); err != nil {
+			t.Fatal(err)
+		}
+		verifyRefused("Logout all sessions (this one)", a)
+		verifyRefused("Logout all sessions (another)", b)
 
-			pair = p.Login(t, "dora-"+store, userPW)
-			warm(pair)
-			newPW := testidentityd.RandomPassword()
-			if _, err := adminAPI.UpdateUser(adminCtx, &identityv1.UpdateUserRequest{Username: "dora-" + store, Password: &newPW}); err != nil {
-				t.Fatal(err)
-			}
-			verifyRefused("password change", pair)
+		pair = p.Login(t, "dora-"+store, userPW)
+		warm(pair)
+		if _, err := adminAPI.RevokeSession(adminCtx, &identityv1.RevokeSessionRequest{SessionId: pair.GetSessionId()}); err != nil {
+			t.Fatal(err)
+		}
+		verifyRefused("admin RevokeSession", pair)
 
-			pair = p.Login(t, "dora-"+store, newPW)
-			warm(pair)
-			disabled := true
-			if _, err := adminAPI.UpdateUser(adminCtx, &identityv1.UpdateUserRequest{Username: "dora-" + store, Disabled: &disabled}); err != nil {
-				t.Fatal(err)
-			}
-			verifyRefused("disable", pair)
-		})
-	}
+		pair = p.Login(t, "dora-"+store, userPW)
+		warm(pair)
+		if _, err := adminAPI.RevokeUserSessions(adminCtx, &identityv1.RevokeUserSessionsRequest{Username: "dora-" + store}); err != nil {
+			t.Fatal(err)
+		}
+		verifyRefused("admin RevokeUserSessions", pair)
+
+		pair = p.Login(t, "dora-"+store, userPW)
+		warm(pair)
+		newPW := testidentityd.RandomPassword()
+		if _, err := adminAPI.UpdateUser(adminCtx, &identityv1.UpdateUserRequest{Username: "dora-" + store, Password: &newPW}); err != nil {
+			t.Fatal(err)
+		}
+		verifyRefused("password change", pair)
+
+		pair = p.Login(t, "dora-"+store, newPW)
+		warm(pair)
+		disabled := true
+		if _, err := adminAPI.UpdateUser(adminCtx, &identityv1.UpdateUserRequest{Username: "dora-" + store, Disabled: &disabled}); err != nil {
+			t.Fatal(err)
+		}
+		verifyRefused("disable", pair)
+	})
 }
 
 // A logout on one instance reaches a WatchRevocations stream of another
@@ -196,74 +188,66 @@ func TestWatchRevocationsCap(t *testing.T) {
 // refresh token handed out works.
 func TestPasswordChangeEndsLoginsInFlight(t *testing.T) {
 	t.Parallel()
-	for _, store := range []string{"memory", "redis"} {
-		t.Run(store, func(t *testing.T) {
-			t.Parallel()
-			var opts []testidentityd.InProcessOption
-			if store == "redis" {
-				opts = append(opts, testidentityd.InProcessRedisURL(testredis.URL(t)))
-			}
-			p := testidentityd.StartInProcess(t, opts...)
-			name := "fay-" + store
-			oldPW := testidentityd.AddUser(t, p.Store, name, "")
-			adminPW := testidentityd.AddUser(t, p.Store, "boss-"+store, "", "admin")
-			admin := p.Login(t, "boss-"+store, adminPW)
-			adminCtx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+admin.GetAccessToken())
+	onBothStores(t, func(t *testing.T, store string, p *testidentityd.InProcess) {
+		name := "fay-" + store
+		oldPW := testidentityd.AddUser(t, p.Store, name, "")
+		adminPW := testidentityd.AddUser(t, p.Store, "boss-"+store, "", "admin")
+		admin := p.Login(t, "boss-"+store, adminPW)
+		adminCtx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+admin.GetAccessToken())
 
-			ctx, stop := context.WithTimeout(t.Context(), 20*time.Second)
-			defer stop()
-			changed := make(chan struct{})
-			results := make(chan []*identityv1.TokenPair, 4)
-			for range 4 {
-				go func() {
-					var got []*identityv1.TokenPair
-					defer func() { results <- got }()
-					// Keep logging in until a while after the change, at
-					// most 200 times.
-					after := 0
-					for i := 0; i < 200 && after < 20 && ctx.Err() == nil; i++ {
-						select {
-						case <-changed:
-							after++
-						default:
-						}
-						pair, err := p.API.Login(ctx, &identityv1.LoginRequest{Username: name, Password: oldPW})
-						if err == nil {
-							got = append(got, pair)
-						}
+		ctx, stop := context.WithTimeout(t.Context(), 20*time.Second)
+		defer stop()
+		changed := make(chan struct{})
+		results := make(chan []*identityv1.TokenPair, 4)
+		for range 4 {
+			go func() {
+				var got []*identityv1.TokenPair
+				defer func() { results <- got }()
+				// Keep logging in until a while after the change, at
+				// most 200 times.
+				after := 0
+				for i := 0; i < 200 && after < 20 && ctx.Err() == nil; i++ {
+					select {
+					case <-changed:
+						after++
+					default:
 					}
-				}()
-			}
-			time.Sleep(20 * time.Millisecond) // let the logins get going; correctness does not depend on it
-			newPW := testidentityd.RandomPassword()
-			if _, err := identityv1.NewAdminServiceClient(p.Conn).UpdateUser(adminCtx,
-				&identityv1.UpdateUserRequest{Username: name, Password: &newPW}); err != nil {
-				t.Fatal(err)
-			}
-			close(changed)
-			var pairs []*identityv1.TokenPair
-			for range 4 {
-				pairs = append(pairs, <-results...)
-			}
-			u, err := p.Store.UserByName(t.Context(), name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			live, err := p.Store.ListSessions(t.Context(), u.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(live) != 0 {
-				t.Errorf("%d sessions of the old password outlived the change", len(live))
-			}
-			for _, pair := range pairs {
-				if _, err := p.API.Refresh(t.Context(), &identityv1.RefreshRequest{RefreshToken: pair.GetRefreshToken()}); err == nil {
-					t.Errorf("session %s of the old password still refreshes", pair.GetSessionId())
+					pair, err := p.API.Login(ctx, &identityv1.LoginRequest{Username: name, Password: oldPW})
+					if err == nil {
+						got = append(got, pair)
+					}
 				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond) // let the logins get going; correctness does not depend on it
+		newPW := testidentityd.RandomPassword()
+		if _, err := identityv1.NewAdminServiceClient(p.Conn).UpdateUser(adminCtx,
+			&identityv1.UpdateUserRequest{Username: name, Password: &newPW}); err != nil {
+			t.Fatal(err)
+		}
+		close(changed)
+		var pairs []*identityv1.TokenPair
+		for range 4 {
+			pairs = append(pairs, <-results...)
+		}
+		u, err := p.Store.UserByName(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		live, err := p.Store.ListSessions(t.Context(), u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) != 0 {
+			t.Errorf("%d sessions of the old password outlived the change", len(live))
+		}
+		for _, pair := range pairs {
+			if _, err := p.API.Refresh(t.Context(), &identityv1.RefreshRequest{RefreshToken: pair.GetRefreshToken()}); err == nil {
+				t.Errorf("session %s of the old password still refreshes", pair.GetSessionId())
 			}
-			t.Logf("%d logins with the old password succeeded before the change; none outlived it", len(pairs))
-		})
-	}
+		}
+		t.Logf("%d logins with the old password succeeded before the change; none outlived it", len(pairs))
+	})
 }
 
 // A demoted admin's access token stops opening the AdminService at once:
@@ -330,5 +314,21 @@ func TestWatchRevocationsIsForServicesOnly(t *testing.T) {
 	}
 	if err := watch(asService(t, &p.Client, p.Store, t.Context())); err != nil {
 		t.Errorf("WatchRevocations as a service: %v", err)
+	}
+}
+
+// onBothStores runs test in parallel on an in-process server with the
+// embedded store and with a Redis one.
+func onBothStores(t *testing.T, test func(t *testing.T, store string, p *testidentityd.InProcess)) {
+	t.Helper()
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			var opts []testidentityd.InProcessOption
+			if store == "redis" {
+				opts = append(opts, testidentityd.InProcessRedisURL(testredis.URL(t)))
+			}
+			test(t, store, testidentityd.StartInProcess(t, opts...))
+		})
 	}
 }

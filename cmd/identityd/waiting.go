@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -147,18 +146,7 @@ func serveWaiting(grpcLis, httpLis net.Listener, serverTLS *server.TLS) *waiting
 		_, _ = w.Write(body)
 	})
 	h := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			// The headers every answer of identityd carries.
-			hdr := w.Header()
-			hdr.Set("X-Content-Type-Options", "nosniff")
-			hdr.Set("Referrer-Policy", "no-referrer")
-			hdr.Set("X-Frame-Options", "DENY")
-			hdr.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-			if strings.HasPrefix(r.URL.Path, "/v1/") {
-				hdr.Set("Cache-Control", "no-store")
-			}
-			mux.ServeHTTP(w, r)
-		}),
+		Handler:           server.SecurityHeaders(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	w := &waitingServer{grpc: g, http: h, done: make(chan struct{})}
