@@ -291,6 +291,9 @@ func TestRevocationPropagation(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow() // a login failed in a worker (reported there)
+	}
 	for _, p := range pairs {
 		if _, err := l.Verify(t.Context(), p.GetAccessToken()); err != nil {
 			t.Fatalf("before logout: %v", err)
