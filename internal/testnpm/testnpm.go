@@ -51,13 +51,16 @@ func Install(t testing.TB, dir string, want []string, args ...string) {
 		return
 	}
 	npm := testidentityd.RequireTool(t, "npm")
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
 	v, _ := installs.LoadOrStore(dir+"\x00"+strings.Join(args, "\x00"), &install{})
 	in := v.(*install)
 	in.once.Do(func() { in.run(npm, dir, args) })
 	switch {
 	case in.unreachable:
 		testidentityd.SkipOrFail(t, "testnpm: npm ci in %s needs the npm registry, which does not answer here (npm ping: %v):\n%s",
-			dir, in.err, bytes.TrimSpace(in.out))
+			dir, in.err, head(in.out, 6))
 	case in.err != nil:
 		t.Fatalf("testnpm: npm ci in %s: %v\n%s", dir, in.err, in.out)
 	case !Installed(dir, want):
@@ -92,4 +95,14 @@ func Installed(dir string, want []string) bool {
 		}
 	}
 	return true
+}
+
+// head is the first n lines of npm's output: which registry, and why it
+// failed, without the stack trace that follows.
+func head(out []byte, n int) []byte {
+	lines := bytes.SplitN(bytes.TrimSpace(out), []byte("\n"), n+1)
+	if len(lines) > n {
+		lines = append(lines[:n], []byte("..."))
+	}
+	return bytes.Join(lines, []byte("\n"))
 }
