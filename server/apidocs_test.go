@@ -36,6 +36,9 @@ func TestDocsPage(t *testing.T) {
 		if strings.Contains(csp, "unsafe-") {
 			t.Errorf("GET %s: CSP %q", path, csp)
 		}
+		if cc, vendor := a.header.Get("Cache-Control"), strings.HasPrefix(path, "/docs/vendor/"); vendor && cc != "public, max-age=300" || !vendor && cc != "no-cache" {
+			t.Errorf("GET %s: Cache-Control %q", path, cc)
+		}
 		if a.header.Get("X-Content-Type-Options") != "nosniff" || a.header.Get("X-Frame-Options") != "DENY" {
 			t.Errorf("GET %s: security headers missing: %v", path, a.header)
 		}

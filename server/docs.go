@@ -35,7 +35,12 @@ func docsHandler(notFound http.HandlerFunc) http.Handler {
 		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", docsCSP)
-		h.Set("Cache-Control", "no-cache")
+		if strings.HasPrefix(r.URL.Path, DocsPath+"vendor/") {
+			// 1.9 MB that changes only with the binary, like /openapi.json.
+			h.Set("Cache-Control", "public, max-age=300")
+		} else {
+			h.Set("Cache-Control", "no-cache")
+		}
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		files.ServeHTTP(w, r)
 	})
