@@ -2,29 +2,29 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/internal/testnpm"
 )
 
 // TestNodeJose runs clients/node-verify's tests (node --test) against a
 // real identityd: a Node.js service with jose finds the keys through the
 // discovery document (createRemoteJWKSet on its jwks_uri), verifies an
 // identity access token with jwtVerify (issuer, audience, typ at+jwt) and
-// refuses an edited one. Without node or npm, or when `npm ci` cannot
-// install jose, it skips with the reason, except under CI=true, where it
-// fails. (A Python counterpart with PyJWT waits for a reachable PyPI.)
+// refuses an edited one. Without node or npm, or when the npm registry
+// `npm ci` installs jose from does not answer, it skips with the reason,
+// except under CI=true, where it fails (internal/testnpm). (A Python
+// counterpart with PyJWT waits for a reachable PyPI.)
 func TestNodeJose(t *testing.T) {
 	t.Parallel()
 	node := testidentityd.RequireTool(t, "node")
 	dir := filepath.Join(testidentityd.ModuleRoot(t), "clients", "node-verify")
-	requireJose(t, dir)
+	testnpm.Install(t, dir, []string{"jose"})
 
 	const audience = "node-e2e"
 	d := startIdentityd(t, opts{embedded: true, flags: map[string]string{"audience": audience, "issuer": "identity-e2e"}})
@@ -43,35 +43,5 @@ func TestNodeJose(t *testing.T) {
 	}
 	if strings.Contains(string(out), d.Password) {
 		t.Error("the node tests printed the password")
-	}
-}
-
-var npmCI struct {
-	once sync.Once
-	err  error
-	out  []byte
-}
-
-// requireJose runs `npm ci` in dir once, unless jose (pinned in its
-// package-lock.json) is installed already.
-func requireJose(t *testing.T, dir string) {
-	t.Helper()
-	installed := func() bool {
-		_, err := os.Stat(filepath.Join(dir, "node_modules", "jose", "package.json"))
-		return err == nil
-	}
-	if installed() {
-		return
-	}
-	npm := testidentityd.RequireTool(t, "npm")
-	npmCI.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		npmCI.out, npmCI.err = cmd.CombinedOutput()
-	})
-	if npmCI.err != nil || !installed() {
-		testidentityd.SkipOrFail(t, "e2e: npm ci in %s (installs jose): %v\n%s", dir, npmCI.err, npmCI.out)
 	}
 }

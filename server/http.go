@@ -38,6 +38,10 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 		mux.Handle("GET /demo/", demoHandler(s.notFound))
 		mux.Handle("GET /demo", http.RedirectHandler("/demo/", http.StatusMovedPermanently))
 	}
+	if s.cfg.APIDocs {
+		mux.Handle("GET "+DocsPath, docsHandler(s.notFound))
+		mux.Handle("GET /docs", http.RedirectHandler(DocsPath, http.StatusMovedPermanently))
+	}
 	api, err := s.browserGate(s.limitBody(gw))
 	if err != nil {
 		return err

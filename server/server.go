@@ -85,6 +85,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// WebDemo serves the browser demo page at /demo/.
 	WebDemo bool
+	// APIDocs serves the browsable API documentation (Swagger UI over
+	// /openapi.json) at /docs/.
+	APIDocs bool
 	// AllowedOrigins are the web origins (scheme://host[:port]) that get
 	// CORS answers and may make cookie-authenticated calls (browser.go);
 	// the server's own origin is always allowed for the latter.

@@ -20,23 +20,32 @@ package web_test
 // A missing node, npm, Chromium, go or redis-server skips them with the
 // reason, except under CI=true, where it fails. node_modules (axios,
 // playwright-core and typescript, pinned in package-lock.json) is installed
-// with `npm ci` when absent; .ci/run does that beforehand.
+// with `npm ci` when absent (internal/testnpm; .ci/run does that
+// beforehand), and a registry that does not answer skips them too, outside
+// CI.
+//
+// TestAPIDocs opens the /docs page in Chromium (test/docs/) and
+// TestDocsVendor checks that apidocs/vendor/ is the pinned swagger-ui-dist
+// package's (apidocs/scripts/vendor.js --check).
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/internal/testnpm"
 	"github.com/identityd/identity/web"
 )
 
@@ -51,38 +60,15 @@ func requireTool(t *testing.T, name string) string {
 	return testidentityd.RequireTool(t, name)
 }
 
-var npmCI struct {
-	once sync.Once
-	err  error
-	out  []byte
-}
+// webPackages are web/'s pinned devDependencies the tests use.
+var webPackages = []string{"axios", "playwright-core", "typescript"}
 
-// requireNodeModules runs `npm ci` once if the pinned devDependencies are
-// not installed yet.
+// requireNodeModules runs `npm ci` in web/ once if the pinned
+// devDependencies are not installed yet; where the registry cannot be
+// reached, it skips (fails under CI=true).
 func requireNodeModules(t *testing.T) {
 	t.Helper()
-	if installed() {
-		return
-	}
-	npm := requireTool(t, "npm")
-	npmCI.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-		npmCI.out, npmCI.err = cmd.CombinedOutput()
-	})
-	if npmCI.err != nil || !installed() {
-		t.Fatalf("web: npm ci: %v\n%s", npmCI.err, npmCI.out)
-	}
-}
-
-func installed() bool {
-	for _, p := range []string{"node_modules/axios/package.json", "node_modules/playwright-core/package.json", "node_modules/typescript/package.json"} {
-		if _, err := os.Stat(p); err != nil {
-			return false
-		}
-	}
-	return true
+	testnpm.Install(t, ".", webPackages)
 }
 
 // run runs a command in web/ and fails t with its output if it fails.
@@ -251,6 +237,90 @@ func TestDemoFS(t *testing.T) {
 			if strings.Contains(string(js), sink) {
 				t.Errorf("%s uses %s", name, sink)
 			}
+		}
+	}
+}
+
+// TestAPIDocs opens /docs on a real identityd started with --api-docs in
+// Chromium (test/docs/docs.test.js: every operation of /openapi.json
+// rendered, no CSP violation, "Try it out" logs in), and checks that an
+// identityd without the flag answers /docs with the JSON 404 of every
+// unknown path.
+func TestAPIDocs(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	chromium := os.Getenv("CHROMIUM_PATH")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		testidentityd.SkipOrFail(t, "web: no Chromium at %s (apt-get install chromium): %v", chromium, err)
+	}
+	requireNodeModules(t)
+
+	off := testidentityd.Start(t, testidentityd.WithEmbeddedStore())
+	for _, p := range []string{"/docs", "/docs/", "/docs/index.html", "/docs/vendor/swagger-ui-bundle.js"} {
+		res, err := http.Get(off.BaseURL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Details []struct {
+				Reason string `json:"reason"`
+			} `json:"details"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound || err != nil || len(body.Details) != 1 || body.Details[0].Reason != "INVALID_REQUEST" {
+			t.Errorf("without --api-docs, GET %s = %d %+v (%v), want 404 INVALID_REQUEST", p, res.StatusCode, body, err)
+		}
+	}
+
+	d := testidentityd.Start(t, testidentityd.WithEmbeddedStore(), testidentityd.WithFlags(map[string]string{
+		"api-docs":          "true",
+		"login-rate-per-ip": "100000",
+	}))
+	env := append(d.ScriptEnv(), "CHROMIUM_PATH="+chromium)
+	out := run(t, 4*time.Minute, env, node, "--test", "test/docs/")
+	t.Log(summary(out))
+	if !strings.Contains(out, "# pass 1\n") || !strings.Contains(out, "# skipped 0\n") {
+		t.Fatalf("the docs test did not run:\n%s", out)
+	}
+	if fi, err := os.Stat(filepath.Join("test-results", "docs.png")); err != nil || fi.Size() == 0 {
+		t.Errorf("screenshot docs.png not saved: %v", err)
+	}
+}
+
+// TestDocsVendor checks that apidocs/vendor/, which identityd embeds, is
+// byte for byte what the pinned swagger-ui-dist package holds
+// (apidocs/scripts/vendor.js --check, after `npm ci --ignore-scripts`).
+func TestDocsVendor(t *testing.T) {
+	t.Parallel()
+	node := requireTool(t, "node")
+	testnpm.Install(t, "apidocs", []string{"swagger-ui-dist"}, "--ignore-scripts")
+	t.Log(run(t, time.Minute, nil, node, "apidocs/scripts/vendor.js", "--check"))
+}
+
+// TestDocsFS checks what identityd embeds and serves at /docs/.
+func TestDocsFS(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"index.html", "docs.js", "vendor/swagger-ui-bundle.js", "vendor/swagger-ui.css", "vendor/LICENSE", "vendor/VERSION"} {
+		if b, err := fs.ReadFile(web.DocsFS(), name); err != nil || len(b) == 0 {
+			t.Errorf("DocsFS %s: %v", name, err)
+		}
+	}
+	for _, bad := range []string{"package.json", "scripts/vendor.js", "node_modules", "../web.go"} {
+		if _, err := web.DocsFS().Open(bad); err == nil {
+			t.Errorf("DocsFS opened %q", bad)
+		}
+	}
+	html, _ := fs.ReadFile(web.DocsFS(), "index.html")
+	if inline := regexp.MustCompile(`<script>|<style|\s(on[a-z]+|style)=`).FindString(string(html)); inline != "" {
+		t.Errorf("index.html has %q: the page's CSP forbids inline script and style", inline)
+	}
+	for _, src := range []string{`src="vendor/swagger-ui-bundle.js"`, `src="docs.js"`, `href="vendor/swagger-ui.css"`} {
+		if !strings.Contains(string(html), src) {
+			t.Errorf("index.html does not load %s", src)
 		}
 	}
 }

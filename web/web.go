@@ -1,7 +1,9 @@
 // Package web holds identity's browser side: the dependency-free client
 // module identity-client.js (silent single-flight refresh across tabs, the
 // refresh token in an HttpOnly cookie) and the demo page that identityd
-// serves at /demo/ when IDENTITY_WEB_DEMO=1. The Go code here only embeds
+// serves at /demo/ when IDENTITY_WEB_DEMO=1, and the API documentation page
+// (Swagger UI, from npm into apidocs/vendor/ by apidocs/scripts/vendor.js)
+// served at /docs/ when IDENTITY_API_DOCS=1. The Go code here only embeds
 // those files; the client's own tests run under Node and in Chromium
 // (browser_test.go runs them with `go test`).
 package web
@@ -14,6 +16,9 @@ import (
 
 //go:embed identity-client.js demo/index.html demo/demo.js demo/format.js demo/demo.css
 var files embed.FS
+
+//go:embed apidocs/index.html apidocs/docs.js apidocs/vendor
+var apidocs embed.FS
 
 // DemoFS returns the demo page's files, flat: index.html, demo.js and the
 // format.js it imports, demo.css, and the client module identity-client.js.
@@ -35,4 +40,14 @@ func (demoFS) Open(name string) (fs.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
 	return f, err
+}
+
+// DocsFS returns the API documentation page's files: index.html, docs.js
+// and vendor/ (Swagger UI's bundle, stylesheet and licences).
+func DocsFS() fs.FS {
+	sub, err := fs.Sub(apidocs, "apidocs")
+	if err != nil {
+		panic(err) // a constant, valid path
+	}
+	return sub
 }

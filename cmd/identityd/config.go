@@ -228,6 +228,7 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.num(&c.HashWorkers, "hash-workers", "IDENTITY_HASH_WORKERS", 0, "concurrent password hashes (0: one less than the CPUs, at least 1, so a login flood leaves a CPU to Verify)")
 	e.dur(&c.LoginWaitBudget, "login-wait-budget", "IDENTITY_LOGIN_WAIT_BUDGET", password.DefaultWaitBudget, "longest expected wait for a hash worker a login is queued with ((logins ahead + ½) × measured hash time ÷ workers); past it RATE_LIMITED with that wait (0: no queue)")
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
+	e.boolean(&s.APIDocs, "api-docs", "IDENTITY_API_DOCS", false, "serve the browsable API documentation (Swagger UI over /openapi.json) at /docs/")
 	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
 	e.str(&c.LogFormat, "log-format", "IDENTITY_LOG_FORMAT", "text", "log format: text or json")
 	e.str(&c.LogLevel, "log-level", "IDENTITY_LOG_LEVEL", "info", "log level: debug, info, warn, error")

@@ -38,6 +38,7 @@ func TestConfigDefaultsMatchDesign(t *testing.T) {
 		{"audience", s.Audience, "identity"},
 		{"signing-alg", c.SigningAlg, "EdDSA"},
 		{"keys-dir", c.KeysDir, ""},
+		{"api-docs", s.APIDocs, false},
 		{"master key", c.MasterKeys == nil, true},
 		{"insecure-plaintext-keys", c.InsecurePlaintextKeys, false},
 		{"key-reload", s.KeyReload, 30 * time.Second},
@@ -65,6 +66,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	t.Setenv("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
 	t.Setenv("IDENTITY_ALLOWED_ORIGINS", "https://App.Example.com:443, http://localhost:3000")
 	t.Setenv("IDENTITY_WEB_DEMO", "1")
+	t.Setenv("IDENTITY_API_DOCS", "true")
 	t.Setenv("IDENTITY_PASSWORD_MIN_LENGTH", "15")
 	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER_ADDRESS", "3")
 	t.Setenv("IDENTITY_LOGIN_FAILURES_PER_USER", "30")
@@ -98,6 +100,9 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 	if got := strings.Join(c.Server.AllowedOrigins, " "); got != "https://app.example.com http://localhost:3000" || !c.Server.WebDemo {
 		t.Errorf("allowed origins = %q (normalised as browsers send Origin), web demo = %t", got, c.Server.WebDemo)
+	}
+	if !c.Server.APIDocs {
+		t.Error("IDENTITY_API_DOCS=true did not turn the API docs on")
 	}
 }
 

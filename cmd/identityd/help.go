@@ -42,7 +42,7 @@ var helpGroups = []struct {
 	{"Tokens and keys", []string{"issuer", "audience", "access-ttl", "leeway", "signing-alg", "keys-dir", "key-rotation", "key-publish-ahead"}},
 	{"Sessions", []string{"refresh-idle-ttl", "refresh-absolute-ttl", "refresh-grace"}},
 	{"Logins", []string{"login-rate-per-ip", "login-failures-per-user", "trusted-proxies", "hash-workers", "bootstrap-roles"}},
-	{"Browsers", []string{"allowed-origins", "web-demo"}},
+	{"Browsers", []string{"allowed-origins", "web-demo", "api-docs"}},
 	{"Operation", []string{"log-format", "log-level", "shutdown-timeout", "version"}},
 }
 
