@@ -22,6 +22,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 )
@@ -141,9 +143,7 @@ func (l *loader) missTokens(ctx context.Context, n int) ([]string, error) {
 				if j >= int64(n) {
 					return nil
 				}
-				cctx, cancel := context.WithTimeout(gctx, l.cfg.timeout)
-				tp, err := api.Refresh(cctx, &identityv1.RefreshRequest{RefreshToken: rt})
-				cancel()
+				tp, err := l.seedRefresh(gctx, api, rt)
 				if err != nil {
 					return fmt.Errorf("seeding the cache-miss tokens: refresh: %w", err)
 				}
@@ -156,6 +156,21 @@ func (l *loader) missTokens(ctx context.Context, n int) ([]string, error) {
 	}
 	l.miss = out
 	return out, nil
+}
+
+// seedRefresh rotates rt, sending it again after an UNAVAILABLE answer (a
+// store timeout on a busy machine): a resend within the grace window gets
+// the same answer as the rotation it repeats, so the chain is not broken.
+func (l *loader) seedRefresh(ctx context.Context, api identityv1.IdentityServiceClient, rt string) (*identityv1.TokenPair, error) {
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+		tp, err := api.Refresh(cctx, &identityv1.RefreshRequest{RefreshToken: rt})
+		cancel()
+		if err == nil || status.Code(err) != codes.Unavailable || attempt == 5 || ctx.Err() != nil {
+			return tp, err
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
 }
 
 // errStop: the op has nothing left to do (its tokens are used up); its
