@@ -75,6 +75,9 @@ func runSuite(ctx context.Context, c config, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\n# --- suite: identityd on the %s store ---\n", st.name)
 		r, err := suiteHalf(ctx, c, st, filepath.Join(dir, st.name), stdout, stderr)
 		if err != nil {
+			// What was measured is still worth its table; the error says
+			// which half is missing.
+			printSuiteTable(stdout, c, runs)
 			return fmt.Errorf("%s store: %w", st.name, err)
 		}
 		runs = append(runs, r)
