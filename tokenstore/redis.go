@@ -25,7 +25,12 @@ import (
 //	                                    d disabled, c created, v version (no TTL)
 //	identity:{<uid>}:s:<rand>   hash    session <uid>.<rand>: g generation, n nonce,
 //	                                    c created, r rotated, e absolute expiry, l last used
-//	                                    (only when it differs from r: never after a rotation)
+//	                                    (only when it differs from r: never after a rotation),
+//	                                    k credential epoch (not when 0), q refresh limiter
+//	                                    state, ip client address, ua and ub the user agent
+//	                                    in chunks of at most 64 bytes (ub only past 64), so
+//	                                    every value stays under Redis's default
+//	                                    hash-max-listpack-value and the hash a listpack
 //	                                    TTL: min(last used + idle TTL, e)
 //	identity:{<uid>}:ss         zset    the user's session <rand>s, scored by their expire-at;
 //	                                    TTL: its longest session + 1 min
@@ -384,7 +389,7 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 	if err != nil {
 		return Session{}, err
 	}
-	s.UserAgent, s.ClientAddr = h["ua"], h["ip"]
+	s.UserAgent, s.ClientAddr = h["ua"]+h["ub"], h["ip"]
 	if !r.o.now().Before(s.ExpiresAt) {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
@@ -500,7 +505,7 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 		if err != nil {
 			return nil, err
 		}
-		s.UserAgent, s.ClientAddr = h["ua"], h["ip"]
+		s.UserAgent, s.ClientAddr = h["ua"]+h["ub"], h["ip"]
 		out = append(out, s)
 	}
 	return out, nil

@@ -607,3 +607,88 @@ func TestRedisHotPathsAreOneRoundTrip(t *testing.T) {
 		t.Errorf("Rotate in grace sent %v, want one EVALSHA", got)
 	}
 }
+
+// TestRedisLongUserAgentKeepsListpack: a browser's user agent (~100 bytes)
+// is stored in chunks of at most 64 bytes ('ua', 'ub'), so the session
+// hash stays a listpack under Redis's default hash-max-listpack-value
+// (one longer value would make it a hashtable, twice the memory). The
+// user agent reads back whole after create and after rotations that
+// lengthen, keep and shorten it, and a session written before the chunks
+// (one 'ua' field over 64 bytes) still reads back whole.
+func TestRedisLongUserAgentKeepsListpack(t *testing.T) {
+	t.Parallel()
+	client := testredis.Start(t)
+	prefix := testredis.KeyPrefix(t, client)
+	store := tokenstore.NewRedis(client, tokenstore.WithPrefix(prefix))
+	ctx := t.Context()
+	browser := "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	other := strings.Repeat("é", 64) // 128 bytes, a chunk boundary inside a rune
+
+	uid := storedUID(t, store)
+	s := newTestSession(t, uid, time.Now(), time.Hour)
+	s.UserAgent, s.ClientAddr = browser, "203.0.113.7"
+	if err := store.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := prefix + "{" + uid + "}:s:" + s.ID[len(uid)+1:]
+	check := func(step, want string) {
+		t.Helper()
+		if enc, err := client.ObjectEncoding(ctx, key).Result(); err != nil || enc != "listpack" {
+			t.Errorf("%s: session hash encoding %q, %v; want listpack", step, enc, err)
+		}
+		got, err := store.Session(ctx, s.ID)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if got.UserAgent != want {
+			t.Errorf("%s: Session user agent %q, want %q", step, got.UserAgent, want)
+		}
+		list, err := store.ListSessions(ctx, uid)
+		if err != nil || len(list) != 1 || list[0].UserAgent != want {
+			t.Errorf("%s: ListSessions %+v, %v; want one session with user agent %q", step, list, err, want)
+		}
+	}
+	check("created", browser)
+
+	gen := uint64(0)
+	for _, step := range []struct{ name, sent, want string }{
+		{"rotated, same agent", browser, browser},
+		{"rotated, agent not sent", "", browser},
+		{"rotated, longer agent", other, other},
+		{"rotated, short agent", "grpc-go/1.77.0", "grpc-go/1.77.0"},
+		{"rotated, long again", browser, browser},
+	} {
+		got, _, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Generation: gen, Nonce: s.Nonce,
+			Now: time.Now(), Grace: time.Second, IdleTTL: time.Hour, UserAgent: step.sent})
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		gen = got.Generation
+		if got.UserAgent != step.want {
+			t.Errorf("%s: Rotate answered user agent %q, want %q", step.name, got.UserAgent, step.want)
+		}
+		check(step.name, step.want)
+		if step.want == "grpc-go/1.77.0" {
+			if n, _ := client.HExists(ctx, key, "ub").Result(); n {
+				t.Errorf("%s: a second chunk 'ub' is left", step.name)
+			}
+		}
+	}
+
+	// Written by the layout before chunks: one 'ua' field of 101 bytes.
+	if err := client.HDel(ctx, key, "ub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.HSet(ctx, key, "ua", browser).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Session(ctx, s.ID)
+	if err != nil || got.UserAgent != browser {
+		t.Errorf("old-layout session: user agent %q, %v; want %q", got.UserAgent, err, browser)
+	}
+	rot, _, err := store.Rotate(ctx, tokenstore.RotateRequest{SessionID: s.ID, Generation: gen, Nonce: s.Nonce,
+		Now: time.Now(), Grace: time.Second, IdleTTL: time.Hour, UserAgent: browser})
+	if err != nil || rot.UserAgent != browser {
+		t.Errorf("old-layout session rotated: user agent %q, %v; want %q", rot.UserAgent, err, browser)
+	}
+}

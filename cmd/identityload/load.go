@@ -36,6 +36,9 @@ type loader struct {
 	// refresh clients' (a session is rotated by one client only).
 	sessions     []*identityv1.TokenPair
 	restSessions []*identityv1.TokenPair
+	miss         []string // the cache-miss tokens, each verified once
+	missCheck    string   // what identityd's cache counters said of the cache-miss run
+	rssRun       *rssRun
 	cpu          *cpuMeter
 }
 
@@ -76,6 +79,12 @@ const (
 // measured run that ends after cfg.duration or cfg.requests measured
 // requests, whichever comes first.
 func (l *loader) measure(ctx context.Context, name string, ops []op) result {
+	return l.measureHook(ctx, name, ops, nil)
+}
+
+// measureHook is measure calling onStart (if not nil) as measuring starts.
+// A client whose op returns errStop stops; the run ends when all have.
+func (l *loader) measureHook(ctx context.Context, name string, ops []op, onStart func()) result {
 	var phase atomic.Int32
 	var remaining atomic.Int64
 	remaining.Store(l.cfg.requests)
@@ -98,6 +107,9 @@ func (l *loader) measure(ctx context.Context, name string, ops []op) result {
 				err := o(cctx)
 				d := time.Since(t0)
 				cancel()
+				if errors.Is(err, errStop) {
+					return
+				}
 				if errors.Is(err, errSkip) {
 					continue
 				}
@@ -113,7 +125,14 @@ func (l *loader) measure(ctx context.Context, name string, ops []op) result {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 
-	sleep(ctx, l.cfg.warmup)
+	select {
+	case <-time.After(l.cfg.warmup):
+	case <-done: // every client stopped during the warm-up
+	case <-ctx.Done():
+	}
+	if onStart != nil {
+		onStart()
+	}
 	start := time.Now()
 	cpu0 := l.cpu.now()
 	phase.Store(phaseMeasure)
@@ -125,7 +144,7 @@ func (l *loader) measure(ctx context.Context, name string, ops []op) result {
 	}
 	select {
 	case <-deadline:
-	case <-done: // -n reached
+	case <-done: // -n reached, or every client stopped
 	case <-ctx.Done():
 	}
 	elapsed := time.Since(start)
@@ -250,7 +269,12 @@ func (l *loader) refreshOps(ctx context.Context) ([]op, error) {
 	if err != nil {
 		return nil, err
 	}
-	ops := make([]op, l.cfg.clients)
+	return l.refreshOpsFor(pairs), nil
+}
+
+// refreshOpsFor are one client per session of pairs, each rotating its own.
+func (l *loader) refreshOpsFor(pairs []*identityv1.TokenPair) []op {
+	ops := make([]op, len(pairs))
 	for i := range ops {
 		api := l.api(i)
 		rt := pairs[i].GetRefreshToken()
@@ -271,7 +295,7 @@ func (l *loader) refreshOps(ctx context.Context) ([]op, error) {
 			return nil
 		}
 	}
-	return ops, nil
+	return ops
 }
 
 // loginOps are clients logging in. A polite client told that the hasher is
@@ -402,6 +426,16 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 			}
 		}
 	}
+	if slices.Contains(names, "verify-miss") {
+		if _, err := l.missTokens(ctx, l.cfg.missTokens); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(names, "ed25519") {
+		if _, err := l.verifyPool(ctx); err != nil {
+			return err
+		}
+	}
 	if l.cfg.watchers > 0 {
 		stop, err := l.openWatchers(ctx, l.cfg.watchers)
 		if err != nil {
@@ -480,6 +514,47 @@ func (l *loader) runAll(ctx context.Context, names []string) error {
 			if err := l.revocation(ctx); err != nil {
 				return err
 			}
+		case "verify-miss":
+			tokens, err := l.missTokens(ctx, l.cfg.missTokens)
+			if err != nil {
+				return err
+			}
+			h0, m0, statsErr := l.cacheStats(ctx)
+			// Every token is verified once: the run lasts until they are
+			// used up, whatever -d and -n say, within a bound.
+			cfg := l.cfg
+			l.cfg.duration, l.cfg.requests = max(l.cfg.duration, 10*time.Minute), 0
+			r := l.measure(ctx, name, l.verifyMissOps(tokens))
+			l.cfg = cfg
+			show(r)
+			if statsErr == nil {
+				if h1, m1, err := l.cacheStats(ctx); err == nil {
+					l.missCheck = fmt.Sprintf("cache misses %.0f, hits %.0f over %d distinct tokens (warm-up included)", m1-m0, h1-h0, len(tokens))
+					fmt.Fprintf(l.out, "# verify-miss: identityd counted %s\n", l.missCheck)
+				}
+			}
+		case "ed25519":
+			sign, verify, err := rawEd25519(ctx, l.tokens[0], l.rawDuration()/2)
+			if err != nil {
+				return err
+			}
+			show(sign)
+			show(verify)
+		case "evalsha":
+			ops, closeRedis, err := l.evalshaOps(ctx)
+			if err != nil {
+				return err
+			}
+			show(l.measure(ctx, name, ops))
+			closeRedis()
+		case "rss":
+			run, err := l.rss(ctx, l.cfg.rssRequests)
+			if err != nil {
+				return err
+			}
+			l.rssRun = &run
+			show(run.res)
+			fmt.Fprintln(l.out, "#", run)
 		case "login-flood+verify":
 			tokens, err := l.verifyPool(ctx)
 			if err != nil {

@@ -78,12 +78,20 @@ type config struct {
 	servicePWF   string
 	protos       []string // "grpc", "rest": the protocols each scenario runs on, in this order
 	httpAddr     string
+	missTokens   int
+	rssRequests  int64
+	suite        bool
+	identityd    string
+	redisServer  string
+	set          map[string]bool // the flags given on the command line
 }
 
 var scenarioNames = []string{"noop", "verify", "refresh", "login", "login-flood+verify"}
 
 // extraScenarios run only when named: they need more than one server.
-var extraScenarios = []string{"idle", "revocation"}
+// verify-miss, ed25519, evalsha and rss are measured by -suite; they run
+// alone when named too.
+var extraScenarios = []string{"idle", "revocation", "verify-miss", "ed25519", "evalsha", "rss"}
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -114,9 +122,16 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sessions, "sessions", 200, "sessions logged out one by one (revocation)")
 	fs.StringVar(&c.serviceUser, "service-user", "", "an account with the service role: WatchRevocations streams (-watchers, revocation) are opened as it")
 	fs.StringVar(&c.servicePWF, "service-password-file", "", "file holding -service-user's password")
+	fs.IntVar(&c.missTokens, "miss-tokens", 100_000, "distinct access tokens of verify-miss, each verified once (made by refresh chains before the first scenario)")
+	fs.Int64Var(&c.rssRequests, "rss-requests", 1_000_000, "measured requests of rss (Verify and Refresh clients side by side, identityd's VmRSS sampled every second; needs -server-pid)")
+	fs.BoolVar(&c.suite, "suite", false, "run the whole benchmark suite: start identityd (-identityd) on the embedded store and then on a private redis-server (-redis-server, AOF everysec), measure every figure beside its in-run ceiling, print one table with PASS/MISS per target; -grpc, -http, -user, -password-file, -server-pid, -redis and -redis-pid are then set by the suite")
+	fs.StringVar(&c.identityd, "identityd", "identityd", "the identityd binary -suite starts")
+	fs.StringVar(&c.redisServer, "redis-server", "redis-server", "the redis-server binary -suite starts (empty: skip the Redis half)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
@@ -137,6 +152,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("set -d or -n (or both): a run must stop by itself")
 	case c.duration < 0 || c.requests < 0 || c.warmup < 0:
 		return c, errors.New("-d, -n and -warmup must not be negative")
+	case c.missTokens < 1 || c.rssRequests < 1:
+		return c, errors.New("-miss-tokens and -rss-requests must be at least 1")
 	case c.clients < 1 || c.conns < 1 || c.tokens < 1 || c.floodClients < 1 || c.hashWorkers < 1 || c.sessions < 1:
 		return c, errors.New("-c, -conns, -tokens, -flood-c, -hash-workers and -sessions must be at least 1")
 	case c.watchers < 0:
@@ -200,18 +217,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if c.suite {
+		return runSuite(ctx, c, stdout, stderr)
+	}
 	names, err := scenarios(c.scenario)
 	if err != nil {
 		return err
 	}
+	_, err = runScenarios(ctx, c, names, stdout)
+	return err
+}
+
+// runScenarios runs the named scenarios against the server c names and
+// prints a line per figure and the ratios. It returns the loader, whose
+// results -suite reads.
+func runScenarios(ctx context.Context, c config, names []string, stdout io.Writer) (*loader, error) {
+	var err error
 	l := &loader{cfg: c, out: stdout}
 	if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" }) {
-		if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" && n != "noop" && n != "idle" }) {
+		if slices.ContainsFunc(names, func(n string) bool { return n != "argon2" && n != "noop" && n != "idle" && n != "evalsha" }) {
 			if c.user == "" {
-				return errors.New("-user is required for the verify, refresh and login scenarios")
+				return nil, errors.New("-user is required for the verify, refresh and login scenarios")
 			}
 			if l.password, err = readPassword(c); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		for range c.conns {
@@ -219,21 +248,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithContextDialer(loopbackDialer))
 			if err != nil {
-				return err
+				return nil, err
 			}
 			defer conn.Close()
 			l.conns = append(l.conns, conn)
 			l.apis = append(l.apis, identityv1.NewIdentityServiceClient(conn))
 		}
 	}
-	if slices.Contains(c.protos, "rest") {
+	if slices.Contains(c.protos, "rest") || slices.Contains(names, "verify-miss") {
+		// verify-miss reads identityd's cache counters from /metrics.
 		l.rest = newRESTClient(c.httpAddr, c.clients)
 		defer l.rest.close()
 	}
 	fmt.Fprintf(stdout, "# identityload %s -proto %s -c %d -conns %d -d %s -n %d -warmup %s; GOMAXPROCS %d, NumCPU %d, %s\n",
 		c.addr, strings.Join(c.protos, ","), c.clients, c.conns, c.duration, c.requests, c.warmup, runtime.GOMAXPROCS(0), runtime.NumCPU(),
 		time.Now().UTC().Format(time.RFC3339))
-	return l.runAll(ctx, names)
+	return l, l.runAll(ctx, names)
 }
 
 // scenarios parses -scenario: "all", or a comma-separated list of

@@ -6,7 +6,8 @@
 -- expiry, ARGV[8] expire-at = min(last used + idle, absolute expiry),
 -- ARGV[9] now, ARGV[10] zset TTL slack; times in unix ms; ARGV[11] the
 -- credential epoch the login authenticated under, ARGV[12] user agent and
--- ARGV[13] client address (each kept only when not empty).
+-- ARGV[13] client address (each kept only when not empty; the user agent
+-- split over 'ua' and 'ub', below).
 -- Returns "ok", "exists" (the id is taken by another session) or "stale"
 -- (the user's epoch moved on since the login read it: a password change,
 -- a role change, disabling or "log out everywhere" raced the login, and
@@ -31,8 +32,16 @@ redis.call('HSET', KEYS[1], 'g', ARGV[2], 'n', ARGV[3], 'c', ARGV[4],
 if ARGV[11] ~= '0' then
   redis.call('HSET', KEYS[1], 'k', ARGV[11])
 end
+-- The user agent is kept in chunks of at most 64 bytes, 'ua' then 'ub':
+-- one value over Redis's default hash-max-listpack-value (64) would turn
+-- the whole hash from a listpack into a hashtable, about 3x the memory
+-- (a browser's user agent is ~100 bytes; see TestRedisMemoryPerSession).
 if ARGV[12] ~= '' then
-  redis.call('HSET', KEYS[1], 'ua', ARGV[12])
+  if #ARGV[12] > 64 then
+    redis.call('HSET', KEYS[1], 'ua', string.sub(ARGV[12], 1, 64), 'ub', string.sub(ARGV[12], 65))
+  else
+    redis.call('HSET', KEYS[1], 'ua', ARGV[12])
+  end
 end
 if ARGV[13] ~= '' then
   redis.call('HSET', KEYS[1], 'ip', ARGV[13])

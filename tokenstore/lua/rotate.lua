@@ -32,7 +32,7 @@
 -- same request again, the session is one generation ahead and the retry
 -- lands in the "grace" branch, returning the same session: a retried
 -- rotation never looks like theft (as long as it comes within grace).
-local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'r', 'l', 'e', 'k', 'q', 'ua', 'ip')
+local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'r', 'l', 'e', 'k', 'q', 'ua', 'ip', 'ub')
 if not s[1] or s[2] ~= ARGV[3] then
   return {'notfound'}
 end
@@ -66,11 +66,20 @@ end
 local q = string.format('%d', tat)
 -- The client of this use, written only when it changed (the usual case is
 -- the same browser from the same address: no write).
-local ua, ip = s[9] or '', s[10] or ''
+-- The user agent is stored in 64-byte chunks 'ua' and 'ub' (see
+-- create_session.lua: a longer value would make the hash a hashtable).
+local ua, ip = (s[9] or '') .. (s[11] or ''), s[10] or ''
 local function client()
   if ARGV[10] ~= '' and ARGV[10] ~= ua then
     ua = ARGV[10]
-    redis.call('HSET', KEYS[1], 'ua', ua)
+    if #ua > 64 then
+      redis.call('HSET', KEYS[1], 'ua', string.sub(ua, 1, 64), 'ub', string.sub(ua, 65))
+    else
+      redis.call('HSET', KEYS[1], 'ua', ua)
+      if s[11] then
+        redis.call('HDEL', KEYS[1], 'ub')
+      end
+    end
   end
   if ARGV[11] ~= '' and ARGV[11] ~= ip then
     ip = ARGV[11]
