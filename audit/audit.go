@@ -79,7 +79,8 @@ type Event struct {
 	// logout_all, admin, password_change, disable, reuse), or "schedule"
 	// for a scheduled key rotation.
 	Cause string
-	// Sessions is how many sessions a user.sessions_revoked ended.
+	// Sessions is how many sessions a user.sessions_revoked of an admin
+	// ended (left out when none, and when not counted: log out everywhere).
 	Sessions int
 	// Roles are a user's roles after user.created or user.roles_changed.
 	Roles []string
@@ -133,7 +134,7 @@ func (e Event) fields() [][2]string {
 	add(FieldActor, e.Actor)
 	add(FieldActorUsername, e.ActorUsername)
 	add(FieldCause, e.Cause)
-	if e.Sessions > 0 || e.Name == UserSessionsRevoked {
+	if e.Sessions > 0 {
 		add(FieldSessions, strconv.Itoa(e.Sessions))
 	}
 	if e.Roles != nil {

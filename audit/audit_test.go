@@ -53,7 +53,7 @@ func TestLogSinkJSON(t *testing.T) {
 	})
 	sink.Record(t.Context(), audit.Event{
 		Name: audit.UserSessionsRevoked, Time: t0, Username: "bob", Outcome: audit.Failure,
-		Reason: "NOT_FOUND", Cause: "admin",
+		Reason: "NOT_FOUND", Cause: "admin", Sessions: 2,
 	})
 	recs := records(t, buf.String())
 	if len(recs) != 2 {
@@ -69,7 +69,7 @@ func TestLogSinkJSON(t *testing.T) {
 	}
 	want = map[string]any{
 		"event": "user.sessions_revoked", "time": "2026-12-03T14:04:05.000006Z", "outcome": "failure",
-		"reason": "NOT_FOUND", "username": "bob", "cause": "admin", "sessions": 0.0,
+		"reason": "NOT_FOUND", "username": "bob", "cause": "admin", "sessions": 2.0,
 	}
 	if got, _ := json.Marshal(recs[1]); string(got) != mustJSON(t, want) {
 		t.Errorf("record\n%s\nwant\n%s", got, mustJSON(t, want))
