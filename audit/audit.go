@@ -71,6 +71,10 @@ type Event struct {
 	// Reason is the identity.v1.ErrorReason name the caller was answered
 	// with, on failures (the gRPC code's name for an error without one).
 	Reason string
+	// Detail says more of a failure than the caller was told: which of
+	// unknown_user, wrong_password or account_disabled an
+	// INVALID_CREDENTIALS was.
+	Detail string
 	// Actor and ActorUsername are who did it, when an authenticated
 	// caller acted (self-service and admin calls).
 	Actor         string
@@ -99,6 +103,7 @@ const (
 	FieldTime          = "time"
 	FieldOutcome       = "outcome"
 	FieldReason        = "reason"
+	FieldDetail        = "detail"
 	FieldSubject       = "subject"
 	FieldUsername      = "username"
 	FieldSessionID     = "session_id"
@@ -126,6 +131,7 @@ func (e Event) fields() [][2]string {
 	add(FieldTime, e.Time.UTC().Format(time.RFC3339Nano))
 	add(FieldOutcome, string(e.Outcome))
 	add(FieldReason, e.Reason)
+	add(FieldDetail, e.Detail)
 	add(FieldSubject, e.Subject)
 	add(FieldUsername, e.Username)
 	add(FieldSessionID, e.SessionID)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"google.golang.org/grpc/peer"
@@ -10,6 +11,7 @@ import (
 	"github.com/identityd/identity/audit"
 	"github.com/identityd/identity/authn"
 	"github.com/identityd/identity/tokenstore"
+	"github.com/identityd/identity/users"
 )
 
 // The audit events (package audit, docs/audit.md) are recorded by the
@@ -44,8 +46,23 @@ func (s *Server) record(ctx context.Context, e audit.Event, err error) {
 	if err != nil {
 		e.Outcome = audit.Failure
 		e.Reason = resultOf(toStatus(err))
+		e.Detail = failureDetail(err)
 	}
 	s.audit.Record(ctx, e)
+}
+
+// failureDetail is what the audit trail is told of a refused password
+// and the client is not.
+func failureDetail(err error) string {
+	switch {
+	case errors.Is(err, users.ErrUnknownUser):
+		return "unknown_user"
+	case errors.Is(err, users.ErrWrongPassword):
+		return "wrong_password"
+	case errors.Is(err, users.ErrDisabled):
+		return "account_disabled"
+	}
+	return ""
 }
 
 // sessionSubject is the user id a session id names ("" for a malformed

@@ -140,7 +140,7 @@ func testAuditScenario(t *testing.T, store string) {
 	if authn.Reason(err) != identityv1.ErrorReason_INVALID_CREDENTIALS {
 		t.Fatalf("wrong password: %v", err)
 	}
-	expect(with([]string{"event", "login.failed", "outcome", "failure", "reason", "INVALID_CREDENTIALS", "username", bobName}, grpcCaller)...)
+	expect(with([]string{"event", "login.failed", "outcome", "failure", "reason", "INVALID_CREDENTIALS", "detail", "wrong_password", "username", bobName}, grpcCaller)...)
 
 	// Refresh over REST (straight from the test client), then the old
 	// refresh token again: reuse.
@@ -171,9 +171,15 @@ func testAuditScenario(t *testing.T, store string) {
 	expect(with([]string{"event", "login.succeeded", "outcome", "success", "subject", bobID, "username", bobName, "session_id", fourth.GetSessionId()}, grpcCaller)...)
 	bobPW2 := testidentityd.RandomPassword()
 	secrets = append(secrets, bobPW2)
+	asBob := []string{"actor", bobID, "actor_username", bobName}
+	_, err = p.API.ChangePassword(bearer(fourth), &identityv1.ChangePasswordRequest{CurrentPassword: wrongPW, NewPassword: bobPW2})
+	if authn.Reason(err) != identityv1.ErrorReason_INVALID_CREDENTIALS {
+		t.Fatalf("ChangePassword with a wrong current password: %v", err)
+	}
+	expect(with([]string{"event", "user.password_changed", "outcome", "failure", "reason", "INVALID_CREDENTIALS", "detail", "wrong_password",
+		"subject", bobID, "username", bobName, "session_id", fourth.GetSessionId()}, asBob, grpcCaller)...)
 	_, err = p.API.ChangePassword(bearer(fourth), &identityv1.ChangePasswordRequest{CurrentPassword: bobPW, NewPassword: bobPW2})
 	ok(err)
-	asBob := []string{"actor", bobID, "actor_username", bobName}
 	expect(with([]string{"event", "user.password_changed", "outcome", "success", "subject", bobID, "username", bobName, "session_id", fourth.GetSessionId()}, asBob, grpcCaller)...)
 	fifth := p.Login(t, bobName, bobPW2)
 	expect(with([]string{"event", "login.succeeded", "outcome", "success", "subject", bobID, "username", bobName, "session_id", fifth.GetSessionId()}, grpcCaller)...)
@@ -188,6 +194,16 @@ func testAuditScenario(t *testing.T, store string) {
 	}
 	ok(update(&identityv1.UpdateUserRequest{Username: bobName, Disabled: proto.Bool(true)}))
 	expect(with([]string{"event", "user.disabled", "outcome", "success", "subject", bobID, "username", bobName, "cause", "disable"}, asAdmin, grpcCaller)...)
+	_, err = p.API.Login(t.Context(), &identityv1.LoginRequest{Username: bobName, Password: bobPW2})
+	if authn.Reason(err) != identityv1.ErrorReason_INVALID_CREDENTIALS {
+		t.Fatalf("login of a disabled user: %v", err)
+	}
+	expect(with([]string{"event", "login.failed", "outcome", "failure", "reason", "INVALID_CREDENTIALS", "detail", "account_disabled", "username", bobName}, grpcCaller)...)
+	_, err = p.API.Login(t.Context(), &identityv1.LoginRequest{Username: "nobody-" + suffix, Password: bobPW2})
+	if authn.Reason(err) != identityv1.ErrorReason_INVALID_CREDENTIALS {
+		t.Fatalf("login of an unknown user: %v", err)
+	}
+	expect(with([]string{"event", "login.failed", "outcome", "failure", "reason", "INVALID_CREDENTIALS", "detail", "unknown_user", "username", "nobody-" + suffix}, grpcCaller)...)
 	ok(update(&identityv1.UpdateUserRequest{Username: bobName, Disabled: proto.Bool(false)}))
 	expect(with([]string{"event", "user.enabled", "outcome", "success", "subject", bobID, "username", bobName}, asAdmin, grpcCaller)...)
 	ok(update(&identityv1.UpdateUserRequest{Username: bobName, SetRoles: true, Roles: []string{"ops", "billing"}}))
