@@ -117,14 +117,13 @@ const (
 	FieldKeyID         = "key_id"
 )
 
-// fields is e as (name, value) pairs, in the schema's order, empty ones
-// left out, strings bounded. Roles are one comma-separated value (a role
-// never holds a comma).
-func (e Event) fields() [][2]string {
-	out := make([][2]string, 0, 10)
+// each calls str for each of e's string fields in the schema's order,
+// empty ones left out, strings bounded, and num and list for the
+// number and the list among them.
+func (e Event) each(str func(k, v string), num func(k string, v int), list func(k string, v []string)) {
 	add := func(k, v string) {
 		if v = bounded(v); v != "" {
-			out = append(out, [2]string{k, v})
+			str(k, v)
 		}
 	}
 	add(FieldEvent, string(e.Name))
@@ -141,34 +140,36 @@ func (e Event) fields() [][2]string {
 	add(FieldActorUsername, e.ActorUsername)
 	add(FieldCause, e.Cause)
 	if e.Sessions > 0 {
-		add(FieldSessions, strconv.Itoa(e.Sessions))
+		num(FieldSessions, e.Sessions)
 	}
 	if e.Roles != nil {
-		out = append(out, [2]string{FieldRoles, bounded(strings.Join(e.Roles, ","))})
+		roles := make([]string, len(e.Roles))
+		for i, r := range e.Roles {
+			roles[i] = bounded(r)
+		}
+		list(FieldRoles, roles)
 	}
 	add(FieldKeyID, e.KeyID)
+}
+
+// fields is e as (name, value) pairs, in the schema's order, for a
+// stream entry: the number in decimal, roles one comma-separated value
+// (a role never holds a comma).
+func (e Event) fields() []any {
+	out := make([]any, 0, 20)
+	e.each(func(k, v string) { out = append(out, k, v) },
+		func(k string, v int) { out = append(out, k, strconv.Itoa(v)) },
+		func(k string, v []string) { out = append(out, k, strings.Join(v, ",")) })
 	return out
 }
 
 // Attrs are e's fields as slog attributes (sessions a number, roles a
 // list).
 func (e Event) Attrs() []slog.Attr {
-	fs := e.fields()
-	out := make([]slog.Attr, 0, len(fs))
-	for _, f := range fs {
-		switch f[0] {
-		case FieldSessions:
-			out = append(out, slog.Int(FieldSessions, e.Sessions))
-		case FieldRoles:
-			roles := make([]string, len(e.Roles))
-			for i, r := range e.Roles {
-				roles[i] = bounded(r)
-			}
-			out = append(out, slog.Any(FieldRoles, roles))
-		default:
-			out = append(out, slog.String(f[0], f[1]))
-		}
-	}
+	out := make([]slog.Attr, 0, 10)
+	e.each(func(k, v string) { out = append(out, slog.String(k, v)) },
+		func(k string, v int) { out = append(out, slog.Int(k, v)) },
+		func(k string, v []string) { out = append(out, slog.Any(k, v)) })
 	return out
 }
 
@@ -232,10 +233,5 @@ func (l *LogSink) Record(ctx context.Context, e Event) {
 	if !l.log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	attrs := e.Attrs()
-	args := make([]any, len(attrs))
-	for i, a := range attrs {
-		args[i] = a
-	}
-	l.log.LogAttrs(ctx, slog.LevelInfo, Message, slog.Group(Group, args...))
+	l.log.LogAttrs(ctx, slog.LevelInfo, Message, slog.Attr{Key: Group, Value: slog.GroupValue(e.Attrs()...)})
 }

@@ -171,12 +171,7 @@ func (s *Stream) write(batch []Event) {
 	defer cancel()
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range batch {
-			fs := e.fields()
-			values := make([]any, 0, 2*len(fs))
-			for _, f := range fs {
-				values = append(values, f[0], f[1])
-			}
-			p.XAdd(ctx, &redis.XAddArgs{Stream: s.key, MaxLen: s.maxLen, Approx: true, Values: values})
+			p.XAdd(ctx, &redis.XAddArgs{Stream: s.key, MaxLen: s.maxLen, Approx: true, Values: e.fields()})
 		}
 		return nil
 	})

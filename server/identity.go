@@ -90,15 +90,19 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 
 func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshRequest) (_ *identityv1.TokenPair, err error) {
 	raw := req.GetRefreshToken()
-	var u tokenstore.User
+	var (
+		u    tokenstore.User
+		sess tokenstore.Session
+	)
 	defer func() {
-		sid := h.s.refreshSession(raw)
-		e := audit.Event{Name: audit.SessionRefreshed, Subject: sessionSubject(sid), SessionID: sid}
+		e := audit.Event{Name: audit.SessionRefreshed, Subject: u.ID, Username: u.Username, SessionID: sess.ID}
+		if err != nil {
+			// The session the token names, if it names one.
+			sid := h.s.refreshSession(raw)
+			e = audit.Event{Name: audit.SessionRefreshed, Subject: sessionSubject(sid), SessionID: sid}
+		}
 		if errors.Is(err, tokenstore.ErrReused) {
 			e.Name, e.Cause = audit.SessionReuseDetected, string(sessions.CauseReuse)
-		}
-		if err == nil {
-			e.Username = u.Username
 		}
 		h.s.record(ctx, e, err)
 	}()
@@ -108,7 +112,7 @@ func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshReq
 	if err := h.s.limitRefresh(ctx); err != nil {
 		return nil, err
 	}
-	sess, u, err := h.s.sessions.Refresh(ctx, raw, client(ctx))
+	sess, u, err = h.s.sessions.Refresh(ctx, raw, client(ctx))
 	if err != nil {
 		return nil, err
 	}
