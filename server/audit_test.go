@@ -231,6 +231,11 @@ func testAuditScenario(t *testing.T, store string) {
 	expect(with([]string{"event", "user.sessions_revoked", "outcome", "success", "subject", bobID, "session_id", sixth.GetSessionId(), "cause", "logout_all"}, grpcCaller)...)
 	seventh := p.Login(t, bobName, bobPW3)
 	expect(with([]string{"event", "login.succeeded", "outcome", "success", "subject", bobID, "username", bobName, "session_id", seventh.GetSessionId()}, grpcCaller)...)
+	_, err = adm.RevokeSession(bearer(admin), &identityv1.RevokeSessionRequest{SessionId: seventh.GetSessionId()})
+	ok(err)
+	expect(with([]string{"event", "session.revoked", "outcome", "success", "subject", bobID, "session_id", seventh.GetSessionId(), "cause", "admin"}, asAdmin, grpcCaller)...)
+	eighth := p.Login(t, bobName, bobPW3)
+	expect(with([]string{"event", "login.succeeded", "outcome", "success", "subject", bobID, "username", bobName, "session_id", eighth.GetSessionId()}, grpcCaller)...)
 	n, err := adm.RevokeUserSessions(bearer(admin), &identityv1.RevokeUserSessionsRequest{Username: bobName})
 	ok(err)
 	if n.GetRevoked() != 1 {
@@ -246,7 +251,7 @@ func testAuditScenario(t *testing.T, store string) {
 	})
 	expect(with([]string{"event", "keys.rotated", "outcome", "success", "key_id", newest.GetKid()}, asAdmin, grpcCaller)...)
 
-	pairs(admin, first, second, third, fourth, fifth, sixth, seventh)
+	pairs(admin, first, second, third, fourth, fifth, sixth, seventh, eighth)
 	for _, name := range []string{adminName, bobName, "carol-" + suffix} {
 		u, err := p.Store.UserByName(t.Context(), name)
 		ok(err)
