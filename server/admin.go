@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/audit"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/sessions"
@@ -21,10 +22,13 @@ import (
 type adminServer struct {
 	identityv1.UnimplementedAdminServiceServer
 	a *admin.Local
+	// record writes an audit event of every change (audit.go); the
+	// actor is the admin's verified identity.
+	record func(context.Context, audit.Event, error)
 }
 
-func newAdminServer(a *admin.Local) identityv1.AdminServiceServer {
-	return &adminServer{a: a}
+func newAdminServer(a *admin.Local, record func(context.Context, audit.Event, error)) identityv1.AdminServiceServer {
+	return &adminServer{a: a, record: record}
 }
 
 // Requests are checked and bounded here, before they reach the account
@@ -77,7 +81,15 @@ func checkAdminSessionID(id string) error {
 	return nil
 }
 
-func (h *adminServer) CreateUser(ctx context.Context, req *identityv1.CreateUserRequest) (*identityv1.User, error) {
+func (h *adminServer) CreateUser(ctx context.Context, req *identityv1.CreateUserRequest) (_ *identityv1.User, err error) {
+	var u admin.User
+	defer func() {
+		e := audit.Event{Name: audit.UserCreated, Username: req.GetUsername()}
+		if err == nil {
+			e.Subject, e.Username, e.Roles = u.ID, u.Username, u.Roles
+		}
+		h.record(ctx, e, err)
+	}()
 	if err := checkAdminUsername(req.GetUsername()); err != nil {
 		return nil, err
 	}
@@ -87,7 +99,7 @@ func (h *adminServer) CreateUser(ctx context.Context, req *identityv1.CreateUser
 	if err := checkAdminRoles(req.GetRoles()); err != nil {
 		return nil, err
 	}
-	u, err := h.a.CreateUser(ctx, req.GetUsername(), req.GetPassword(), req.GetRoles())
+	u, err = h.a.CreateUser(ctx, req.GetUsername(), req.GetPassword(), req.GetRoles())
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +118,9 @@ func (h *adminServer) ListUsers(ctx context.Context, _ *identityv1.ListUsersRequ
 	return resp, nil
 }
 
-func (h *adminServer) UpdateUser(ctx context.Context, req *identityv1.UpdateUserRequest) (*identityv1.User, error) {
+func (h *adminServer) UpdateUser(ctx context.Context, req *identityv1.UpdateUserRequest) (_ *identityv1.User, err error) {
+	var u admin.User
+	defer func() { h.recordUpdate(ctx, req, u, err) }()
 	if err := checkAdminUsername(req.GetUsername()); err != nil {
 		return nil, err
 	}
@@ -141,11 +155,45 @@ func (h *adminServer) UpdateUser(ctx context.Context, req *identityv1.UpdateUser
 	case req.Password != nil:
 		ctx = sessions.WithCause(ctx, sessions.CausePasswordChange)
 	}
-	u, err := h.a.UpdateUser(ctx, req.GetUsername(), c)
+	u, err = h.a.UpdateUser(ctx, req.GetUsername(), c)
 	if err != nil {
 		return nil, err
 	}
 	return adminUserProto(u), nil
+}
+
+// recordUpdate records each change an UpdateUser asked for, with the
+// call's outcome (one request may disable, set roles and a password).
+func (h *adminServer) recordUpdate(ctx context.Context, req *identityv1.UpdateUserRequest, u admin.User, err error) {
+	base := audit.Event{Username: req.GetUsername()}
+	if err == nil {
+		base.Subject, base.Username = u.ID, u.Username
+	}
+	var es []audit.Event
+	if req.Disabled != nil {
+		e := base
+		e.Name = audit.UserEnabled
+		if req.GetDisabled() {
+			e.Name, e.Cause = audit.UserDisabled, string(sessions.CauseDisable)
+		}
+		es = append(es, e)
+	}
+	if req.GetSetRoles() || len(req.GetRoles()) > 0 {
+		e := base
+		e.Name = audit.UserRolesChanged
+		if err == nil {
+			e.Roles = u.Roles
+		}
+		es = append(es, e)
+	}
+	if req.Password != nil {
+		e := base
+		e.Name, e.Cause = audit.UserPasswordChanged, string(sessions.CausePasswordChange)
+		es = append(es, e)
+	}
+	for _, e := range es {
+		h.record(ctx, e, err)
+	}
 }
 
 func (h *adminServer) ListSessions(ctx context.Context, req *identityv1.ListSessionsRequest) (*identityv1.ListSessionsResponse, error) {
@@ -170,7 +218,11 @@ func (h *adminServer) ListSessions(ctx context.Context, req *identityv1.ListSess
 	return resp, nil
 }
 
-func (h *adminServer) RevokeSession(ctx context.Context, req *identityv1.RevokeSessionRequest) (*identityv1.RevokeSessionResponse, error) {
+func (h *adminServer) RevokeSession(ctx context.Context, req *identityv1.RevokeSessionRequest) (_ *identityv1.RevokeSessionResponse, err error) {
+	defer func() {
+		h.record(ctx, audit.Event{Name: audit.SessionRevoked, Subject: sessionSubject(req.GetSessionId()),
+			SessionID: req.GetSessionId(), Cause: string(sessions.CauseAdmin)}, err)
+	}()
 	if err := checkAdminSessionID(req.GetSessionId()); err != nil {
 		return nil, err
 	}
@@ -180,11 +232,16 @@ func (h *adminServer) RevokeSession(ctx context.Context, req *identityv1.RevokeS
 	return &identityv1.RevokeSessionResponse{}, nil
 }
 
-func (h *adminServer) RevokeUserSessions(ctx context.Context, req *identityv1.RevokeUserSessionsRequest) (*identityv1.RevokeUserSessionsResponse, error) {
+func (h *adminServer) RevokeUserSessions(ctx context.Context, req *identityv1.RevokeUserSessionsRequest) (_ *identityv1.RevokeUserSessionsResponse, err error) {
+	var n int
+	defer func() {
+		h.record(ctx, audit.Event{Name: audit.UserSessionsRevoked, Username: req.GetUsername(),
+			Cause: string(sessions.CauseAdmin), Sessions: n}, err)
+	}()
 	if err := checkAdminUsername(req.GetUsername()); err != nil {
 		return nil, err
 	}
-	n, err := h.a.RevokeUserSessions(sessions.WithCause(ctx, sessions.CauseAdmin), req.GetUsername())
+	n, err = h.a.RevokeUserSessions(sessions.WithCause(ctx, sessions.CauseAdmin), req.GetUsername())
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +256,9 @@ func (h *adminServer) ListKeys(ctx context.Context, _ *identityv1.ListKeysReques
 	return adminKeysProto(ks), nil
 }
 
-func (h *adminServer) RotateKeys(ctx context.Context, _ *identityv1.RotateKeysRequest) (*identityv1.ListKeysResponse, error) {
+func (h *adminServer) RotateKeys(ctx context.Context, _ *identityv1.RotateKeysRequest) (_ *identityv1.ListKeysResponse, err error) {
 	ks, err := h.a.RotateKeys(ctx)
+	h.record(ctx, audit.Event{Name: audit.KeysRotated, KeyID: newestKey(ks)}, err)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/audit"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
@@ -54,7 +55,7 @@ func newAdminFixture(t *testing.T) *adminFixture {
 		{ID: "new", Alg: "EdDSA", CreatedAt: adminT0, ActiveAt: adminT0, Signing: true},
 	}
 	a := admin.NewLocal(store, accounts, keys, admin.WithClock(clock))
-	return &adminFixture{srv: newAdminServer(a), store: store, accounts: accounts}
+	return &adminFixture{srv: newAdminServer(a, func(context.Context, audit.Event, error) {}), store: store, accounts: accounts}
 }
 
 func (f *adminFixture) session(t *testing.T, username string) string {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -44,7 +46,10 @@ type benchServer struct {
 // newBenchServer builds a Server as identityd does on the embedded store
 // (default config, real keys and argon2id with the default parameters),
 // with login and refresh limits off and one user.
-func newBenchServer(b testing.TB) *benchServer {
+func newBenchServer(b testing.TB) *benchServer { return newBenchServerLog(b, nil) }
+
+// newBenchServerLog is newBenchServer with a logger (nil: discard).
+func newBenchServerLog(b testing.TB, log *slog.Logger) *benchServer {
 	b.Helper()
 	ctx := b.Context()
 	store := tokenstore.NewMemory()
@@ -65,7 +70,7 @@ func newBenchServer(b testing.TB) *benchServer {
 	if _, err := users.New(store, hasher, time.Now, rand.Reader).Create(ctx, benchUser, benchPassword, nil); err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(ctx, cfg, Deps{Store: store, Keys: keys, Hasher: hasher, Limiter: ratelimit.NewMemory()})
+	s, err := New(ctx, cfg, Deps{Store: store, Keys: keys, Hasher: hasher, Limiter: ratelimit.NewMemory(), Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -149,7 +154,17 @@ func BenchmarkVerify(b *testing.B) {
 // a new access token, derive the next refresh token. Each goroutine rotates
 // its own session with the token it got back.
 func BenchmarkRefresh(b *testing.B) {
-	bs := newBenchServer(b)
+	benchmarkRefresh(b, newBenchServer(b))
+}
+
+// BenchmarkRefreshAudited is BenchmarkRefresh with identityd's default
+// log (JSON at info, here to io.Discard): every refresh then writes its
+// audit record (audit.go), which BenchmarkRefresh's discarded log skips.
+func BenchmarkRefreshAudited(b *testing.B) {
+	benchmarkRefresh(b, newBenchServerLog(b, slog.New(slog.NewJSONHandler(io.Discard, nil))))
+}
+
+func benchmarkRefresh(b *testing.B, bs *benchServer) {
 	ctx := b.Context()
 	rts := bs.refreshTokens(b, runtime.GOMAXPROCS(0))
 	b.ReportAllocs()

@@ -147,7 +147,7 @@ func (s *Server) buildGRPC() error {
 	// The gateway's channel: the same service behind the same chains.
 	s.inproc = (&inprocgrpc.Channel{}).WithCloner(protoCloner{})
 	identityv1.RegisterIdentityServiceServer(grpchan.WithStreamInterceptors(grpchan.WithUnaryInterceptors(s.inproc, unary...), stream...), ids)
-	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin))
+	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin, s.record))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

@@ -8,9 +8,11 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/identityd/identity/audit"
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/password"
+	"github.com/identityd/identity/sessions"
 	"github.com/identityd/identity/token"
 	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
@@ -36,7 +38,18 @@ func required(field, v string, max int) error {
 	return nil
 }
 
-func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest) (*identityv1.TokenPair, error) {
+func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest) (_ *identityv1.TokenPair, err error) {
+	var (
+		u    tokenstore.User
+		sess tokenstore.Session
+	)
+	defer func() {
+		e := audit.Event{Name: audit.LoginFailed, Username: req.GetUsername()}
+		if err == nil {
+			e = audit.Event{Name: audit.LoginSucceeded, Subject: u.ID, Username: u.Username, SessionID: sess.ID}
+		}
+		h.s.record(ctx, e, err)
+	}()
 	if err := required("username", req.GetUsername(), 1024); err != nil {
 		return nil, err
 	}
@@ -60,7 +73,7 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
+	u, err = s.users.Authenticate(ctx, req.GetUsername(), req.GetPassword())
 	s.settleLogin(ctx, charge, err)
 	if err != nil {
 		if errors.Is(err, password.ErrBusy) {
@@ -68,30 +81,54 @@ func (h *identityServer) Login(ctx context.Context, req *identityv1.LoginRequest
 		}
 		return nil, err
 	}
-	sess, err := s.sessions.Create(ctx, u, client(ctx))
+	sess, err = s.sessions.Create(ctx, u, client(ctx))
 	if err != nil {
 		return nil, err
 	}
 	return s.tokenPair(s.now(), sess, u)
 }
 
-func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshRequest) (*identityv1.TokenPair, error) {
+func (h *identityServer) Refresh(ctx context.Context, req *identityv1.RefreshRequest) (_ *identityv1.TokenPair, err error) {
 	raw := req.GetRefreshToken()
+	var (
+		u    tokenstore.User
+		sess tokenstore.Session
+	)
+	defer func() {
+		e := audit.Event{Name: audit.SessionRefreshed, Subject: u.ID, Username: u.Username, SessionID: sess.ID}
+		if err != nil {
+			// The session the token names, if it names one.
+			sid := h.s.refreshSession(raw)
+			e = audit.Event{Name: audit.SessionRefreshed, Subject: sessionSubject(sid), SessionID: sid}
+		}
+		if errors.Is(err, tokenstore.ErrReused) {
+			e.Name, e.Cause = audit.SessionReuseDetected, string(sessions.CauseReuse)
+		}
+		h.s.record(ctx, e, err)
+	}()
 	if err := required("refresh_token", raw, maxTokenLen); err != nil {
 		return nil, err
 	}
 	if err := h.s.limitRefresh(ctx); err != nil {
 		return nil, err
 	}
-	sess, u, err := h.s.sessions.Refresh(ctx, raw, client(ctx))
+	sess, u, err = h.s.sessions.Refresh(ctx, raw, client(ctx))
 	if err != nil {
 		return nil, err
 	}
 	return h.s.tokenPair(h.s.now(), sess, u)
 }
 
-func (h *identityServer) Logout(ctx context.Context, req *identityv1.LogoutRequest) (*identityv1.LogoutResponse, error) {
+func (h *identityServer) Logout(ctx context.Context, req *identityv1.LogoutRequest) (_ *identityv1.LogoutResponse, err error) {
 	raw := req.GetRefreshToken()
+	defer func() {
+		sid := h.s.refreshSession(raw)
+		e := audit.Event{Name: audit.SessionLoggedOut, Subject: sessionSubject(sid), SessionID: sid}
+		if req.GetAllSessions() {
+			e.Name, e.Cause = audit.UserSessionsRevoked, string(sessions.CauseLogoutAll)
+		}
+		h.s.record(ctx, e, err)
+	}()
 	if err := required("refresh_token", raw, maxTokenLen); err != nil {
 		return nil, err
 	}
@@ -157,7 +194,14 @@ func (h *identityServer) ListMySessions(ctx context.Context, _ *identityv1.ListM
 	return out, nil
 }
 
-func (h *identityServer) RevokeMySession(ctx context.Context, req *identityv1.RevokeMySessionRequest) (*identityv1.RevokeMySessionResponse, error) {
+func (h *identityServer) RevokeMySession(ctx context.Context, req *identityv1.RevokeMySessionRequest) (_ *identityv1.RevokeMySessionResponse, err error) {
+	defer func() {
+		e := audit.Event{Name: audit.SessionRevoked, SessionID: req.GetSessionId()}
+		if c, ok := authn.ClaimsFromContext(ctx); ok {
+			e.Subject, e.Username = c.Subject, c.Username
+		}
+		h.s.record(ctx, e, err)
+	}()
 	if err := required("session_id", req.GetSessionId(), 256); err != nil {
 		return nil, err
 	}
@@ -179,7 +223,14 @@ func (h *identityServer) RevokeMySession(ctx context.Context, req *identityv1.Re
 	return &identityv1.RevokeMySessionResponse{}, nil
 }
 
-func (h *identityServer) ChangePassword(ctx context.Context, req *identityv1.ChangePasswordRequest) (*identityv1.ChangePasswordResponse, error) {
+func (h *identityServer) ChangePassword(ctx context.Context, req *identityv1.ChangePasswordRequest) (_ *identityv1.ChangePasswordResponse, err error) {
+	defer func() {
+		e := audit.Event{Name: audit.UserPasswordChanged}
+		if c, ok := authn.ClaimsFromContext(ctx); ok {
+			e.Subject, e.Username, e.SessionID = c.Subject, c.Username, c.SessionID
+		}
+		h.s.record(ctx, e, err)
+	}()
 	if err := required("current_password", req.GetCurrentPassword(), password.MaxLength); err != nil {
 		return nil, err
 	}

@@ -173,6 +173,15 @@ func (s *Server) registerMetrics() error {
 			Name: "identity_revocation_watchers",
 			Help: "Open WatchRevocations streams.",
 		}, func() float64 { return float64(s.feed.Watchers()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "identity_audit_events_dropped_total",
+			Help: "Audit events not appended to the --audit-redis-stream stream (its queue was full or the write failed); the log has them all.",
+		}, func() float64 {
+			if s.auditStream == nil {
+				return 0
+			}
+			return float64(s.auditStream.Dropped())
+		}),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
 	for _, c := range cs {

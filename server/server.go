@@ -29,6 +29,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/identityd/identity/admin"
+	"github.com/identityd/identity/audit"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/tokencheck"
 	"github.com/identityd/identity/password"
@@ -162,6 +163,9 @@ type Deps struct {
 	Rand io.Reader
 	// TLS serves both ports with TLS (tls.go); nil: plaintext.
 	TLS *TLS
+	// AuditStream, if set, receives every audit event besides the log
+	// (--audit-redis-stream); its owner closes it after Serve returns.
+	AuditStream *audit.Stream
 }
 
 // Server is one identity instance: gRPC server, gateway and HTTP handler.
@@ -177,6 +181,7 @@ type Server struct {
 	admin    *admin.Local
 	limiter  ratelimit.Limiter
 	log      *slog.Logger
+	audit    audit.Sink // audit.go
 	now      func() time.Time
 	rand     io.Reader
 
@@ -189,6 +194,8 @@ type Server struct {
 
 	// metrics are the service's own (metrics.go).
 	metrics *metrics
+	// auditStream is Deps.AuditStream, for its dropped-events metric.
+	auditStream *audit.Stream
 
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
@@ -226,12 +233,14 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		limiter:  d.Limiter,
 		log:      d.Logger,
 		now:      d.Now,
+		audit:    newAuditSink(d),
 		rand:     d.Rand,
 		stopping: make(chan struct{}),
 		registry: d.Registry,
 		tls:      d.TLS,
 		metrics:  newMetrics(),
 	}
+	s.auditStream = d.AuditStream
 	var err error
 	topts := cfg.TokenOptions(d.Now, d.Rand)
 	if s.issuer, err = token.NewIssuer(d.Keys, topts...); err != nil {
@@ -394,6 +403,7 @@ func (s *Server) background(ctx context.Context) {
 					s.log.Warn("scheduled key rotation failed", slog.String("error", err.Error()))
 				case rotated:
 					s.log.Info("signing key rotated on schedule")
+					s.recordScheduledRotation(pctx)
 				}
 			}
 			cancel()

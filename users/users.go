@@ -36,6 +36,14 @@ var (
 	ErrBadCredentials = errors.New("users: invalid credentials")
 )
 
+// Which of the three a refused login was, for the audit trail only: each
+// wraps ErrBadCredentials, and a client is never told more than that.
+var (
+	ErrUnknownUser   = fmt.Errorf("%w: unknown user", ErrBadCredentials)
+	ErrWrongPassword = fmt.Errorf("%w: wrong password", ErrBadCredentials)
+	ErrDisabled      = fmt.Errorf("%w: account disabled", ErrBadCredentials)
+)
+
 // MaxUsernameLength is in bytes, after normalisation.
 const MaxUsernameLength = 256
 
@@ -200,13 +208,20 @@ func (s *Service) Authenticate(ctx context.Context, username, pw string) (tokens
 	name, nameErr := NormalizeUsername(username)
 	var u tokenstore.User
 	var lookupErr error
-	if nameErr == nil && validPassword(pw) == nil {
+	// refused is the failure if the password does not match either: a
+	// username that could never exist is unknown, a password that could
+	// never be set is wrong whoever the user.
+	refused := ErrUnknownUser
+	switch {
+	case nameErr != nil:
+		lookupErr = tokenstore.ErrNotFound
+	case validPassword(pw) != nil:
+		lookupErr, refused = tokenstore.ErrNotFound, ErrWrongPassword
+	default:
 		u, lookupErr = s.store.UserByName(ctx, name)
 		if lookupErr != nil && !errors.Is(lookupErr, tokenstore.ErrNotFound) {
 			return tokenstore.User{}, lookupErr
 		}
-	} else {
-		lookupErr = tokenstore.ErrNotFound
 	}
 	phc := ""
 	if lookupErr == nil {
@@ -222,8 +237,13 @@ func (s *Service) Authenticate(ctx context.Context, username, pw string) (tokens
 	if err != nil {
 		return tokenstore.User{}, err
 	}
-	if lookupErr != nil || !ok || u.Disabled {
-		return tokenstore.User{}, ErrBadCredentials
+	switch {
+	case lookupErr != nil:
+		return tokenstore.User{}, refused
+	case !ok:
+		return tokenstore.User{}, ErrWrongPassword
+	case u.Disabled:
+		return tokenstore.User{}, ErrDisabled
 	}
 	return s.rehash(ctx, u, pw), nil
 }

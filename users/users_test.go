@@ -150,7 +150,8 @@ func TestCreateRejectsBadInput(t *testing.T) {
 	}
 }
 
-// Every credential failure is the same error and costs exactly one hash.
+// Every credential failure is the same error (ErrBadCredentials, which
+// the finer one for the audit trail wraps) and costs exactly one hash.
 func TestAuthenticateFailuresLookAlike(t *testing.T) {
 	t.Parallel()
 	svc, h, _ := newService(t)
@@ -165,19 +166,23 @@ func TestAuthenticateFailuresLookAlike(t *testing.T) {
 	if _, err := svc.Update(ctx, "dave", users.Change{Disabled: &disabled}); err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct{ name, user, pw string }{
-		{"wrong password", "alice", "wrong"},
-		{"unknown user", "mallory", rightPW},
-		{"disabled user", "dave", rightPW},
-		{"username with a control character", "ali\x00ce", rightPW},
-		{"empty password", "alice", ""},
-		{"over-long password", "alice", strings.Repeat("x", password.MaxLength+10)},
+	tests := []struct {
+		name, user, pw string
+		why            error
+	}{
+		{"wrong password", "alice", "wrong", users.ErrWrongPassword},
+		{"unknown user", "mallory", rightPW, users.ErrUnknownUser},
+		{"disabled user", "dave", rightPW, users.ErrDisabled},
+		{"disabled user, wrong password", "dave", "wrong", users.ErrWrongPassword},
+		{"username with a control character", "ali\x00ce", rightPW, users.ErrUnknownUser},
+		{"empty password", "alice", "", users.ErrWrongPassword},
+		{"over-long password", "alice", strings.Repeat("x", password.MaxLength+10), users.ErrWrongPassword},
 	}
 	for _, tc := range tests {
 		before := h.checks.Load()
 		_, err := svc.Authenticate(ctx, tc.user, tc.pw)
-		if !errors.Is(err, users.ErrBadCredentials) {
-			t.Errorf("%s: Authenticate error %v, want ErrBadCredentials", tc.name, err)
+		if !errors.Is(err, users.ErrBadCredentials) || !errors.Is(err, tc.why) {
+			t.Errorf("%s: Authenticate error %v, want ErrBadCredentials as %v", tc.name, err, tc.why)
 		}
 		if n := h.checks.Load() - before; n != 1 {
 			t.Errorf("%s: %d password checks, want exactly 1", tc.name, n)

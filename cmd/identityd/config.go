@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/identityd/identity/audit"
 	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/server"
@@ -36,6 +37,11 @@ type config struct {
 	HashWorkers     int
 	LoginWaitBudget time.Duration
 	Server          server.Config
+
+	// AuditRedisStream, when set, is the Redis stream the audit events
+	// are also appended to, trimmed to about AuditStreamMaxLen entries.
+	AuditRedisStream  string
+	AuditStreamMaxLen int
 
 	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
 	// addresses and names the primary they monitor.
@@ -230,6 +236,8 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.boolean(&s.WebDemo, "web-demo", "IDENTITY_WEB_DEMO", false, "serve the browser demo page at /demo/")
 	e.boolean(&s.APIDocs, "api-docs", "IDENTITY_API_DOCS", false, "serve the browsable API documentation (Swagger UI over /openapi.json) at /docs/")
 	e.str(&origins, "allowed-origins", "IDENTITY_ALLOWED_ORIGINS", "", "comma-separated web origins (https://app.example.com) allowed CORS and cookie-authenticated calls; the server's own origin always is")
+	e.str(&c.AuditRedisStream, "audit-redis-stream", "IDENTITY_AUDIT_REDIS_STREAM", "", "Redis stream key the audit events are also appended to (XADD MAXLEN ~), for a collector; needs a Redis store; unset: the log only")
+	e.num(&c.AuditStreamMaxLen, "audit-stream-max-len", "IDENTITY_AUDIT_STREAM_MAX_LEN", audit.DefaultStreamMaxLen, "about how many events --audit-redis-stream keeps (older ones are trimmed)")
 	e.str(&c.LogFormat, "log-format", "IDENTITY_LOG_FORMAT", "text", "log format: text or json")
 	e.str(&c.LogLevel, "log-level", "IDENTITY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "IDENTITY_SHUTDOWN_TIMEOUT", 10*time.Second, "time to drain connections on SIGINT/SIGTERM")
@@ -335,6 +343,8 @@ func (c config) validate() error {
 	check(c.RedisSentinelMaster == "" || len(c.RedisAddrs) > 0, "--redis-sentinel-master needs the sentinels' addresses in --redis-addrs")
 	check(c.RedisSentinelMaster == "" || c.RedisURL == "", "--redis-sentinel-master goes with --redis-addrs, not --redis-url")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
+	check(c.AuditRedisStream == "" || c.usesRedis(), "--audit-redis-stream needs a Redis store (--redis-url or --redis-addrs)")
+	check(c.AuditStreamMaxLen >= 1, "--audit-stream-max-len must be at least 1")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
 	check(c.MasterKeys == nil || !c.InsecurePlaintextKeys, "IDENTITY_MASTER_KEY_FILE and --insecure-plaintext-keys contradict each other: give one")

@@ -134,6 +134,8 @@ func TestConfigRejects(t *testing.T) {
 		{"key without cert", nil, map[string]string{"IDENTITY_TLS_KEY_FILE": "/k.pem"}, "--tls-key-file go together"},
 		{"client CA without TLS", []string{"--tls-client-ca-file", "/ca.pem"}, nil, "--tls-client-ca-file needs"},
 		{"redis CA without Redis", []string{"--redis-ca-file", "/ca.pem"}, nil, "--redis-ca-file needs"},
+		{"audit stream without Redis", []string{"--audit-redis-stream", "audit"}, nil, "--audit-redis-stream needs a Redis store"},
+		{"audit stream of no length", nil, map[string]string{"IDENTITY_AUDIT_STREAM_MAX_LEN": "0"}, "--audit-stream-max-len"},
 		{"redis CA on plaintext Redis", []string{"--redis-ca-file", "/ca.pem", "--redis-url", "redis://127.0.0.1:6379"}, nil, "rediss://"},
 		{"zero password length", []string{"--password-min-length", "0"}, nil, "--password-min-length"},
 		{"password length over the limit", nil, map[string]string{"IDENTITY_PASSWORD_MIN_LENGTH": "1025"}, "--password-min-length"},

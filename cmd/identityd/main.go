@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/identityd/identity/audit"
 	"github.com/identityd/identity/internal/buildinfo"
 	"github.com/identityd/identity/internal/tlsfiles"
 	"github.com/identityd/identity/masterkey"
@@ -138,6 +139,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// keyringName is the Redis key of the keyring, what a sealed keyring is
 	// bound to; "" on the embedded store.
 	var keyringName string
+	var auditStream *audit.Stream
 	storeOpts := []tokenstore.Option{
 		tokenstore.WithIdleTTL(c.Server.RefreshIdleTTL),
 		// Revocations must outlive every access token they revoke.
@@ -158,6 +160,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
+		if c.AuditRedisStream != "" {
+			auditStream = newAuditStream(c, rdb, log)
+			// Deferred after rdb.Close, so run before it: what is queued
+			// is written out while Redis is still open.
+			defer closeAuditStream(auditStream, c.ShutdownTimeout)
+		}
 	}
 	defer store.Close()
 
@@ -238,6 +246,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:      log,
 		KeysFromDir: c.KeysDir != "",
 		TLS:         serverTLS,
+		AuditStream: auditStream,
 	})
 	if err != nil {
 		waiting.stop(c.ShutdownTimeout)
@@ -251,6 +260,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	err = srv.Serve(ctx, grpcServed, httpServed, c.ShutdownTimeout)
 	log.Info("identityd stopped")
 	return err
+}
+
+// newAuditStream appends the audit events to --audit-redis-stream.
+func newAuditStream(c config, rdb redis.UniversalClient, log *slog.Logger) *audit.Stream {
+	log.Info("audit events also go to a Redis stream", slog.String("stream", c.AuditRedisStream), slog.Int("max_len", c.AuditStreamMaxLen))
+	return audit.NewStream(rdb, c.AuditRedisStream, int64(c.AuditStreamMaxLen),
+		audit.WithWriteTimeout(c.RedisTimeout), audit.WithLogger(log))
+}
+
+// closeAuditStream writes out the queued audit events, within timeout.
+func closeAuditStream(s *audit.Stream, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s.Close(ctx)
 }
 
 // goRedisLog puts go-redis's own log lines in identityd's log, at debug.

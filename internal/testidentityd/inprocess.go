@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/identityd/identity/audit"
 	"github.com/identityd/identity/masterkey"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/ratelimit"
@@ -28,6 +29,12 @@ type inProcessOptions struct {
 	redisURL  string
 	logger    *slog.Logger
 	tls       *TLS
+	audit     *auditStream
+}
+
+type auditStream struct {
+	key    string
+	maxLen int64
 }
 
 // InProcessConfig changes the server's configuration, which starts as
@@ -45,6 +52,13 @@ func InProcessRedisURL(url string) InProcessOption {
 // InProcessLogger is the server's logger (default: discard).
 func InProcessLogger(l *slog.Logger) InProcessOption {
 	return func(o *inProcessOptions) { o.logger = l }
+}
+
+// InProcessAuditStream appends the audit events to the Redis stream key
+// (trimmed to about maxLen), as --audit-redis-stream does; it needs
+// InProcessRedisURL. InProcess.AuditStream is the stream's writer.
+func InProcessAuditStream(key string, maxLen int64) InProcessOption {
+	return func(o *inProcessOptions) { o.audit = &auditStream{key, maxLen} }
 }
 
 // InProcessTLS serves TLS with c's files, built as identityd builds them
@@ -77,6 +91,9 @@ type InProcess struct {
 	// MasterKeys seal the keyring on Redis (DefaultMasterKey, as Start
 	// does); nil on the embedded store.
 	MasterKeys *masterkey.Keys
+	// AuditStream writes the audit events to Redis (InProcessAuditStream);
+	// nil without it.
+	AuditStream *audit.Stream
 }
 
 // StartInProcess builds a server.Server on the embedded store (or the
@@ -127,6 +144,8 @@ func StartInProcess(t testing.TB, opts ...InProcessOption) *InProcess {
 		Server:     built.srv,
 		Keys:       built.keys,
 		MasterKeys: built.masterKeys,
+
+		AuditStream: built.auditStream,
 	}
 	if o.tls != nil {
 		p.ClientTLS = o.tls.Client
@@ -148,11 +167,12 @@ func (p *InProcess) JWKSURL() string { return p.BaseURL + "/.well-known/jwks.jso
 
 // built is what buildServer makes.
 type built struct {
-	srv        *server.Server
-	store      tokenstore.Store
-	keys       *token.Manager
-	masterKeys *masterkey.Keys
-	closeStore func()
+	srv         *server.Server
+	store       tokenstore.Store
+	keys        *token.Manager
+	masterKeys  *masterkey.Keys
+	auditStream *audit.Stream
+	closeStore  func()
 }
 
 // buildServer is the one place tests build a server.Server: the parts
@@ -168,6 +188,9 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 		limiter ratelimit.Limiter
 		tokOpts = cfg.TokenOptions(nil, nil)
 	)
+	if o.audit != nil && o.redisURL == "" {
+		return built{}, errors.New("InProcessAuditStream needs InProcessRedisURL")
+	}
 	if o.redisURL == "" {
 		mem := tokenstore.NewMemory(storeOpts...)
 		b.store, limiter, b.closeStore = mem, ratelimit.NewMemory(), func() { mem.Close() }
@@ -179,6 +202,17 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 		rdb := tokenstore.NewClient(ropts)
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
+		if o.audit != nil {
+			st := audit.NewStream(rdb, o.audit.key, o.audit.maxLen)
+			b.auditStream = st
+			b.closeStore = func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				st.Close(ctx)
+				rs.Close()
+				rdb.Close()
+			}
+		}
 		if b.masterKeys, err = masterkey.Parse([]byte(DefaultMasterKey())); err != nil {
 			b.closeStore()
 			return built{}, err
@@ -199,7 +233,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	if err != nil {
 		return fail(err)
 	}
-	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger}
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, AuditStream: b.auditStream}
 	if o.tls != nil {
 		if deps.TLS, err = o.tls.serverTLS(); err != nil {
 			return fail(err)
