@@ -23,6 +23,7 @@ import (
 
 	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -159,6 +160,9 @@ type Deps struct {
 	Rand io.Reader
 	// TLS serves both ports with TLS (tls.go); nil: plaintext.
 	TLS *TLS
+	// TracerProvider turns tracing on (tracing.go); nil: off, and no
+	// tracing code runs.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is one identity instance: gRPC server, gateway and HTTP handler.
@@ -186,6 +190,8 @@ type Server struct {
 
 	// metrics are the service's own (metrics.go).
 	metrics *metrics
+	// tracing is nil when tracing is off (tracing.go).
+	tracing *tracing
 
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
@@ -215,6 +221,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if d.TracerProvider != nil {
+		d.Logger = slog.New(TraceLogHandler(d.Logger.Handler()))
+	}
 	s := &Server{
 		cfg:      cfg,
 		store:    d.Store,
@@ -228,6 +237,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		registry: d.Registry,
 		tls:      d.TLS,
 		metrics:  newMetrics(),
+		tracing:  newTracing(d.TracerProvider),
 	}
 	var err error
 	topts := cfg.TokenOptions(d.Now, d.Rand)

@@ -133,6 +133,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// lines go to the debug level.
 	redis.SetLogger(goRedisLog{log})
 
+	tp, err := newTracerProvider(ctx, os.Getenv, log)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		// Deferred first, so run last: the spans still in the batch are
+		// sent once the server has drained and the store is closed.
+		defer shutdownTracing(tp, c.ShutdownTimeout, log)
+	}
+
 	var store tokenstore.Store
 	var limiter ratelimit.Limiter
 	// keyringName is the Redis key of the keyring, what a sealed keyring is
@@ -231,13 +241,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	newCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	srv, err := server.New(newCtx, c.Server, server.Deps{
-		Store:       store,
-		Keys:        keys,
-		Hasher:      hasher,
-		Limiter:     limiter,
-		Logger:      log,
-		KeysFromDir: c.KeysDir != "",
-		TLS:         serverTLS,
+		Store:          store,
+		Keys:           keys,
+		Hasher:         hasher,
+		Limiter:        limiter,
+		Logger:         log,
+		KeysFromDir:    c.KeysDir != "",
+		TLS:            serverTLS,
+		TracerProvider: tracerProvider(tp),
 	})
 	if err != nil {
 		waiting.stop(c.ShutdownTimeout)
