@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -46,13 +47,14 @@ func newTracing(tp trace.TracerProvider) *tracing {
 }
 
 // statsHandler is the gRPC server's (and the in-process channel's)
-// otelgrpc handler. Its metrics go nowhere: identity's metrics are
-// Prometheus's (metrics.go).
+// otelgrpc handler. Health checks are not traced (probes, like /healthz).
+// Its metrics go nowhere: identity's metrics are Prometheus's (metrics.go).
 func (t *tracing) statsHandler() stats.Handler {
 	return otelgrpc.NewServerHandler(
 		otelgrpc.WithTracerProvider(t.provider),
 		otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
 		otelgrpc.WithPropagators(propagator),
+		otelgrpc.WithFilter(filters.Not(filters.HealthCheck())),
 	)
 }
 

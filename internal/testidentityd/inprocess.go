@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/identityd/identity/masterkey"
@@ -28,6 +29,8 @@ type inProcessOptions struct {
 	redisURL  string
 	logger    *slog.Logger
 	tls       *TLS
+	// tracerProvider: nil leaves tracing off.
+	tracerProvider trace.TracerProvider
 }
 
 // InProcessConfig changes the server's configuration, which starts as
@@ -45,6 +48,11 @@ func InProcessRedisURL(url string) InProcessOption {
 // InProcessLogger is the server's logger (default: discard).
 func InProcessLogger(l *slog.Logger) InProcessOption {
 	return func(o *inProcessOptions) { o.logger = l }
+}
+
+// InProcessTracerProvider turns the server's tracing on (server.Deps).
+func InProcessTracerProvider(tp trace.TracerProvider) InProcessOption {
+	return func(o *inProcessOptions) { o.tracerProvider = tp }
 }
 
 // InProcessTLS serves TLS with c's files, built as identityd builds them
@@ -199,7 +207,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	if err != nil {
 		return fail(err)
 	}
-	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger}
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, TracerProvider: o.tracerProvider}
 	if o.tls != nil {
 		if deps.TLS, err = o.tls.serverTLS(); err != nil {
 			return fail(err)
