@@ -124,16 +124,27 @@ func restLoginTrace(spans []receivedSpan, status int64) (httpSpan, grpcSpan rece
 	return httpSpan, grpcSpan, nil
 }
 
-// A REST login against a real identityd exporting to an OTLP collector:
-// the gateway's HTTP span and the gRPC Login span are one trace, parent
-// and child; a caller's traceparent is continued; a gRPC login is traced
-// too; no password or token is in any span; and the failed login's log
-// line carries the trace and span ids of its gRPC span.
+// A REST login against a real identityd exporting to an OTLP collector,
+// on the embedded store and on Redis: the gateway's HTTP span and the gRPC
+// Login span are one trace, parent and child; a caller's traceparent is
+// continued; a gRPC login is traced too; no password or token is in any
+// span; the failed login's log line carries the trace and span ids of its
+// gRPC span; and on Redis the store's commands are spans of the request's
+// trace, never traces of their own.
 func TestTracingExportsOneTracePerRESTCall(t *testing.T) {
 	t.Parallel()
+	for _, store := range []string{"embedded", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			testTracing(t, store == "embedded")
+		})
+	}
+}
+
+func testTracing(t *testing.T, embedded bool) {
 	recv := startOTLPReceiver(t)
 	d := startIdentityd(t, opts{
-		embedded: true,
+		embedded: embedded,
 		flags:    map[string]string{"log-level": "debug"},
 		extra: []testidentityd.Option{testidentityd.WithEnv(
 			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.addr,
@@ -160,7 +171,7 @@ func TestTracingExportsOneTracePerRESTCall(t *testing.T) {
 	d.Remember(grpcPair.GetAccessToken(), grpcPair.GetRefreshToken())
 
 	var failedHTTP, failedGRPC receivedSpan
-	testidentityd.Eventually(t, 60*time.Second, func() error {
+	testidentityd.Eventually(t, 2*time.Minute, func() error {
 		spans := recv.spans()
 		if _, _, err := restLoginTrace(spans, http.StatusOK); err != nil {
 			return err
@@ -231,6 +242,27 @@ func TestTracingExportsOneTracePerRESTCall(t *testing.T) {
 		t.Errorf("the log line of trace %s lacks span_id=%s: %s", traceID, spanID, line)
 	case !strings.Contains(line, "Login"):
 		t.Errorf("the log line of trace %s is not the Login call's: %s", traceID, line)
+	}
+
+	if !embedded {
+		redisInTrace, redisRoots := 0, 0
+		for _, s := range spans {
+			if attr(s.GetAttributes(), "db.system").GetStringValue() != "redis" {
+				continue
+			}
+			if len(s.GetParentSpanId()) == 0 {
+				redisRoots++
+			}
+			if string(s.GetTraceId()) == string(failedGRPC.GetTraceId()) {
+				redisInTrace++
+			}
+		}
+		if redisInTrace == 0 {
+			t.Errorf("no Redis span in the failed login's trace")
+		}
+		if redisRoots > 0 {
+			t.Errorf("%d Redis spans are traces of their own (commands made outside a request)", redisRoots)
+		}
 	}
 
 	dump := recv.dump(t)

@@ -164,6 +164,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		rdb := tokenstore.NewClient(opts)
 		defer rdb.Close()
+		if tp != nil {
+			if err := traceRedis(rdb, tp); err != nil {
+				return err
+			}
+		}
 		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		store, keyringName = rs, rs.KeyringKey()

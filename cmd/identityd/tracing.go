@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -117,4 +119,34 @@ func tracerProvider(tp *sdktrace.TracerProvider) trace.TracerProvider {
 		return nil
 	}
 	return tp
+}
+
+// traceRedis gives the Redis commands made for a traced request spans of
+// their own, children of its gRPC span: command name, server address and
+// duration, never the command's arguments (keys, token hashes, password
+// hashes: WithDBStatement(false)). Commands made outside a request (the
+// health check's ping every second, the revocation feed's blocking reads,
+// the pool's dials) get none: they would be a new trace each.
+func traceRedis(rdb redis.UniversalClient, tp *sdktrace.TracerProvider) error {
+	return redisotel.InstrumentTracing(rdb,
+		redisotel.WithTracerProvider(childSpansOnly{tp}),
+		redisotel.WithDBStatement(false),
+		redisotel.WithCallerEnabled(false))
+}
+
+// childSpansOnly is a tracer provider whose tracers start a span only
+// within one: without a valid span in the context they start none.
+type childSpansOnly struct{ trace.TracerProvider }
+
+func (p childSpansOnly) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return childOnlyTracer{p.TracerProvider.Tracer(name, opts...)}
+}
+
+type childOnlyTracer struct{ trace.Tracer }
+
+func (t childOnlyTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if parent := trace.SpanFromContext(ctx); !parent.SpanContext().IsValid() {
+		return ctx, parent // a non-recording span; ending it does nothing
+	}
+	return t.Tracer.Start(ctx, name, opts...)
 }
