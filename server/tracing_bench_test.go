@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -35,6 +36,7 @@ func BenchmarkTracing(b *testing.B) {
 		c.LoginRatePerIP, c.LoginFailuresPerUser, c.LoginFailuresPerUserAddress = 0, 0, 0
 		c.RefreshRatePerSession, c.RefreshRatePerIP = 0, 0
 	})
+	restVerify := map[string]func(testing.TB){}
 	for _, mode := range []struct {
 		name string
 		opts []testidentityd.InProcessOption
@@ -45,6 +47,17 @@ func BenchmarkTracing(b *testing.B) {
 		s := testidentityd.StartInProcess(b, mode.opts...)
 		pw := testidentityd.AddUser(b, s.Store, "bench", "")
 		at := s.Login(b, "bench", pw).GetAccessToken()
+		h, body := s.Server.HTTPHandler(), `{"token":"`+at+`"}`
+		verify := func(b testing.TB) {
+			r := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/v1/verify", strings.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				b.Fatalf("verify: %d %s", w.Code, w.Body)
+			}
+		}
+		restVerify[mode.name] = verify
 		b.Run(mode.name+"/grpc-verify", func(b *testing.B) {
 			ctx := b.Context()
 			b.ReportAllocs()
@@ -60,18 +73,28 @@ func BenchmarkTracing(b *testing.B) {
 			})
 		})
 		b.Run(mode.name+"/rest-verify", func(b *testing.B) {
-			h := s.Server.HTTPHandler()
-			body := `{"token":"` + at + `"}`
 			b.ReportAllocs()
 			for b.Loop() {
-				r := httptest.NewRequestWithContext(b.Context(), http.MethodPost, "/v1/verify", strings.NewReader(body))
-				r.Header.Set("Content-Type", "application/json")
-				w := httptest.NewRecorder()
-				h.ServeHTTP(w, r)
-				if w.Code != http.StatusOK {
-					b.Fatalf("verify: %d %s", w.Code, w.Body)
-				}
+				verify(b)
 			}
 		})
 	}
+	// paired: each iteration one REST Verify on each server, each timed,
+	// so that both face the same load from other processes (this machine
+	// is shared); off-ns and on-ns are the means, on/off their ratio.
+	b.Run("paired/rest-verify", func(b *testing.B) {
+		var off, on time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			restVerify["off"](b)
+			t1 := time.Now()
+			restVerify["on"](b)
+			on += time.Since(t1)
+			off += t1.Sub(t0)
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(off.Nanoseconds())/n, "off-ns")
+		b.ReportMetric(float64(on.Nanoseconds())/n, "on-ns")
+		b.ReportMetric(float64(on)/float64(off), "on/off")
+	})
 }
