@@ -280,3 +280,27 @@ func testTracing(t *testing.T, embedded bool) {
 		}
 	}
 }
+
+// Spans still in the batch when identityd is told to stop are sent before
+// it exits: with a batch delay of an hour, nothing is exported until the
+// SIGTERM, and the login's spans are received by the time it has exited.
+func TestTracingFlushedAtShutdown(t *testing.T) {
+	t.Parallel()
+	recv := startOTLPReceiver(t)
+	d := startIdentityd(t, opts{
+		embedded: true,
+		extra: []testidentityd.Option{testidentityd.WithEnv(
+			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.addr,
+			"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+			"OTEL_BSP_SCHEDULE_DELAY=3600000",
+		)},
+	})
+	d.login(t, d.Username, d.Password)
+	if n := len(recv.spans()); n != 0 {
+		t.Fatalf("%d spans exported before the batch delay (an hour) or the shutdown", n)
+	}
+	d.Stop()
+	if _, _, err := restLoginTrace(recv.spans(), http.StatusOK); err != nil {
+		t.Fatalf("after identityd exited: %v", err)
+	}
+}
