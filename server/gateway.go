@@ -27,7 +27,7 @@ var jsonMarshaler = &runtime.JSONPb{
 // in-process channel (grpc.go), so REST calls pass every interceptor exactly
 // as gRPC calls do.
 func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
-	mux := runtime.NewServeMux(
+	opts := []runtime.ServeMuxOption{
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		// Only the Authorization header (which the gateway forwards by
 		// itself) reaches the server: Grpc-Metadata-* and every other
@@ -46,7 +46,12 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		runtime.WithRoutingErrorHandler(s.routingError),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithMiddlewares(recordRoute), // metrics.go: requests by route
-	)
+	}
+	if s.tracing != nil {
+		// The HTTP span's traceparent, for the gRPC span (tracing.go).
+		opts = append(opts, runtime.WithMetadata(traceMetadata))
+	}
+	mux := runtime.NewServeMux(opts...)
 	if err := identitygw.RegisterIdentityServiceHandlerClient(ctx, mux, identityv1.NewIdentityServiceClient(s.inproc)); err != nil {
 		return nil, err
 	}

@@ -141,11 +141,18 @@ func (s *Server) buildGRPC() error {
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls.grpcConfig())))
 	}
+	if s.tracing != nil {
+		opts = append(opts, grpc.StatsHandler(s.tracing.statsHandler()))
+	}
 	s.grpc = grpc.NewServer(opts...)
 	ids := &identityServer{s: s}
 	identityv1.RegisterIdentityServiceServer(s.grpc, ids)
-	// The gateway's channel: the same service behind the same chains.
+	// The gateway's channel: the same service behind the same chains (and,
+	// with tracing on, the same stats handler: tracing.go).
 	s.inproc = (&inprocgrpc.Channel{}).WithCloner(protoCloner{})
+	if s.tracing != nil {
+		s.inproc = s.inproc.WithServerStatsHandler(s.tracing.statsHandler())
+	}
 	identityv1.RegisterIdentityServiceServer(grpchan.WithStreamInterceptors(grpchan.WithUnaryInterceptors(s.inproc, unary...), stream...), ids)
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin, s.record))
 	s.health = health.NewServer()

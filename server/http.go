@@ -48,6 +48,9 @@ func (s *Server) buildHTTP(ctx context.Context) error {
 	}
 	mux.Handle("/", api)
 	s.http = s.countHTTP(SecurityHeaders(s.canonicalPaths(mux)))
+	if s.tracing != nil {
+		s.http = s.tracing.httpHandler(s.http)
+	}
 	return nil
 }
 

@@ -253,6 +253,9 @@ func (s *Server) countHTTP(next http.Handler) http.Handler {
 		if route == "" && r.Pattern != "/" {
 			route = r.Pattern // "" when nothing matched
 		}
+		if s.tracing != nil {
+			nameHTTPSpan(r.Context(), r.Method, route)
+		}
 		if route == "" {
 			route = "other"
 		}

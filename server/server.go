@@ -23,6 +23,7 @@ import (
 
 	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -166,6 +167,9 @@ type Deps struct {
 	// AuditStream, if set, receives every audit event besides the log
 	// (--audit-redis-stream); its owner closes it after Serve returns.
 	AuditStream *audit.Stream
+	// TracerProvider turns tracing on (tracing.go); nil: off, and no
+	// tracing code runs.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is one identity instance: gRPC server, gateway and HTTP handler.
@@ -196,6 +200,8 @@ type Server struct {
 	metrics *metrics
 	// auditStream is Deps.AuditStream, for its dropped-events metric.
 	auditStream *audit.Stream
+	// tracing is nil when tracing is off (tracing.go).
+	tracing *tracing
 
 	// stopping is closed when Serve begins to shut down: long-lived
 	// streams (WatchRevocations) end then instead of holding up
@@ -225,6 +231,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if d.TracerProvider != nil {
+		d.Logger = slog.New(TraceLogHandler(d.Logger.Handler()))
+	}
 	s := &Server{
 		cfg:      cfg,
 		store:    d.Store,
@@ -239,6 +248,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		registry: d.Registry,
 		tls:      d.TLS,
 		metrics:  newMetrics(),
+		tracing:  newTracing(d.TracerProvider),
 	}
 	s.auditStream = d.AuditStream
 	var err error

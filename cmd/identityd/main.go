@@ -134,6 +134,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// lines go to the debug level.
 	redis.SetLogger(goRedisLog{log})
 
+	tp, err := newTracerProvider(ctx, os.Getenv, log)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		// Deferred first, so run last: the spans still in the batch are
+		// sent once the server has drained and the store is closed.
+		defer shutdownTracing(tp, c.ShutdownTimeout, log)
+	}
+
 	var store tokenstore.Store
 	var limiter ratelimit.Limiter
 	// keyringName is the Redis key of the keyring, what a sealed keyring is
@@ -156,6 +166,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		rdb := tokenstore.NewClient(opts)
 		defer rdb.Close()
+		if tp != nil {
+			if err := traceRedis(rdb, tp); err != nil {
+				return err
+			}
+		}
 		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
 		rs := tokenstore.NewRedis(rdb, storeOpts...)
 		store, keyringName = rs, rs.KeyringKey()
@@ -239,14 +254,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	newCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	srv, err := server.New(newCtx, c.Server, server.Deps{
-		Store:       store,
-		Keys:        keys,
-		Hasher:      hasher,
-		Limiter:     limiter,
-		Logger:      log,
-		KeysFromDir: c.KeysDir != "",
-		TLS:         serverTLS,
-		AuditStream: auditStream,
+		Store:          store,
+		Keys:           keys,
+		Hasher:         hasher,
+		Limiter:        limiter,
+		Logger:         log,
+		KeysFromDir:    c.KeysDir != "",
+		TLS:            serverTLS,
+		TracerProvider: tracerProvider(tp),
+		AuditStream:    auditStream,
 	})
 	if err != nil {
 		waiting.stop(c.ShutdownTimeout)

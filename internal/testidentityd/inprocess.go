@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/identityd/identity/audit"
@@ -30,6 +31,8 @@ type inProcessOptions struct {
 	logger    *slog.Logger
 	tls       *TLS
 	audit     *auditStream
+	// tracerProvider: nil leaves tracing off.
+	tracerProvider trace.TracerProvider
 }
 
 type auditStream struct {
@@ -59,6 +62,11 @@ func InProcessLogger(l *slog.Logger) InProcessOption {
 // InProcessRedisURL. InProcess.AuditStream is the stream's writer.
 func InProcessAuditStream(key string, maxLen int64) InProcessOption {
 	return func(o *inProcessOptions) { o.audit = &auditStream{key, maxLen} }
+}
+
+// InProcessTracerProvider turns the server's tracing on (server.Deps).
+func InProcessTracerProvider(tp trace.TracerProvider) InProcessOption {
+	return func(o *inProcessOptions) { o.tracerProvider = tp }
 }
 
 // InProcessTLS serves TLS with c's files, built as identityd builds them
@@ -233,7 +241,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	if err != nil {
 		return fail(err)
 	}
-	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, AuditStream: b.auditStream}
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, TracerProvider: o.tracerProvider, AuditStream: b.auditStream}
 	if o.tls != nil {
 		if deps.TLS, err = o.tls.serverTLS(); err != nil {
 			return fail(err)

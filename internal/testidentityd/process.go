@@ -66,7 +66,7 @@ func WithFlag(name, value string) Option {
 }
 
 // WithEnv adds environment variables ("NAME=value") to identityd's. Its
-// environment is otherwise the test's, less IDENTITY_* and REDIS_URL.
+// environment is otherwise the test's, less IDENTITY_*, REDIS_URL and OTEL_*.
 func WithEnv(kv ...string) Option {
 	return func(o *options) { o.env = append(o.env, kv...) }
 }

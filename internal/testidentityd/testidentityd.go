@@ -260,11 +260,12 @@ func AddUser(t testing.TB, store tokenstore.Store, name, pw string, roles ...str
 func RandomPassword() string { return "pw-" + rand.Text() }
 
 // CleanEnv is the test's environment without anything that would configure
-// identityd or identityctl behind the flags' back (IDENTITY_*, REDIS_URL).
+// identityd or identityctl behind the flags' back (IDENTITY_*, REDIS_URL,
+// and OTEL_*, which would turn tracing on).
 func CleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "IDENTITY_") || strings.HasPrefix(kv, "REDIS_URL=") {
+		if strings.HasPrefix(kv, "IDENTITY_") || strings.HasPrefix(kv, "REDIS_URL=") || strings.HasPrefix(kv, "OTEL_") {
 			continue
 		}
 		env = append(env, kv)
