@@ -512,5 +512,3 @@ func reuseMetrics(t *testing.T, d *identityd) (reuse, revoked float64) {
 	}
 	return reuse, revoked
 }
-
-
