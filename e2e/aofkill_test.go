@@ -42,7 +42,8 @@ import (
 //   - everysec: appendfsync everysec (Redis's default), kill -9 of the
 //     process. Redis writes the AOF before it answers, so what the kill
 //     loses is only what the kernel had not been given: nothing it had
-//     acknowledged, unless a slow disk made Redis postpone the write.
+//     acknowledged, unless a slow disk made Redis postpone the write
+//     (counted and logged, not failed: it depends on the disk).
 //   - everysec-power-loss: the same, with the AOF then cut back to its
 //     length one second before the kill, as a machine crash may leave it
 //     (everysec fsyncs once a second): rotations acknowledged in that
@@ -338,8 +339,15 @@ func runKill9(t *testing.T, mode string) {
 	if len(broken) > 0 {
 		t.Errorf("%d sessions in a state the kill does not explain: %v", len(broken), broken[:min(len(broken), 10)])
 	}
-	if !powerLoss && len(behind) > 0 {
-		t.Errorf("appendfsync %s, kill -9: the store lost acknowledged rotations of %d sessions", fsync, len(behind))
+	switch {
+	case fsync == "always" && len(behind) > 0:
+		t.Errorf("appendfsync always, kill -9: the store lost acknowledged rotations of %d sessions", len(behind))
+	case !powerLoss && len(behind) > 0:
+		// Redis writes the AOF before it answers, but with everysec it may
+		// postpone that write for up to 2 s (still answering) while a
+		// background fsync is slow: a busy disk can lose acknowledged
+		// writes to a kill -9. Counted above, not a failure.
+		t.Logf("appendfsync everysec, kill -9: %d sessions lost acknowledged rotations (a postponed AOF write: the disk was busy)", len(behind))
 	}
 	if powerLoss && len(behind) == 0 {
 		t.Errorf("the AOF was cut back by %d bytes and no session lost a rotation: the cut did not take", aof.cutFrom-aof.cutAt)
