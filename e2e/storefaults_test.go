@@ -280,29 +280,28 @@ func outageCalls(d *identityd, refresh, logout, cached, uncachedGRPC, uncachedRE
 	bearer := func(ctx context.Context, tok string) context.Context {
 		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 	}
-	g := func(err error) string { return outcome(err) }
 	return []faultCall{
 		{"gRPC Login", func(ctx context.Context) string {
 			_, err := d.API.Login(ctx, &identityv1.LoginRequest{Username: d.Username, Password: d.Password})
-			return g(err)
+			return outcome(err)
 		}},
 		{"gRPC Refresh", func(ctx context.Context) string {
 			_, err := d.API.Refresh(ctx, &identityv1.RefreshRequest{RefreshToken: refresh})
-			return g(err)
+			return outcome(err)
 		}},
 		{"gRPC Logout", func(ctx context.Context) string {
 			_, err := d.API.Logout(ctx, &identityv1.LogoutRequest{RefreshToken: logout})
-			return g(err)
+			return outcome(err)
 		}},
 		{"gRPC Verify (not cached)", func(ctx context.Context) string { return verifyOutcome(ctx, d, viaGRPC, uncachedGRPC) }},
 		{"gRPC Verify (cached)", func(ctx context.Context) string { return verifyOutcome(ctx, d, viaGRPC, cached) }},
 		{"gRPC WhoAmI", func(ctx context.Context) string {
 			_, err := d.API.WhoAmI(bearer(ctx, cached), &identityv1.WhoAmIRequest{})
-			return g(err)
+			return outcome(err)
 		}},
 		{"gRPC ListMySessions", func(ctx context.Context) string {
 			_, err := d.API.ListMySessions(bearer(ctx, cached), &identityv1.ListMySessionsRequest{})
-			return g(err)
+			return outcome(err)
 		}},
 		{"REST Login", func(ctx context.Context) string {
 			return restOutcome(ctx, d, http.MethodPost, "/v1/login", map[string]string{"username": d.Username, "password": d.Password}, "")
