@@ -180,10 +180,15 @@ func (s *Service) RefreshToken(sess tokenstore.Session) string {
 
 // Logout ends the session of a refresh token, or with all every session of
 // its user. Any genuine token of the session may end it, even an old
-// generation: whoever holds one was given it. A token from another
-// incarnation of the session or from the future is not genuine.
+// generation: whoever holds one was given it. So may one of a generation
+// the store has not reached: its MAC proves this service issued it, so the
+// store lost the rotations that led to it (a Redis restarted from an AOF
+// that missed its last writes, a replica promoted before it had them), and
+// refusing it would leave the session alive, still open to its older
+// tokens, while its client believes it logged out. A token from another
+// incarnation of the session (another nonce) is not genuine.
 func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
-	sid, gen, nonce, err := s.refresh.Decode(raw)
+	sid, _, nonce, err := s.refresh.Decode(raw)
 	if err != nil {
 		return ErrRefreshTokenInvalid
 	}
@@ -194,8 +199,8 @@ func (s *Service) Logout(ctx context.Context, raw string, all bool) error {
 	if err != nil {
 		return err
 	}
-	if sess.Nonce != nonce || gen > sess.Generation {
-		return ErrRefreshTokenInvalid
+	if sess.Nonce != nonce {
+		return ErrRefreshTokenInvalid // any generation will do: see above
 	}
 	now := s.now()
 	if all {

@@ -165,6 +165,46 @@ func receive(t *testing.T, w *sessions.Watcher) sessions.Message {
 // The feed reads what another instance revokes (straight in the store),
 // fills the set and hands it to every watcher; an idle feed sends
 // heartbeats.
+// TestLogoutWithATokenAheadOfTheStore: a store that lost its last
+// rotations (Redis restarted from an AOF without them) is behind the token
+// its client holds. That token is still the session's own (its MAC says
+// this service issued it): Logout with it ends the session, while Refresh
+// refuses it as invalid, never as reused, and leaves the session alone.
+func TestLogoutWithATokenAheadOfTheStore(t *testing.T) {
+	stores(t, func(t *testing.T, store tokenstore.Store) {
+		f := newFixture(t, store)
+		ctx := t.Context()
+		sess, _ := f.login(t)
+		ahead := sess
+		ahead.Generation += 2 // two rotations the store no longer has
+		rt := f.svc.RefreshToken(ahead)
+
+		if _, _, err := f.svc.Refresh(ctx, rt, sessions.Client{}); !errors.Is(err, sessions.ErrRefreshTokenInvalid) {
+			t.Fatalf("Refresh with a token ahead of the store: %v, want ErrRefreshTokenInvalid", err)
+		}
+		if f.revoked.IsRevoked(sess.ID) {
+			t.Fatal("Refresh with a token ahead of the store revoked the session")
+		}
+		if err := f.svc.Logout(ctx, rt, false); err != nil {
+			t.Fatalf("Logout with a token ahead of the store: %v", err)
+		}
+		if _, err := store.Session(ctx, sess.ID); !errors.Is(err, tokenstore.ErrNotFound) {
+			t.Errorf("session after Logout with a token ahead of the store: %v, want it gone", err)
+		}
+		if !f.revoked.IsRevoked(sess.ID) {
+			t.Error("Logout with a token ahead of the store: session not in the revocation set")
+		}
+
+		// Another incarnation's token (another nonce) is still refused.
+		other, _ := f.login(t)
+		forged := other
+		forged.Nonce = sess.Nonce
+		if err := f.svc.Logout(ctx, f.svc.RefreshToken(forged), false); !errors.Is(err, sessions.ErrRefreshTokenInvalid) {
+			t.Errorf("Logout with another nonce: %v, want ErrRefreshTokenInvalid", err)
+		}
+	})
+}
+
 func TestFeedFansOutRevocations(t *testing.T) {
 	stores(t, func(t *testing.T, store tokenstore.Store) {
 		f := newFixture(t, store)

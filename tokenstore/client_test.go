@@ -196,3 +196,36 @@ func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// TestClientDialsOncePerCommand: a command for a single Redis that refuses
+// connections fails after one dial (go-redis's default is five, 100 ms
+// apart), as a cluster's node clients do (ClientOptions sets both).
+func TestClientDialsOncePerCommand(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	o, err := tokenstore.ClientOptions("redis://"+addr+"/0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int32
+	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	c := tokenstore.NewClient(o)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err == nil {
+		t.Fatal("SET to a closed port succeeded")
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("one command dialed %d times, want once", n)
+	}
+}

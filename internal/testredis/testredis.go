@@ -120,6 +120,7 @@ type Server struct {
 
 	tls     *tlsFiles // WithTLS
 	tlsPort int
+	args    []string // WithArgs
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -139,6 +140,14 @@ type tlsFiles struct{ cert, key, ca string }
 // test is then skipped with the reason (failed under CI=true).
 func WithTLS(certFile, keyFile, caFile string) ServerOption {
 	return func(s *Server) { s.tls = &tlsFiles{certFile, keyFile, caFile} }
+}
+
+// WithArgs adds redis-server arguments after the package's own (a later
+// one wins): "--appendfsync", "always" to fsync every write, or
+// "--enable-debug-command", "local" for DEBUG SLEEP. They apply to every
+// start, Restart included.
+func WithArgs(args ...string) ServerOption {
+	return func(s *Server) { s.args = append(s.args, args...) }
 }
 
 // NewServer starts a private redis-server for t and kills it when t ends.
@@ -194,6 +203,9 @@ func (s *Server) Kill() {
 	s.t.Helper()
 	s.kill(syscall.SIGKILL)
 }
+
+// Dir is the server's data directory (its AOF is under it).
+func (s *Server) Dir() string { return s.dir }
 
 // Restart starts the server again on the same port and data directory, so
 // existing clients reconnect by themselves and the AOF is replayed.
@@ -263,6 +275,7 @@ func (s *Server) start(port int) error {
 				"--tls-ca-cert-file", s.tls.ca,
 				"--tls-auth-clients", "no")
 		}
+		args = append(args, s.args...)
 		cmd, exited, err := launch(bin, args, p, logPath)
 		if err != nil {
 			lastErr = err

@@ -77,6 +77,25 @@ func TestServerStopRestartKeepsData(t *testing.T) {
 	}
 }
 
+// TestServerWithArgs: WithArgs reaches redis-server, on its first start and
+// on a restart after a kill.
+func TestServerWithArgs(t *testing.T) {
+	t.Parallel()
+	srv := testredis.NewServer(t, testredis.WithArgs("--appendfsync", "always", "--enable-debug-command", "local"))
+	c := srv.Client(t)
+	for range 2 {
+		got, err := c.ConfigGet(t.Context(), "appendfsync").Result()
+		if err != nil || got["appendfsync"] != "always" {
+			t.Fatalf("CONFIG GET appendfsync: %v, %v; want always", got, err)
+		}
+		if err := c.Do(t.Context(), "DEBUG", "SLEEP", "0").Err(); err != nil {
+			t.Fatalf("DEBUG SLEEP 0 with --enable-debug-command local: %v", err)
+		}
+		srv.Kill()
+		srv.Restart()
+	}
+}
+
 // TestNoRedisServer runs the helpers with no redis-server on PATH and no
 // REDIS_URL: they skip, and under CI=true they fail (in a child process,
 // since a failing test cannot be observed from inside).
