@@ -20,6 +20,9 @@ type options struct {
 	idleTTL   time.Duration
 	retention time.Duration
 	now       func() time.Time
+	// waitReplicas and waitTimeout: WithReplicaWait.
+	waitReplicas int
+	waitTimeout  time.Duration
 }
 
 func newOptions(opts []Option) options {
@@ -65,6 +68,27 @@ func WithRevocationRetention(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
 			o.retention = d
+		}
+	}
+}
+
+// DefaultReplicaWaitTimeout is how long a revocation waits for its
+// replicas by default (WithReplicaWait with a zero timeout).
+const DefaultReplicaWaitTimeout = time.Second
+
+// WithReplicaWait makes Redis confirm every revocation write with WAIT:
+// RevokeSession, RevokeUserSessions, the revocation a reused refresh token
+// causes, and UpdateUser (a disabled flag, a new password hash or a raised
+// credential epoch is a revocation too) return only once at least replicas
+// replicas have acknowledged the write, or fail with ErrNotReplicated
+// (which wraps ErrUnavailable) when fewer did within timeout. 0 (the
+// default) waits for nothing. Memory ignores it: it has no replicas.
+func WithReplicaWait(replicas int, timeout time.Duration) Option {
+	return func(o *options) {
+		o.waitReplicas = max(0, replicas)
+		o.waitTimeout = timeout
+		if o.waitTimeout <= 0 {
+			o.waitTimeout = DefaultReplicaWaitTimeout
 		}
 	}
 }
