@@ -21,21 +21,27 @@ import (
 // config is everything identityd reads at start: flags, each with an
 // IDENTITY_* environment variable (the flag wins when both are set).
 type config struct {
-	GRPCAddr        string
-	HTTPAddr        string
-	RedisURL        string
-	RedisAddrs      []string
-	RedisTimeout    time.Duration
-	RedisCAFile     string
-	SigningAlg      string
-	KeysDir         string
-	KeyPublishAhead time.Duration
-	LogFormat       string
-	LogLevel        string
-	ShutdownTimeout time.Duration
-	HashWorkers     int
-	LoginWaitBudget time.Duration
-	Server          server.Config
+	GRPCAddr     string
+	HTTPAddr     string
+	RedisURL     string
+	RedisAddrs   []string
+	RedisTimeout time.Duration
+	// RedisWaitReplicas is how many replicas must confirm a revocation
+	// (tokenstore.WithReplicaWait); -1 until parsed: then by topology
+	// (waitReplicas).
+	RedisWaitReplicas  int
+	RedisWaitTimeout   time.Duration
+	RedisAllowEviction bool
+	RedisCAFile        string
+	SigningAlg         string
+	KeysDir            string
+	KeyPublishAhead    time.Duration
+	LogFormat          string
+	LogLevel           string
+	ShutdownTimeout    time.Duration
+	HashWorkers        int
+	LoginWaitBudget    time.Duration
+	Server             server.Config
 
 	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
 	// addresses and names the primary they monitor.
@@ -194,7 +200,7 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e := &envFlags{fs: fs}
 	c.flags = e
 	s := &c.Server
-	var redisAddrs, trusted, bootstrapRoles, origins, publicURL string
+	var redisAddrs, trusted, bootstrapRoles, origins, publicURL, waitReplicas string
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
 	e.str(&publicURL, "public-url", "IDENTITY_PUBLIC_URL", "", "base URL clients reach identityd at (https://id.example.com), for the discovery document's jwks_uri; unset: the issuer if it is an https URL, else the request's Host")
@@ -202,6 +208,9 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses, or the sentinels' addresses with --redis-sentinel-master")
 	e.str(&c.RedisSentinelMaster, "redis-sentinel-master", "IDENTITY_REDIS_SENTINEL_MASTER", "", "name of the primary the sentinels in --redis-addrs monitor (Redis Sentinel)")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
+	e.str(&waitReplicas, "redis-wait-replicas", "IDENTITY_REDIS_WAIT_REPLICAS", "auto", "replicas that must confirm a revocation (logout, revoke, disable, password or role change) before it answers OK, else STORE_UNAVAILABLE; auto: 1 on Redis Cluster and Sentinel, 0 on --redis-url")
+	e.dur(&c.RedisWaitTimeout, "redis-wait-timeout", "IDENTITY_REDIS_WAIT_TIMEOUT", time.Second, "how long a revocation waits for --redis-wait-replicas replicas")
+	e.boolean(&c.RedisAllowEviction, "redis-allow-eviction", "IDENTITY_REDIS_ALLOW_EVICTION", false, "start even when Redis's maxmemory-policy evicts keys (allkeys-*, volatile-*), with a warning: evicted sessions, users or revocations are lost")
 	e.str(&c.RedisCAFile, "redis-ca-file", "IDENTITY_REDIS_CA_FILE", "", "PEM CA certificates to verify Redis's TLS certificate with (rediss:// or --redis-addrs); unset: the system's roots")
 	e.str(&c.TLSCertFile, "tls-cert-file", "IDENTITY_TLS_CERT_FILE", "", "PEM certificate (chain) served on both ports, re-read when it changes; unset: plaintext, for loopback only")
 	e.str(&c.TLSKeyFile, "tls-key-file", "IDENTITY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
@@ -253,6 +262,14 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 		return c, errors.Join(e.errs...)
 	}
 	c.RedisAddrs = splitList(redisAddrs)
+	c.RedisWaitReplicas = -1
+	if waitReplicas != "auto" {
+		n, err := strconv.Atoi(waitReplicas)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("--redis-wait-replicas (IDENTITY_REDIS_WAIT_REPLICAS) %q: want auto or a number of replicas (0: no wait)", waitReplicas)
+		}
+		c.RedisWaitReplicas = n
+	}
 	c.BootstrapRoles = splitList(bootstrapRoles)
 	for _, o := range splitList(origins) {
 		n, err := server.NormalizeOrigin(o)
@@ -309,6 +326,20 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 // usesRedis reports whether the store is Redis (not the embedded one).
 func (c config) usesRedis() bool { return c.RedisURL != "" || len(c.RedisAddrs) > 0 }
 
+// waitReplicas is how many replicas confirm a revocation:
+// --redis-wait-replicas, or by default 1 on Redis Cluster and Sentinel
+// (topologies with replicas to fail over to) and 0 on one Redis URL,
+// which may have no replica at all.
+func (c config) waitReplicas() int {
+	switch {
+	case c.RedisWaitReplicas >= 0:
+		return c.RedisWaitReplicas
+	case len(c.RedisAddrs) > 0:
+		return 1
+	}
+	return 0
+}
+
 // keysInRedis reports whether the signing keys live in Redis: the store is
 // Redis and there is no keys directory.
 func (c config) keysInRedis() bool { return c.usesRedis() && c.KeysDir == "" }
@@ -335,6 +366,7 @@ func (c config) validate() error {
 	check(c.RedisSentinelMaster == "" || c.RedisURL == "", "--redis-sentinel-master goes with --redis-addrs, not --redis-url")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
+	check(c.RedisWaitTimeout > 0, "--redis-wait-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
 	check(c.MasterKeys == nil || !c.InsecurePlaintextKeys, "IDENTITY_MASTER_KEY_FILE and --insecure-plaintext-keys contradict each other: give one")
 	check(!c.keysInRedis() || c.MasterKeys != nil || c.InsecurePlaintextKeys,

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Replicated is a primary with one replica on loopback, without sentinels:
@@ -84,6 +86,12 @@ func (r *Replicated) close() {
 
 // URL is the primary's redis:// URL.
 func (r *Replicated) URL() string { return "redis://" + r.primary.addr() + "/0" }
+
+// Client returns a new client of the primary, closed when t ends.
+func (r *Replicated) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	return newClient(t, r.URL())
+}
 
 // PrimaryAddr and ReplicaAddr are the two nodes' host:port.
 func (r *Replicated) PrimaryAddr() string { return r.primary.addr() }

@@ -120,6 +120,7 @@ type Server struct {
 
 	tls     *tlsFiles // WithTLS
 	tlsPort int
+	args    []string // WithArgs
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -139,6 +140,12 @@ type tlsFiles struct{ cert, key, ca string }
 // test is then skipped with the reason (failed under CI=true).
 func WithTLS(certFile, keyFile, caFile string) ServerOption {
 	return func(s *Server) { s.tls = &tlsFiles{certFile, keyFile, caFile} }
+}
+
+// WithArgs gives redis-server more arguments after the usual ones
+// ("--maxmemory-policy", "allkeys-lru"), kept on a Restart.
+func WithArgs(args ...string) ServerOption {
+	return func(s *Server) { s.args = append(s.args, args...) }
 }
 
 // NewServer starts a private redis-server for t and kills it when t ends.
@@ -263,6 +270,7 @@ func (s *Server) start(port int) error {
 				"--tls-ca-cert-file", s.tls.ca,
 				"--tls-auth-clients", "no")
 		}
+		args = append(args, s.args...)
 		cmd, exited, err := launch(bin, args, p, logPath)
 		if err != nil {
 			lastErr = err
