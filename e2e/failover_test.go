@@ -258,6 +258,24 @@ func (r *failoverRun) login(u *failoverUser) (*failoverSession, error) {
 	return &failoverSession{id: pair.GetSessionId(), user: u, token: pair.GetRefreshToken()}, nil
 }
 
+// loginBeforeKill logs u in before the fault, trying again after a
+// timeout: an argon2id hash can outlast the call's deadline on a loaded
+// machine.
+func (r *failoverRun) loginBeforeKill(u *failoverUser) *failoverSession {
+	var err error
+	for range 5 {
+		var s *failoverSession
+		if s, err = r.login(u); err == nil {
+			return s
+		}
+		if !retryable(err) {
+			break
+		}
+	}
+	r.t.Fatalf("login before the kill: %v", err)
+	return nil
+}
+
 // refresh presents the session's pending token if a refresh got no answer,
 // its newest token otherwise, and records what came back.
 func (r *failoverRun) refresh(s *failoverSession) error {
@@ -362,11 +380,7 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	for w := range failoverWorkers {
 		for _, u := range r.users[w*failoverUsersPer : (w+1)*failoverUsersPer] {
 			for range 2 {
-				s, err := r.login(u)
-				if err != nil {
-					t.Fatalf("login before the kill: %v", err)
-				}
-				sessions[w] = append(sessions[w], s)
+				sessions[w] = append(sessions[w], r.loginBeforeKill(u))
 			}
 		}
 	}
@@ -375,11 +389,7 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	// the load.
 	var logouts []*failoverSession
 	for i := 0; i < len(r.users); i += 2 {
-		s, err := r.login(r.users[i])
-		if err != nil {
-			t.Fatalf("login before the kill: %v", err)
-		}
-		logouts = append(logouts, s)
+		logouts = append(logouts, r.loginBeforeKill(r.users[i]))
 	}
 
 	stop := make(chan struct{})

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -150,5 +152,33 @@ func TestRecommendedACL(t *testing.T) {
 	}
 	if log := d.Log.String(); strings.Contains(log, "maxmemory-policy") {
 		t.Errorf("identityd could not read the eviction policy with the README's user; log:\n%s", log)
+	}
+}
+
+// TestGoRedisLogIsJSON: go-redis's own log lines (here its failed dials
+// while Redis is down) come out of identityd as slog records, JSON with
+// --log-format json, like every other line, marked source=go-redis.
+func TestGoRedisLogIsJSON(t *testing.T) {
+	t.Parallel()
+	r := testredis.NewServer(t)
+	d := startIdentityd(t, opts{redis: r, flags: map[string]string{"log-format": "json", "log-level": "debug"}})
+	r.Stop()
+	testidentityd.Eventually(t, 30*time.Second, func() error {
+		d.loginREST(t, d.Username, d.Password) // STORE_UNAVAILABLE; makes go-redis dial
+		for line := range strings.Lines(d.Log.String()) {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["source"] == "go-redis" {
+				if rec["level"] != "DEBUG" || rec["msg"] == "" || rec["time"] == nil {
+					return fmt.Errorf("go-redis's record lacks level DEBUG, msg or time: %s", line)
+				}
+				return nil
+			}
+		}
+		return errors.New("no go-redis record in identityd's log yet")
+	})
+	for line := range strings.Lines(d.Log.String()) {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("a log line that is not JSON with --log-format json: %q", line)
+		}
 	}
 }
