@@ -3,6 +3,8 @@ package tokenstore
 import (
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Defaults, matching the service's configuration defaults.
@@ -91,6 +93,18 @@ func WithReplicaWait(replicas int, timeout time.Duration) Option {
 			o.waitTimeout = DefaultReplicaWaitTimeout
 		}
 	}
+}
+
+// DefaultReplicaWait is how many replicas a store built on o should wait
+// for (WithReplicaWait) unless told otherwise: 1 on Redis Cluster and on
+// Sentinel (o.IsClusterMode: ClientOptions and SentinelClientOptions set
+// it), topologies that fail over to a replica; 0 on one Redis URL, which
+// may have none. identityd and identityctl both take it from here.
+func DefaultReplicaWait(o *redis.UniversalOptions) int {
+	if o.IsClusterMode {
+		return 1
+	}
+	return 0
 }
 
 // WithClock sets the clock for the calls that get no time from the caller

@@ -15,6 +15,7 @@ import (
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
 )
 
@@ -327,17 +328,20 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 func (c config) usesRedis() bool { return c.RedisURL != "" || len(c.RedisAddrs) > 0 }
 
 // waitReplicas is how many replicas confirm a revocation:
-// --redis-wait-replicas, or by default 1 on Redis Cluster and Sentinel
-// (topologies with replicas to fail over to) and 0 on one Redis URL,
-// which may have no replica at all.
+// --redis-wait-replicas, or tokenstore.DefaultReplicaWait for the
+// topology (1 on Redis Cluster and Sentinel, 0 on one Redis URL).
 func (c config) waitReplicas() int {
-	switch {
-	case c.RedisWaitReplicas >= 0:
+	if c.RedisWaitReplicas >= 0 {
 		return c.RedisWaitReplicas
-	case len(c.RedisAddrs) > 0:
-		return 1
 	}
-	return 0
+	if !c.usesRedis() {
+		return 0
+	}
+	opts, err := redisOptions(c)
+	if err != nil {
+		return 0 // identityd stops on that error before it builds a store
+	}
+	return tokenstore.DefaultReplicaWait(opts)
 }
 
 // keysInRedis reports whether the signing keys live in Redis: the store is
