@@ -124,8 +124,8 @@ const (
 )
 
 // NewRedis returns a Store on client. It honours WithPrefix, WithIdleTTL,
-// WithRevocationRetention and WithClock. The client stays the caller's:
-// Close does not close it.
+// WithRevocationRetention, WithClock and WithReplicaWait. The client stays
+// the caller's: Close does not close it.
 func NewRedis(client redis.UniversalClient, opts ...Option) *Redis {
 	if problem := clientProblem(client); problem != "" {
 		slog.Warn("tokenstore: redis client " + problem + "; build it with tokenstore.RedisOptions")

@@ -134,3 +134,76 @@ func countKeys(t *testing.T, c *redis.Client, pattern string) int {
 	}
 	return len(keys)
 }
+
+// TestClusterRevocationAfterFailover: a revocation waited for on Cluster
+// goes to the node that owned the key when the client last looked; after
+// an orderly failover that node (now a replica) answers MOVED, which the store reports as
+// ErrUnavailable (after asking for a new slot map) rather than resending
+// the write elsewhere itself, and the caller's retry reaches the new
+// master and its replica.
+func TestClusterRevocationAfterFailover(t *testing.T) {
+	t.Parallel()
+	cluster := testredis.NewCluster(t)
+	opts, err := tokenstore.ClientOptions("", cluster.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := tokenstore.NewClient(opts)
+	t.Cleanup(func() { client.Close() })
+	store := tokenstore.NewRedis(client, tokenstore.WithReplicaWait(1, 5*time.Second))
+	ctx := t.Context()
+	// The revocation stream's master fails over; the session lives on
+	// another master, so nothing the revocation does before its first
+	// waited write (the session's EXISTS) shows the client the new map.
+	streamMaster := cluster.MasterOf(t, "identity:{revocations}")
+	uid := storedUID(t, store)
+	for cluster.MasterOf(t, "{"+uid+"}") == streamMaster {
+		uid = storedUID(t, store)
+	}
+	s := newTestSession(t, uid, time.Now(), time.Hour)
+	if err := store.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := store.Revocations(ctx, "", 0); err != nil { // the client knows the stream's master
+		t.Fatal(err)
+	}
+	cluster.Failover(t, cluster.ReplicaOf(t, streamMaster))
+
+	failed := 0
+	for start := time.Now(); ; failed++ {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := store.RevokeSession(c, s.ID, time.Now())
+		cancel()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, tokenstore.ErrUnavailable) {
+			t.Fatalf("RevokeSession after a failover: %v, want success or ErrUnavailable", err)
+		}
+		t.Logf("RevokeSession after the failover: %v", err)
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("RevokeSession still failing 30s after the failover: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("RevokeSession confirmed after %d failed attempts", failed)
+	if failed == 0 {
+		t.Error("the first RevokeSession after the failover succeeded: the test did not reach the old master (MOVED)")
+	}
+	if _, err := store.Session(ctx, s.ID); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Fatalf("session after the confirmed revocation: %v, want ErrNotFound", err)
+	}
+	events, _, ok, err := store.Revocations(ctx, tokenstore.CursorOrigin, 100)
+	if err != nil || !ok {
+		t.Fatalf("revocations: %v, ok %v", err, ok)
+	}
+	n := 0
+	for _, e := range events {
+		if e.SessionID == s.ID {
+			n++
+		}
+	}
+	if n == 0 || n > failed+1 {
+		t.Errorf("%d revocation events for the session after %d attempts, want 1 to %d", n, failed+1, failed+1)
+	}
+}
