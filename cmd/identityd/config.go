@@ -22,27 +22,30 @@ import (
 // config is everything identityd reads at start: flags, each with an
 // IDENTITY_* environment variable (the flag wins when both are set).
 type config struct {
-	GRPCAddr     string
-	HTTPAddr     string
-	RedisURL     string
-	RedisAddrs   []string
-	RedisTimeout time.Duration
+	GRPCAddr        string
+	HTTPAddr        string
+	RedisURL        string
+	RedisAddrs      []string
+	RedisTimeout    time.Duration
+	RedisCAFile     string
+	SigningAlg      string
+	KeysDir         string
+	KeyPublishAhead time.Duration
+	LogFormat       string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+	HashWorkers     int
+	LoginWaitBudget time.Duration
+	Server          server.Config
+
 	// RedisWaitReplicas is how many replicas must confirm a revocation
-	// (tokenstore.WithReplicaWait); -1 until parsed: then by topology
-	// (waitReplicas).
-	RedisWaitReplicas  int
-	RedisWaitTimeout   time.Duration
+	// (tokenstore.WithReplicaWait), -1 for the topology's default
+	// (waitReplicas); RedisWaitTimeout bounds the wait.
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
+	// RedisAllowEviction lets identityd start on a Redis whose
+	// maxmemory-policy evicts keys, with a warning (checkEviction).
 	RedisAllowEviction bool
-	RedisCAFile        string
-	SigningAlg         string
-	KeysDir            string
-	KeyPublishAhead    time.Duration
-	LogFormat          string
-	LogLevel           string
-	ShutdownTimeout    time.Duration
-	HashWorkers        int
-	LoginWaitBudget    time.Duration
-	Server             server.Config
 
 	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
 	// addresses and names the primary they monitor.
