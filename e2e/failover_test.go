@@ -35,7 +35,12 @@ import (
 //   - every session acknowledged before the kill still refreshes after the
 //     failover, unless its last acknowledged write existed only on the
 //     dead master (asynchronous replication): such sessions are counted as
-//     lost, and checked to be exactly that by reading the new master.
+//     lost, and checked to be exactly that by reading the new master;
+//   - no logout acknowledged OK is undone by the failover: a set of
+//     sessions is logged out one by one around the kill (half before it,
+//     the rest during the outage, retried until answered OK), and none of
+//     them may refresh after the promotion (identityd waits for a replica
+//     to confirm each revocation, --redis-wait-replicas auto).
 //
 // How long the service took to come back after the promotion is measured
 // and logged, never asserted (timing depends on the machine); the
@@ -69,7 +74,12 @@ func TestClusterFailover(t *testing.T) {
 		c.MasterOf(t, "rate:login:ip:127.0.0.1") == victimMaster,
 		c.MasterOf(t, "identity:{revocations}") == victimMaster,
 		c.MasterOf(t, "identity:keyring") == victimMaster)
-	run.execute(func() { c.Kill(t, victimMaster) }, func() time.Time { return c.WaitPromotion(t, replica, 60*time.Second) })
+	run.execute(func() { c.Kill(t, victimMaster) }, func() time.Time {
+		promoted := c.WaitPromotion(t, replica, 60*time.Second)
+		// Back as the new master's replica, which revocations wait for.
+		c.Restart(t, victimMaster)
+		return promoted
+	})
 }
 
 // TestSentinelFailover kills the primary of a Sentinel setup under load:
@@ -83,7 +93,13 @@ func TestSentinelFailover(t *testing.T) {
 		u.victim = true
 	}
 	primary, replica := s.Master(t), s.Replica(t)
-	run.execute(func() { s.Kill(t, primary) }, func() time.Time { return s.WaitPromotion(t, replica, 60*time.Second) })
+	run.execute(func() { s.Kill(t, primary) }, func() time.Time {
+		promoted := s.WaitPromotion(t, replica, 60*time.Second)
+		// Back as the new primary's replica (the sentinels make it one),
+		// which revocations wait for.
+		s.Restart(t, primary)
+		return promoted
+	})
 }
 
 // failoverFlags: the production grace window (10 s), not e2e's short one,
@@ -113,6 +129,10 @@ type failoverSession struct {
 	gen     int    // refreshes acknowledged (the generation the client holds)
 	pending string // a token whose refresh got no answer, presented again until it does
 	reused  bool   // answered REFRESH_TOKEN_REUSED (falsely: see above), so revoked
+	// loggedOut: a Logout of the session was answered OK (logout
+	// sessions); endedOnRetry: a retried Logout found it ended already
+	// (REFRESH_TOKEN_INVALID: the unanswered attempt had ended it).
+	loggedOut, endedOnRetry bool
 }
 
 type failoverRun struct {
@@ -128,6 +148,8 @@ type failoverRun struct {
 	sent     atomic.Int64
 
 	killed, promoted time.Time
+	logoutRetries    int // logouts answered UNAVAILABLE or timed out, sent again
+	endedOnRetry     int // retried logouts answered REFRESH_TOKEN_INVALID
 	// firstVictimOK is the first successful refresh of a victim session
 	// sent after the promotion; firstVictimAny the first success of any
 	// victim request (login or refresh) after it.
@@ -169,6 +191,12 @@ func (r *failoverRun) phase(at time.Time) string {
 	return "3-after"
 }
 
+// count2 sums the outcomes of one phase and "op outcome", over both
+// groups; the caller holds r.mu.
+func (r *failoverRun) count2(phase, opOutcome string) int {
+	return r.outcomes[phase+" victim "+opOutcome] + r.outcomes[phase+" control "+opOutcome]
+}
+
 func group(u *failoverUser) string {
 	if u.victim {
 		return "victim"
@@ -204,7 +232,7 @@ func (r *failoverRun) count(sent time.Time, u *failoverUser, op, out string) {
 	// Recovery is about the store being reachable again: an answer that
 	// is a rule's (invalid, reused) is no outage.
 	unavailable := strings.HasPrefix(out, codes.Unavailable.String()) || strings.HasPrefix(out, codes.DeadlineExceeded.String())
-	if u.victim && unavailable {
+	if u.victim && unavailable && op != "logout" {
 		r.lastVictimError = time.Now()
 	}
 	if u.victim && ph == "3-after" && out == "OK" {
@@ -228,6 +256,24 @@ func (r *failoverRun) login(u *failoverUser) (*failoverSession, error) {
 		return nil, err
 	}
 	return &failoverSession{id: pair.GetSessionId(), user: u, token: pair.GetRefreshToken()}, nil
+}
+
+// loginBeforeKill logs u in before the fault, trying again after a
+// timeout: an argon2id hash can outlast the call's deadline on a loaded
+// machine.
+func (r *failoverRun) loginBeforeKill(u *failoverUser) *failoverSession {
+	var err error
+	for range 5 {
+		var s *failoverSession
+		if s, err = r.login(u); err == nil {
+			return s
+		}
+		if !retryable(err) {
+			break
+		}
+	}
+	r.t.Fatalf("login before the kill: %v", err)
+	return nil
 }
 
 // refresh presents the session's pending token if a refresh got no answer,
@@ -272,6 +318,59 @@ func (r *failoverRun) refresh(s *failoverSession) error {
 	return nil
 }
 
+// logoutAround logs the sessions out one by one on another goroutine and
+// calls kill once half of them have been answered OK, so the others go out
+// during the outage; each is retried, as a client would, until answered OK
+// or failoverMaxWait after the kill. The channel is closed when all are
+// done; kill has returned by the time logoutAround does.
+func (r *failoverRun) logoutAround(ss []*failoverSession, kill func()) <-chan struct{} {
+	half := make(chan struct{})
+	closeHalf := sync.OnceFunc(func() { close(half) })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer closeHalf()
+		var giveUp time.Time
+		for i, s := range ss {
+			if i == len(ss)/2 {
+				closeHalf()
+				giveUp = time.Now().Add(failoverMaxWait + 60*time.Second)
+			}
+			for retried := false; ; retried = true {
+				ctx, cancel := context.WithTimeout(context.Background(), failoverCallTimeout)
+				sent := time.Now()
+				_, err := r.d.API.Logout(ctx, &identityv1.LogoutRequest{RefreshToken: s.token})
+				cancel()
+				r.count(sent, s.user, "logout", outcome(err))
+				if err == nil {
+					s.loggedOut = true
+					break
+				}
+				if retried && strings.Contains(outcome(err), "REFRESH_TOKEN_INVALID") {
+					s.endedOnRetry = true
+					r.mu.Lock()
+					r.endedOnRetry++
+					r.mu.Unlock()
+					break
+				}
+				if !retryable(err) || (!giveUp.IsZero() && time.Now().After(giveUp)) {
+					break
+				}
+				r.mu.Lock()
+				r.logoutRetries++
+				r.mu.Unlock()
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
+	<-half
+	r.mu.Lock()
+	r.killed = time.Now()
+	r.mu.Unlock()
+	kill()
+	return done
+}
+
 // execute logs every user in, runs the load, kills the victim and waits
 // for its replica's promotion, keeps the load on until the victims refresh
 // again (or failoverMaxWait), then checks every session and reports.
@@ -281,15 +380,17 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	for w := range failoverWorkers {
 		for _, u := range r.users[w*failoverUsersPer : (w+1)*failoverUsersPer] {
 			for range 2 {
-				s, err := r.login(u)
-				if err != nil {
-					t.Fatalf("login before the kill: %v", err)
-				}
-				sessions[w] = append(sessions[w], s)
+				sessions[w] = append(sessions[w], r.loginBeforeKill(u))
 			}
 		}
 	}
 	before := len(slices.Concat(sessions...))
+	// Sessions to log out around the kill, one per other user, outside
+	// the load.
+	var logouts []*failoverSession
+	for i := 0; i < len(r.users); i += 2 {
+		logouts = append(logouts, r.loginBeforeKill(r.users[i]))
+	}
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -315,11 +416,7 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	}
 
 	time.Sleep(failoverWarmup)
-	killed := time.Now()
-	r.mu.Lock()
-	r.killed = killed
-	r.mu.Unlock()
-	kill()
+	loggedOut := r.logoutAround(logouts, kill)
 	promoted := waitPromotion()
 	r.mu.Lock()
 	r.promoted = promoted
@@ -338,6 +435,7 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	}
 	close(stop)
 	wg.Wait()
+	<-loggedOut
 
 	// Every session, once more, with the token it holds; a failure of a
 	// victim is classified against the new master's copy.
@@ -370,6 +468,23 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 			broken = append(broken, fmt.Sprintf("%s (%s, %s)", s.id, group(s.user), out))
 		}
 	}
+	// An acknowledged logout undone by the failover: its session refreshes.
+	var undone []string
+	for _, s := range logouts {
+		if !s.loggedOut {
+			continue
+		}
+		var err error
+		for range 3 {
+			if err = r.refresh(s); err == nil || !retryable(err) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err == nil || !strings.Contains(outcome(err), "REFRESH_TOKEN_INVALID") {
+			undone = append(undone, fmt.Sprintf("%s (%s, refresh after the failover: %s)", s.id, group(s.user), outcome(err)))
+		}
+	}
 	// A REUSED answer during the load is a false alarm too.
 	r.mu.Lock()
 	for k, n := range r.outcomes {
@@ -380,6 +495,9 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	outcomes := maps.Clone(r.outcomes)
 	r.mu.Unlock()
 
+	r.mu.Lock()
+	killed := r.killed
+	r.mu.Unlock()
 	t.Logf("kill -9 at +0; promotion observed %.3fs after the kill", promoted.Sub(killed).Seconds())
 	if !r.firstVictimOK.IsZero() {
 		t.Logf("first successful refresh of a victim session: %.3fs after the promotion (first victim success of any call: %.3fs)",
@@ -399,6 +517,23 @@ func (r *failoverRun) execute(kill func(), waitPromotion func() time.Time) {
 	}
 	t.Logf("sessions lost with a write acknowledged only by the dead master: %d logins, %d rotations; false reuse: %d; refresh answered twice differently: %d",
 		len(lostLogin), len(lostRotation), len(falseReuse), len(r.twice))
+	var unanswered []string
+	for _, s := range logouts {
+		if !s.loggedOut && !s.endedOnRetry {
+			unanswered = append(unanswered, s.id)
+		}
+	}
+	r.mu.Lock()
+	t.Logf("logouts around the kill: %d sessions; answered OK before the kill %d, during the outage or after %d (%d answers UNAVAILABLE or timed out, retried; %d retries found the session already ended); acknowledged logouts whose session refreshes after the promotion: %d",
+		len(logouts), r.count2("1-before", "logout OK"), r.count2("2-outage", "logout OK")+r.count2("3-after", "logout OK"),
+		r.logoutRetries, r.endedOnRetry, len(undone))
+	r.mu.Unlock()
+	if len(undone) > 0 {
+		t.Errorf("logouts answered OK and undone by the failover: %v", undone)
+	}
+	if len(unanswered) > 0 {
+		t.Errorf("logouts never answered OK, nor found ended on a retry: %v", unanswered)
+	}
 
 	if len(r.twice) > 0 {
 		t.Errorf("refresh tokens answered with two different new tokens: sessions %v", r.twice)

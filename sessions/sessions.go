@@ -219,8 +219,17 @@ func (s *Service) ListSessions(ctx context.Context, userID string) ([]tokenstore
 }
 
 // RevokeSession ends a session; tokenstore.ErrNotFound if it was not live.
+// A revocation no replica confirmed (tokenstore.ErrNotReplicated, which
+// the caller answers as the store's unavailability, so the client
+// retries) may already hold on the primary: this instance refuses the
+// session's access tokens from now on all the same, as the caller asked.
 func (s *Service) RevokeSession(ctx context.Context, id string, now time.Time) error {
-	if err := s.store.RevokeSession(ctx, id, now); err != nil {
+	err := s.store.RevokeSession(ctx, id, now)
+	if errors.Is(err, tokenstore.ErrNotReplicated) {
+		s.revoked.Add(id, s.forgetAfter(now), now)
+		return err
+	}
+	if err != nil {
 		return err
 	}
 	s.revoked.Add(id, s.forgetAfter(now), now)
@@ -232,7 +241,8 @@ func (s *Service) RevokeSession(ctx context.Context, id string, now time.Time) e
 // and returns their ids.
 func (s *Service) RevokeUserSessions(ctx context.Context, userID string, now time.Time, except ...string) ([]string, error) {
 	ids, err := s.store.RevokeUserSessions(ctx, userID, now, except...)
-	// Sessions revoked before a failure are revoked all the same.
+	// Sessions revoked before a failure are revoked all the same, also
+	// those whose deletion no replica confirmed (ErrNotReplicated).
 	for _, id := range ids {
 		s.revoked.Add(id, s.forgetAfter(now), now)
 	}

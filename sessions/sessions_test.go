@@ -386,3 +386,32 @@ func TestLoginInFlightLosesToACredentialChange(t *testing.T) {
 		}
 	})
 }
+
+// TestUnconfirmedLogoutStillRevokesHere: a Logout no replica confirmed
+// answers the store's unavailability (the client retries), yet this
+// instance refuses the session's access tokens from then on, as asked;
+// the retry, once the replica runs, ends the session in the store.
+func TestUnconfirmedLogoutStillRevokesHere(t *testing.T) {
+	t.Parallel()
+	rep := testredis.NewReplicated(t)
+	store := tokenstore.NewRedis(rep.Client(t), tokenstore.WithReplicaWait(1, 500*time.Millisecond))
+	f := newFixture(t, store)
+	sess, raw := f.login(t)
+
+	rep.Freeze(t)
+	err := f.svc.Logout(t.Context(), raw, false)
+	if !errors.Is(err, tokenstore.ErrUnavailable) || !errors.Is(err, tokenstore.ErrNotReplicated) {
+		t.Fatalf("Logout with the replica frozen: %v, want ErrUnavailable and ErrNotReplicated", err)
+	}
+	if !f.revoked.IsRevoked(sess.ID) {
+		t.Error("an unconfirmed Logout left the session out of this instance's revocation set")
+	}
+	rep.Thaw()
+	rep.WaitReplicaSynced(t, 20*time.Second)
+	if err := f.svc.Logout(t.Context(), raw, false); err != nil {
+		t.Fatalf("retried Logout: %v", err)
+	}
+	if _, err := f.store.Session(t.Context(), sess.ID); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Fatalf("session after the retried Logout: %v, want ErrNotFound", err)
+	}
+}

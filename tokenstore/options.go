@@ -3,6 +3,8 @@ package tokenstore
 import (
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Defaults, matching the service's configuration defaults.
@@ -20,6 +22,9 @@ type options struct {
 	idleTTL   time.Duration
 	retention time.Duration
 	now       func() time.Time
+	// waitReplicas and waitTimeout: WithReplicaWait.
+	waitReplicas int
+	waitTimeout  time.Duration
 }
 
 func newOptions(opts []Option) options {
@@ -67,6 +72,39 @@ func WithRevocationRetention(d time.Duration) Option {
 			o.retention = d
 		}
 	}
+}
+
+// DefaultReplicaWaitTimeout is how long a revocation waits for its
+// replicas by default (WithReplicaWait with a zero timeout).
+const DefaultReplicaWaitTimeout = time.Second
+
+// WithReplicaWait makes Redis confirm every revocation write with WAIT:
+// RevokeSession, RevokeUserSessions, the revocation a reused refresh token
+// causes, and UpdateUser (a disabled flag, a new password hash or a raised
+// credential epoch is a revocation too) return only once at least replicas
+// replicas have acknowledged the write, or fail with ErrNotReplicated
+// (which wraps ErrUnavailable) when fewer did within timeout. 0 (the
+// default) waits for nothing. Memory ignores it: it has no replicas.
+func WithReplicaWait(replicas int, timeout time.Duration) Option {
+	return func(o *options) {
+		o.waitReplicas = max(0, replicas)
+		o.waitTimeout = timeout
+		if o.waitTimeout <= 0 {
+			o.waitTimeout = DefaultReplicaWaitTimeout
+		}
+	}
+}
+
+// DefaultReplicaWait is how many replicas a store built on o should wait
+// for (WithReplicaWait) unless told otherwise: 1 on Redis Cluster and on
+// Sentinel (o.IsClusterMode: ClientOptions and SentinelClientOptions set
+// it), topologies that fail over to a replica; 0 on one Redis URL, which
+// may have none. identityd and identityctl both take it from here.
+func DefaultReplicaWait(o *redis.UniversalOptions) int {
+	if o.IsClusterMode {
+		return 1
+	}
+	return 0
 }
 
 // WithClock sets the clock for the calls that get no time from the caller

@@ -65,6 +65,22 @@ import (
 //
 // Every error from Redis or the network other than redis.Nil is returned
 // wrapping ErrUnavailable (and the original error), so callers fail closed.
+//
+// # Replicas
+//
+// With WithReplicaWait, every write that revokes (the revocation events,
+// the sessions' deletion, a user's update) is followed by WAIT on the same
+// connection: Redis's WAIT counts the replicas that have every write of
+// the connection it runs on, so a WAIT on another pooled connection would
+// answer at once and prove nothing. The write goes to the master that owns
+// its key (on a cluster, and on Sentinel's failover cluster client, the
+// node client ClusterClient.MasterForKey names), on one connection taken
+// from that node's pool for the write and its WAIT. A master that no
+// longer owns the slot answers MOVED: the call then fails (ErrUnavailable)
+// after asking for a new slot map, rather than resending the write on its
+// own. The events are appended, and confirmed, before the sessions are
+// deleted: when no replica confirms the event the session is still there,
+// so a retried Logout finds it and completes.
 type Redis struct {
 	c redis.UniversalClient
 	o options
@@ -113,8 +129,8 @@ const (
 )
 
 // NewRedis returns a Store on client. It honours WithPrefix, WithIdleTTL,
-// WithRevocationRetention and WithClock. The client stays the caller's:
-// Close does not close it.
+// WithRevocationRetention, WithClock and WithReplicaWait. The client stays
+// the caller's: Close does not close it.
 func NewRedis(client redis.UniversalClient, opts ...Option) *Redis {
 	if problem := clientProblem(client); problem != "" {
 		slog.Warn("tokenstore: redis client " + problem + "; build it with tokenstore.RedisOptions")
@@ -150,6 +166,72 @@ func RedisOptions(o redis.UniversalOptions) *redis.UniversalOptions {
 	o.ContextTimeoutEnabled = true
 	o.MaxRetries = -1
 	return &o
+}
+
+// notReplicatedError: fewer replicas than asked confirmed a write.
+type notReplicatedError struct {
+	acked, want int
+	timeout     time.Duration
+}
+
+func (e *notReplicatedError) Error() string {
+	return fmt.Sprintf("write confirmed by %d of the %d replica(s) asked within %v", e.acked, e.want, e.timeout)
+}
+
+func (e *notReplicatedError) Unwrap() error { return ErrNotReplicated }
+
+// runConfirmed runs script like Script.Run and, with WithReplicaWait,
+// returns only once the replicas asked have the write (see Redis,
+// Replicas). The Cmd holds the script's reply whenever the script ran,
+// also when the error is a *notReplicatedError: the write is then done on
+// the primary, only not confirmed.
+func (r *Redis) runConfirmed(ctx context.Context, script *redis.Script, keys []string, args ...any) (*redis.Cmd, error) {
+	if r.o.waitReplicas == 0 {
+		cmd := script.Run(ctx, r.c, keys, args...)
+		return cmd, cmd.Err()
+	}
+	node, err := r.masterFor(ctx, keys[0])
+	if err != nil {
+		return nil, err
+	}
+	conn := node.Conn()
+	defer conn.Close()
+	cmd := script.Run(ctx, conn, keys, args...)
+	if err := cmd.Err(); err != nil {
+		r.replyFromWrongNode(ctx, err)
+		return cmd, err
+	}
+	acked, err := conn.Wait(ctx, r.o.waitReplicas, r.o.waitTimeout).Result()
+	if err != nil {
+		return cmd, err
+	}
+	if acked < int64(r.o.waitReplicas) {
+		return cmd, &notReplicatedError{acked: int(acked), want: r.o.waitReplicas, timeout: r.o.waitTimeout}
+	}
+	return cmd, nil
+}
+
+// masterFor is the client of the one node a write of key goes to.
+func (r *Redis) masterFor(ctx context.Context, key string) (*redis.Client, error) {
+	switch c := r.c.(type) {
+	case *redis.ClusterClient:
+		return c.MasterForKey(ctx, key)
+	case *redis.Client:
+		return c, nil
+	}
+	return nil, fmt.Errorf("tokenstore: waiting for replicas needs a *redis.Client or *redis.ClusterClient (NewClient builds one), not %T", r.c)
+}
+
+// replyFromWrongNode asks a cluster client for a new slot map after a node
+// answered a write with an error reply (MOVED, ASK, CLUSTERDOWN, READONLY:
+// the slot moved or the node is no master now). Errors without a reply
+// already do so through NewClient's hooks; an error of the script itself
+// costs one coalesced CLUSTER SLOTS, which is harmless.
+func (r *Redis) replyFromWrongNode(ctx context.Context, err error) {
+	var reply redis.Error
+	if cc, ok := r.c.(*redis.ClusterClient); ok && errors.As(err, &reply) {
+		cc.ReloadState(ctx)
+	}
 }
 
 func unavailable(op string, err error) error {
@@ -325,8 +407,12 @@ func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(User) (User, 
 		if err := checkUpdate(cur, next); err != nil {
 			return User{}, err
 		}
-		res, err := scriptUpdateUser.Run(ctx, r.c, []string{r.userKey(id)},
-			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled), next.Epoch).Text()
+		cmd, err := r.runConfirmed(ctx, scriptUpdateUser, []string{r.userKey(id)},
+			version, next.PasswordHash, encodeRoles(next.Roles), flag(next.Disabled), next.Epoch)
+		if err != nil {
+			return User{}, unavailable("update user", err)
+		}
+		res, err := cmd.Text()
 		if err != nil {
 			return User{}, unavailable("update user", err)
 		}
@@ -593,7 +679,11 @@ func (r *Redis) revokeSession(ctx context.Context, op string, now time.Time, uid
 	if err := r.appendRevocations(ctx, now, []string{uid + "." + rnd}); err != nil {
 		return false, unavailable(op, err)
 	}
-	n, err := scriptRevokeSession.Run(ctx, r.c, []string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)}, rnd).Int()
+	cmd, err := r.runConfirmed(ctx, scriptRevokeSession, []string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)}, rnd)
+	if err != nil {
+		return false, unavailable(op, err)
+	}
+	n, err := cmd.Int()
 	if err != nil {
 		return false, unavailable(op, err)
 	}
@@ -618,12 +708,20 @@ func (r *Redis) revokeUser(ctx context.Context, now time.Time, uid string, rnds 
 		if err := r.appendRevocations(ctx, now, sids); err != nil {
 			return revoked, unavailable(op, err)
 		}
-		gone, err := scriptRevokeUser.Run(ctx, r.c, keys, args...).StringSlice()
+		cmd, err := r.runConfirmed(ctx, scriptRevokeUser, keys, args...)
+		if cmd != nil && cmd.Err() == nil {
+			// Deleted on the primary, even when not confirmed (err is
+			// then ErrNotReplicated): the caller treats them as revoked.
+			gone, rerr := cmd.StringSlice()
+			if rerr != nil && err == nil {
+				err = rerr
+			}
+			for _, rnd := range gone {
+				revoked = append(revoked, uid+"."+rnd)
+			}
+		}
 		if err != nil {
 			return revoked, unavailable(op, err)
-		}
-		for _, rnd := range gone {
-			revoked = append(revoked, uid+"."+rnd)
 		}
 	}
 	return revoked, nil
@@ -636,7 +734,8 @@ func (r *Redis) appendRevocations(ctx context.Context, now time.Time, sids []str
 	for _, sid := range sids {
 		args = append(args, sid)
 	}
-	return scriptAppendRevocations.Run(ctx, r.c, r.revocationKeys(), args...).Err()
+	_, err := r.runConfirmed(ctx, scriptAppendRevocations, r.revocationKeys(), args...)
+	return err
 }
 
 // Revocations reads the stream with revocations.lua (see cursor.go for the

@@ -40,7 +40,7 @@ func TestRedisConformance(t *testing.T) {
 
 // TestRedisClusterConformance runs the suite on a real Redis Cluster (3
 // masters, 3 replicas), through a client built as identityd builds its
-// own for --redis-addrs.
+// own for --redis-addrs, waiting for a replica as identityd does there.
 func TestRedisClusterConformance(t *testing.T) {
 	cluster := testredis.SharedCluster(t)
 	opts, err := tokenstore.ClientOptions("", cluster.Addrs())
@@ -50,13 +50,14 @@ func TestRedisClusterConformance(t *testing.T) {
 	client := tokenstore.NewClient(opts)
 	t.Cleanup(func() { client.Close() })
 	storetest.Run(t, func(t *testing.T) tokenstore.Store {
-		return newRedisStore(t, client)
+		return newRedisStore(t, client, tokenstore.WithReplicaWait(1, 5*time.Second))
 	})
 }
 
 // TestRedisSentinelConformance runs the suite on a primary and its replica
 // monitored by three sentinels, through a go-redis failover client built
-// as identityd's for --redis-sentinel-master.
+// as identityd's for --redis-sentinel-master, waiting for the replica as
+// identityd does there.
 func TestRedisSentinelConformance(t *testing.T) {
 	sentinel := testredis.SharedSentinel(t)
 	opts, err := tokenstore.SentinelClientOptions(sentinel.MasterName(), sentinel.SentinelAddrs())
@@ -66,7 +67,7 @@ func TestRedisSentinelConformance(t *testing.T) {
 	client := tokenstore.NewClient(opts)
 	t.Cleanup(func() { client.Close() })
 	storetest.Run(t, func(t *testing.T) tokenstore.Store {
-		return newRedisStore(t, client)
+		return newRedisStore(t, client, tokenstore.WithReplicaWait(1, 5*time.Second))
 	})
 }
 

@@ -32,6 +32,12 @@ var (
 	// ErrUnavailable: the backing store could not be reached or timed out.
 	// Every method wraps transport failures with it so callers fail closed.
 	ErrUnavailable = errors.New("tokenstore: store unavailable")
+	// ErrNotReplicated: a write reached the primary but fewer replicas than
+	// asked (WithReplicaWait) confirmed it in time, so a failover could
+	// still lose it. It always comes wrapped together with ErrUnavailable
+	// (callers fail closed and the client retries); the write may or may
+	// not have happened on the primary, and repeating it is harmless.
+	ErrNotReplicated = errors.New("tokenstore: write not confirmed by a replica")
 )
 
 // User is an account. Username is immutable and already NFC-normalised by

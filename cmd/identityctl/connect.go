@@ -74,7 +74,9 @@ func (c *cli) openStore() (*tokenstore.Redis, func(), error) {
 		return nil, nil, &usageError{msg: err.Error()}
 	}
 	rdb := tokenstore.NewClient(opts)
-	store := tokenstore.NewRedis(rdb, c.storeOptions...)
+	// Revocations wait for a replica as identityd's do by default.
+	wait := tokenstore.WithReplicaWait(tokenstore.DefaultReplicaWait(opts), tokenstore.DefaultReplicaWaitTimeout)
+	store := tokenstore.NewRedis(rdb, append([]tokenstore.Option{wait}, c.storeOptions...)...)
 	return store, func() { store.Close(); rdb.Close() }, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/server"
 	"github.com/identityd/identity/token"
+	"github.com/identityd/identity/tokenstore"
 	"github.com/identityd/identity/users"
 )
 
@@ -42,6 +43,14 @@ type config struct {
 	// are also appended to, trimmed to about AuditStreamMaxLen entries.
 	AuditRedisStream  string
 	AuditStreamMaxLen int
+	// RedisWaitReplicas is how many replicas must confirm a revocation
+	// (tokenstore.WithReplicaWait), -1 for the topology's default
+	// (waitReplicas); RedisWaitTimeout bounds the wait.
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
+	// RedisAllowEviction lets identityd start on a Redis whose
+	// maxmemory-policy evicts keys, with a warning (checkEviction).
+	RedisAllowEviction bool
 
 	// RedisSentinelMaster, when set, makes RedisAddrs the sentinels'
 	// addresses and names the primary they monitor.
@@ -200,7 +209,7 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e := &envFlags{fs: fs}
 	c.flags = e
 	s := &c.Server
-	var redisAddrs, trusted, bootstrapRoles, origins, publicURL string
+	var redisAddrs, trusted, bootstrapRoles, origins, publicURL, waitReplicas string
 	e.str(&c.GRPCAddr, "grpc-addr", "IDENTITY_GRPC_ADDR", "127.0.0.1:9090", "gRPC listen address")
 	e.str(&c.HTTPAddr, "http-addr", "IDENTITY_HTTP_ADDR", "127.0.0.1:8080", "HTTP (REST, JWKS, health, metrics) listen address")
 	e.str(&publicURL, "public-url", "IDENTITY_PUBLIC_URL", "", "base URL clients reach identityd at (https://id.example.com), for the discovery document's jwks_uri; unset: the issuer if it is an https URL, else the request's Host")
@@ -208,6 +217,9 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.str(&redisAddrs, "redis-addrs", "IDENTITY_REDIS_ADDRS", "", "comma-separated Redis Cluster seed addresses, or the sentinels' addresses with --redis-sentinel-master")
 	e.str(&c.RedisSentinelMaster, "redis-sentinel-master", "IDENTITY_REDIS_SENTINEL_MASTER", "", "name of the primary the sentinels in --redis-addrs monitor (Redis Sentinel)")
 	e.dur(&c.RedisTimeout, "redis-timeout", "IDENTITY_REDIS_TIMEOUT", 500*time.Millisecond, "deadline of one Redis call")
+	e.str(&waitReplicas, "redis-wait-replicas", "IDENTITY_REDIS_WAIT_REPLICAS", "auto", "replicas that must confirm a revocation (logout, revoke, disable, password or role change) before it answers OK, else STORE_UNAVAILABLE; auto: 1 on Redis Cluster and Sentinel, 0 on --redis-url")
+	e.dur(&c.RedisWaitTimeout, "redis-wait-timeout", "IDENTITY_REDIS_WAIT_TIMEOUT", time.Second, "how long a revocation waits for --redis-wait-replicas replicas")
+	e.boolean(&c.RedisAllowEviction, "redis-allow-eviction", "IDENTITY_REDIS_ALLOW_EVICTION", false, "start even when Redis's maxmemory-policy evicts keys (allkeys-*, volatile-*), with a warning: evicted sessions, users or revocations are lost")
 	e.str(&c.RedisCAFile, "redis-ca-file", "IDENTITY_REDIS_CA_FILE", "", "PEM CA certificates to verify Redis's TLS certificate with (rediss:// or --redis-addrs); unset: the system's roots")
 	e.str(&c.TLSCertFile, "tls-cert-file", "IDENTITY_TLS_CERT_FILE", "", "PEM certificate (chain) served on both ports, re-read when it changes; unset: plaintext, for loopback only")
 	e.str(&c.TLSKeyFile, "tls-key-file", "IDENTITY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
@@ -262,6 +274,14 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 		return c, errors.Join(e.errs...)
 	}
 	c.RedisAddrs = splitList(redisAddrs)
+	c.RedisWaitReplicas = -1
+	if waitReplicas != "auto" {
+		n, err := strconv.Atoi(waitReplicas)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("--redis-wait-replicas (IDENTITY_REDIS_WAIT_REPLICAS) %q: want auto or a number of replicas (0: no wait)", waitReplicas)
+		}
+		c.RedisWaitReplicas = n
+	}
 	c.BootstrapRoles = splitList(bootstrapRoles)
 	for _, o := range splitList(origins) {
 		n, err := server.NormalizeOrigin(o)
@@ -318,6 +338,23 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 // usesRedis reports whether the store is Redis (not the embedded one).
 func (c config) usesRedis() bool { return c.RedisURL != "" || len(c.RedisAddrs) > 0 }
 
+// waitReplicas is how many replicas confirm a revocation:
+// --redis-wait-replicas, or tokenstore.DefaultReplicaWait for the
+// topology (1 on Redis Cluster and Sentinel, 0 on one Redis URL).
+func (c config) waitReplicas() int {
+	if c.RedisWaitReplicas >= 0 {
+		return c.RedisWaitReplicas
+	}
+	if !c.usesRedis() {
+		return 0
+	}
+	opts, err := redisOptions(c)
+	if err != nil {
+		return 0 // identityd stops on that error before it builds a store
+	}
+	return tokenstore.DefaultReplicaWait(opts)
+}
+
 // keysInRedis reports whether the signing keys live in Redis: the store is
 // Redis and there is no keys directory.
 func (c config) keysInRedis() bool { return c.usesRedis() && c.KeysDir == "" }
@@ -346,6 +383,7 @@ func (c config) validate() error {
 	check(c.AuditRedisStream == "" || c.usesRedis(), "--audit-redis-stream needs a Redis store (--redis-url or --redis-addrs)")
 	check(c.AuditStreamMaxLen >= 1, "--audit-stream-max-len must be at least 1")
 	check(c.RedisTimeout > 0, "--redis-timeout must be positive")
+	check(c.RedisWaitTimeout > 0, "--redis-wait-timeout must be positive")
 	check(c.KeyPublishAhead >= 0, "--key-publish-ahead must not be negative")
 	check(c.MasterKeys == nil || !c.InsecurePlaintextKeys, "IDENTITY_MASTER_KEY_FILE and --insecure-plaintext-keys contradict each other: give one")
 	check(!c.keysInRedis() || c.MasterKeys != nil || c.InsecurePlaintextKeys,

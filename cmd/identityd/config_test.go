@@ -346,3 +346,48 @@ func TestMasterKeyConfig(t *testing.T) {
 		}
 	})
 }
+
+// TestConfigRedisWaitReplicas: by default a revocation waits for a replica
+// on Cluster and Sentinel and for none on one Redis URL; a number given
+// (flag or variable) holds on every topology; anything else is refused.
+func TestConfigRedisWaitReplicas(t *testing.T) {
+	mk := "IDENTITY_MASTER_KEY_FILE"
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"single, auto", []string{"--redis-url", "redis://127.0.0.1:6379/0"}, nil, 0},
+		{"cluster, auto", []string{"--redis-addrs", "127.0.0.1:7000"}, nil, 1},
+		{"sentinel, auto", []string{"--redis-addrs", "127.0.0.1:26379", "--redis-sentinel-master", "m"}, nil, 1},
+		{"single, flag", []string{"--redis-url", "redis://127.0.0.1:6379/0", "--redis-wait-replicas", "2"}, nil, 2},
+		{"cluster, env 0", []string{"--redis-addrs", "127.0.0.1:7000"}, map[string]string{"IDENTITY_REDIS_WAIT_REPLICAS": "0"}, 0},
+		{"embedded", nil, nil, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv(mk, writeMasterKey(t, newKeyLine(t)))
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			c, err := parseConfig(tc.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.waitReplicas(); got != tc.want {
+				t.Errorf("waitReplicas() = %d, want %d", got, tc.want)
+			}
+			if c.RedisWaitTimeout != time.Second || c.RedisAllowEviction {
+				t.Errorf("defaults: wait timeout %v, allow eviction %v; want 1s, false", c.RedisWaitTimeout, c.RedisAllowEviction)
+			}
+		})
+	}
+	for _, bad := range [][]string{{"--redis-wait-replicas", "-1"}, {"--redis-wait-replicas", "one"}, {"--redis-wait-timeout", "0s"}} {
+		clearEnv(t)
+		if _, err := parseConfig(append([]string{"--redis-url", "redis://127.0.0.1:6379/0", "--insecure-plaintext-keys"}, bad...), io.Discard); err == nil {
+			t.Errorf("parseConfig(%q) accepted it", bad)
+		}
+	}
+}

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -150,6 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// bound to; "" on the embedded store.
 	var keyringName string
 	var auditStream *audit.Stream
+	var rs *tokenstore.Redis // nil on the embedded store
 	storeOpts := []tokenstore.Option{
 		tokenstore.WithIdleTTL(c.Server.RefreshIdleTTL),
 		// Revocations must outlive every access token they revoke.
@@ -171,8 +174,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
-		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
-		rs := tokenstore.NewRedis(rdb, storeOpts...)
+		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))),
+			slog.Int("wait_replicas", c.waitReplicas()), slog.Duration("wait_timeout", c.RedisWaitTimeout))
+		rs = tokenstore.NewRedis(rdb, append(storeOpts, tokenstore.WithReplicaWait(c.waitReplicas(), c.RedisWaitTimeout))...)
 		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
 		if c.AuditRedisStream != "" {
@@ -232,6 +236,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Each retried step logs its lines once, however many attempts it takes.
 	onceLog := slog.New(newOnceHandler(log.Handler()))
 	steps := []startStep{{"the store to answer", store.Ping}}
+	if rs != nil {
+		steps = append(steps, startStep{"Redis to answer CONFIG GET maxmemory-policy", func(ctx context.Context) error {
+			return checkEviction(ctx, c, rs, onceLog)
+		}})
+	}
 	if keys == nil {
 		// Nothing is written to the store before the keys load: a wrong
 		// master key stops identityd with the store as it found it.
@@ -290,6 +299,37 @@ func closeAuditStream(s *audit.Stream, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	s.Close(ctx)
+}
+
+// checkEviction refuses a Redis whose maxmemory-policy may evict the
+// store's keys (a session, a user, the revocation stream, the keyring),
+// unless --redis-allow-eviction says to go on with a warning. A Redis that
+// refuses CONFIG (an ACL without it, a managed Redis) is let through with
+// a warning: identityd cannot tell, the operator can.
+func checkEviction(ctx context.Context, c config, rs *tokenstore.Redis, log *slog.Logger) error {
+	policies, err := rs.MaxmemoryPolicies(ctx)
+	if errors.Is(err, tokenstore.ErrUnavailable) {
+		return err // retried: the store is not answering yet
+	}
+	if err != nil {
+		log.Warn("cannot read Redis's maxmemory-policy; make sure it is noeviction, or keys identity needs may be evicted under memory pressure",
+			slog.String("error", err.Error()))
+		return nil
+	}
+	for _, addr := range slices.Sorted(maps.Keys(policies)) {
+		policy := policies[addr]
+		if !tokenstore.Evicts(policy) {
+			continue
+		}
+		if !c.RedisAllowEviction {
+			return fmt.Errorf("refusing to start: Redis at %s has maxmemory-policy %s, which evicts keys under memory pressure: "+
+				"a session, a user or a revocation could vanish. Set maxmemory-policy noeviction on it (CONFIG SET maxmemory-policy noeviction, "+
+				"and in redis.conf), or start with --redis-allow-eviction (IDENTITY_REDIS_ALLOW_EVICTION=true) to accept that", addr, policy)
+		}
+		log.Warn("--redis-allow-eviction: Redis's maxmemory-policy evicts keys under memory pressure; sessions, users or revocations may vanish; set maxmemory-policy noeviction",
+			slog.String("addr", addr), slog.String("maxmemory_policy", policy))
+	}
+	return nil
 }
 
 // goRedisLog puts go-redis's own log lines in identityd's log, at debug.

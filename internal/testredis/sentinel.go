@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,35 +93,10 @@ func startSentinel(dir string) (_ *Sentinel, err error) {
 			s.close()
 		}
 	}()
-	dataArgs := []string{"--save", "", "--appendonly", "yes", "--repl-diskless-sync-delay", "0"}
-	primary := &node{dir: filepath.Join(dir, "primary"), extra: dataArgs}
-	s.data = append(s.data, primary)
-	if err := os.MkdirAll(primary.dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := primary.start(); err != nil {
-		return nil, err
-	}
-	replica := &node{dir: filepath.Join(dir, "replica"),
-		extra: slices.Concat(dataArgs, []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)})}
-	s.data = append(s.data, replica)
-	if err := os.MkdirAll(replica.dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := replica.start(); err != nil {
-		return nil, err
-	}
-	if err := pollUntil(20*time.Second, 20*time.Millisecond, func() error {
-		repl, err := replica.do("INFO", "replication").Text()
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(repl, "master_link_status:up") {
-			return fmt.Errorf("replica not in sync")
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("sentinel setup: %w\n%s", err, s.logTails())
+	primary, replica, err := startPrimaryReplica(dir, nil)
+	s.data = append(s.data, primary, replica)
+	if err != nil {
+		return nil, fmt.Errorf("sentinel setup: %w", err)
 	}
 	for i := range 3 {
 		d := filepath.Join(dir, "sentinel"+strconv.Itoa(i))
