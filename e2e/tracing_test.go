@@ -226,14 +226,20 @@ func testTracing(t *testing.T, embedded bool) {
 	}
 
 	// The failed login's log line (at debug, one per call) names the
-	// trace and the gRPC span it was written in.
+	// trace and the gRPC span it was written in; so does its audit record.
 	traceID, spanID := hex.EncodeToString(failedGRPC.GetTraceId()), hex.EncodeToString(failedGRPC.GetSpanId())
-	var line string
+	var line, auditLine string
 	for l := range strings.Lines(d.Log.String()) {
-		if strings.Contains(l, "trace_id="+traceID) {
+		switch {
+		case !strings.Contains(l, "trace_id="+traceID):
+		case strings.Contains(l, "msg=audit"):
+			auditLine = l
+		case line == "":
 			line = l
-			break
 		}
+	}
+	if !strings.Contains(auditLine, "audit.event=login.failed") || !strings.Contains(auditLine, "span_id="+spanID) {
+		t.Errorf("the failed login's audit record does not carry trace %s and span %s: %q", traceID, spanID, auditLine)
 	}
 	switch {
 	case line == "":
