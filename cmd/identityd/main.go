@@ -245,7 +245,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// New connections go to the server from now on; the waiting server's
 	// clients reconnect to it.
-	grpcServed, httpServed := grpcPorts.next(), httpPorts.next()
+	grpcServed, httpServed := grpcPorts.last(), httpPorts.last()
 	waiting.stop(c.ShutdownTimeout)
 	log.Info("identityd serving", slog.String("signing_alg", signingAlg(keys)))
 	err = srv.Serve(ctx, grpcServed, httpServed, c.ShutdownTimeout)
