@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -416,4 +417,230 @@ func dialRaw(t *testing.T, addr string, n int) []net.Conn {
 		conns = append(conns, c)
 	}
 	return conns
+}
+
+// openFDs is how many file descriptors process pid holds (Linux).
+func openFDs(t testing.TB, pid int) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Skipf("cannot count identityd's file descriptors: %v", err)
+	}
+	return len(entries)
+}
+
+// rssKiB is process pid's resident memory (Linux), for the log.
+func rssKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return n
+		}
+	}
+	return -1
+}
+
+// raiseFileLimit lifts the test process's open-file limit to need, or
+// skips the test if the hard limit does not allow it.
+func raiseFileLimit(t *testing.T, need uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("getrlimit: %v", err)
+	}
+	if lim.Cur >= need {
+		return
+	}
+	if lim.Max < need {
+		t.Skipf("needs %d open files, the hard limit (ulimit -Hn) is %d", need, lim.Max)
+	}
+	lim.Cur = need
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("setrlimit to %d open files: %v", need, err)
+	}
+}
+
+// requireClosedByPeer waits (up to within) until the server closes every
+// one of conns: a read that ends in EOF or a reset, not in its deadline.
+func requireClosedByPeer(t *testing.T, conns []net.Conn, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	open := 0
+	var firstErr error
+	for _, c := range conns {
+		wg.Go(func() {
+			c.SetReadDeadline(deadline)
+			_, err := io.Copy(io.Discard, c)
+			var ne net.Error
+			if err != nil && errors.As(err, &ne) && ne.Timeout() {
+				mu.Lock()
+				open++
+				firstErr = err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if open > 0 {
+		t.Errorf("%d of %d connections still open after %v (%v)", open, len(conns), within, firstErr)
+	}
+}
+
+// requireServed checks that a new client is served: Verify over gRPC on a
+// connection of its own and over REST, and a Login.
+func requireServed(t *testing.T, d *identityd, access string) {
+	t.Helper()
+	conn := testidentityd.Dial(t, d.GRPCAddr)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := identityv1.NewIdentityServiceClient(conn).Verify(ctx, &identityv1.VerifyRequest{Token: access}); err != nil {
+		t.Errorf("gRPC Verify on a new connection: %v", err)
+	}
+	conn.Close()
+	c := restClient()
+	defer c.CloseIdleConnections()
+	if r := postREST(ctx, c, d.BaseURL, "/v1/verify", map[string]string{"token": access}, ""); r.err != nil || r.status != http.StatusOK {
+		t.Errorf("REST Verify on a new connection: %v", r)
+	}
+	if r := postREST(ctx, c, d.BaseURL, "/v1/login", map[string]string{"username": d.Username, "password": d.Password}, ""); r.err != nil || r.status != http.StatusOK {
+		t.Errorf("REST Login on a new connection: %v", r)
+	} else {
+		var tp tokenPair
+		json.Unmarshal(r.body, &tp)
+		d.Remember(tp.AccessToken, tp.RefreshToken)
+	}
+}
+
+// TestIdleConnections: 10,000 TCP connections that send nothing, half to
+// each port, cost identityd a file descriptor each and stop no one: a new
+// client is served while they are open. identityd closes each of them
+// once its handshake timeout (10s) has passed, and closes a connection
+// that did make a call once it has been idle for --idle-timeout.
+func TestIdleConnections(t *testing.T) {
+	t.Parallel()
+	const perPort = 5000
+	raiseFileLimit(t, 2*perPort+1000)
+	d := startIdentityd(t, opts{flags: map[string]string{"idle-timeout": "3s"}})
+	pair := d.login(t, d.Username, d.Password)
+	pid := d.PID()
+	baseFDs, baseRSS := openFDs(t, pid), rssKiB(pid)
+
+	grpcIdle := dialRaw(t, d.GRPCAddr, perPort)
+	httpIdle := dialRaw(t, d.HTTPAddr, perPort)
+	testidentityd.Eventually(t, 30*time.Second, func() error {
+		if n := openFDs(t, pid); n < baseFDs+2*perPort {
+			return fmt.Errorf("identityd holds %d file descriptors, want at least %d: not every connection accepted yet", n, baseFDs+2*perPort)
+		}
+		return nil
+	})
+	heldFDs, heldRSS := openFDs(t, pid), rssKiB(pid)
+	requireServed(t, d, pair.AccessToken)
+
+	// A gRPC client whose connection made a call and then idles: the
+	// server's GOAWAY (MaxConnectionIdle) sends it back to IDLE.
+	conn := testidentityd.Dial(t, d.GRPCAddr)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if _, err := identityv1.NewIdentityServiceClient(conn).Verify(ctx, &identityv1.VerifyRequest{Token: pair.AccessToken}); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	// An HTTP/1.1 keep-alive connection that made a request and idles.
+	keepAlive, err := net.DialTimeout("tcp", d.HTTPAddr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keepAlive.Close()
+	fmt.Fprintf(keepAlive, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", d.HTTPAddr)
+	resp, err := http.ReadResponse(bufio.NewReader(keepAlive), nil)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("GET /healthz on a keep-alive connection: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+
+	requireClosedByPeer(t, append(grpcIdle, httpIdle...), time.Minute)
+	requireClosedByPeer(t, []net.Conn{keepAlive}, time.Minute)
+	for st := conn.GetState(); st.String() == "READY"; st = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, st) {
+			t.Fatalf("the idle gRPC connection is still %v after a minute (--idle-timeout 3s)", conn.GetState())
+		}
+	}
+	testidentityd.Eventually(t, 30*time.Second, func() error {
+		if n := openFDs(t, pid); n > baseFDs+50 {
+			return fmt.Errorf("identityd still holds %d file descriptors (%d before the connections)", n, baseFDs)
+		}
+		return nil
+	})
+	t.Logf("identityd: %d file descriptors and %d KiB resident before, %d and %d KiB with %d idle connections open, %d after they were closed",
+		baseFDs, baseRSS, heldFDs, heldRSS, 2*perPort, openFDs(t, pid))
+	requireServed(t, d, pair.AccessToken)
+}
+
+// TestSlowloris: 200 connections send the headers of a REST request a
+// byte every half second. A well-behaved client is served meanwhile, and
+// identityd closes each slow connection once its header timeout (10s,
+// counted from the request's first byte) has passed; a request whose
+// headers pass 64 KiB is answered 431.
+func TestSlowloris(t *testing.T) {
+	t.Parallel()
+	const slow = 200
+	d := startIdentityd(t, opts{})
+	pair := d.login(t, d.Username, d.Password)
+	conns := dialRaw(t, d.HTTPAddr, slow)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			req := fmt.Sprintf("POST /v1/verify HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nX-Slow: %s", d.HTTPAddr, strings.Repeat("a", 10_000))
+			tick := time.NewTicker(500 * time.Millisecond)
+			defer tick.Stop()
+			for n := 0; n < len(req); n++ {
+				c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write([]byte{req[n]}); err != nil {
+					return // closed by identityd
+				}
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			}
+		})
+	}
+	// Served meanwhile, several times over the slow connections' life.
+	for range 5 {
+		requireServed(t, d, pair.AccessToken)
+		time.Sleep(time.Second)
+	}
+	requireClosedByPeer(t, conns, time.Minute)
+	close(stop)
+	wg.Wait()
+	requireServed(t, d, pair.AccessToken)
+
+	big := postHeaders(t, d, strings.Repeat("b", 70<<10))
+	if big != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a request with 70 KiB of headers: %d, want 431", big)
+	}
+}
+
+// postHeaders sends a REST request with header X-Big: value and returns
+// the answer's status.
+func postHeaders(t *testing.T, d *identityd, value string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, d.BaseURL+"/v1/verify", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Big", value)
+	resp, err := restClient().Do(req)
+	if err != nil {
+		t.Fatalf("POST with big headers: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
