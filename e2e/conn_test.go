@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/tokenstore"
 )
 
 // This file holds the connection-level faults (RELIABILITY.md, "Connection
@@ -180,8 +182,9 @@ func inFlight(t testing.TB, baseURL, method string) float64 {
 // role and waits for its first heartbeat.
 func serviceWatch(t *testing.T, d *identityd, conn grpc.ClientConnInterface) identityv1.IdentityService_WatchRevocationsClient {
 	t.Helper()
-	name, pw := "svc-"+randomHex(4), testidentityd.RandomPassword()
-	addUser(t, d, name, pw, authn.ServiceRole)
+	name := "svc-" + randomHex(4)
+	pw := testidentityd.AddUser(t, d.Store(t), name, "", authn.ServiceRole)
+	d.Remember(pw)
 	sa := authn.NewServiceAccount(conn, name, pw)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -643,4 +646,145 @@ func postHeaders(t *testing.T, d *identityd, value string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestWatcherNeverReads: a WatchRevocations client that reads its first
+// heartbeat and then nothing, with a 64 KiB HTTP/2 window, while 1,600
+// sessions are revoked. identityd cuts it from its revocation feed once
+// it is 64 feed reads behind (its memory does not grow with the backlog),
+// the stream ends UNAVAILABLE as soon as the client reads again, and a
+// watcher that reads gets every event.
+func TestWatcherNeverReads(t *testing.T) {
+	t.Parallel()
+	const bulk, oneByOne = 1500, 100
+	d := startIdentityd(t, opts{})
+	store := d.Store(t)
+	ctx := rpcContext(t)
+
+	// Tiny windows: grpc-go's floor is 64 KiB; setting them also turns off
+	// its window growth (BDP estimation).
+	slowConn := testidentityd.Dial(t, d.GRPCAddr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	slow := serviceWatch(t, d, slowConn)
+	good := serviceWatch(t, d, testidentityd.Dial(t, d.GRPCAddr))
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	goodErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := good.Recv()
+			if err != nil {
+				goodErr <- err
+				return
+			}
+			if id := m.GetSessionId(); id != "" {
+				mu.Lock()
+				seen[id] = true
+				mu.Unlock()
+			}
+		}
+	}()
+	testidentityd.Eventually(t, 10*time.Second, func() error {
+		if n := metricSum(t, d.BaseURL, "identity_revocation_watchers"); n != 2 {
+			return fmt.Errorf("%v watchers, want 2", n)
+		}
+		return nil
+	})
+	heapBefore := metricSum(t, d.BaseURL, "go_memstats_heap_inuse_bytes")
+	rssBefore := metricSum(t, d.BaseURL, "process_resident_memory_bytes")
+
+	// One user's sessions, made in the store and revoked together: 1,500
+	// events, more than the slow client's window holds.
+	userID, err := tokenstore.NewUserID(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateUser(ctx, tokenstore.User{ID: userID, Username: "bulk-" + randomHex(4), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	session := func() string {
+		id, err := tokenstore.NewSessionID(userID, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.CreateSession(ctx, tokenstore.Session{ID: id, UserID: userID, Nonce: randomHex(8),
+			CreatedAt: now, RotatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for range bulk {
+		session()
+	}
+	revoked, err := store.RevokeUserSessions(ctx, userID, time.Now())
+	if err != nil || len(revoked) != bulk {
+		t.Fatalf("RevokeUserSessions: %d sessions, %v", len(revoked), err)
+	}
+	waitSeen := func(ids ...string) {
+		t.Helper()
+		testidentityd.Eventually(t, 30*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				if !seen[id] {
+					return fmt.Errorf("the reading watcher has %d events, not yet %s", len(seen), id)
+				}
+			}
+			return nil
+		})
+	}
+	waitSeen(revoked...)
+	// Then one at a time, each its own feed read: the slow client's feed
+	// buffer (64 reads) overflows.
+	for range oneByOne {
+		id := session()
+		if err := store.RevokeSession(ctx, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		revoked = append(revoked, id)
+		waitSeen(id)
+	}
+	testidentityd.Eventually(t, 60*time.Second, func() error {
+		if n := metricSum(t, d.BaseURL, "identity_revocation_watchers"); n != 1 {
+			return fmt.Errorf("%v watchers, want 1: the one that does not read is still fed", n)
+		}
+		return nil
+	})
+	heapAfter := metricSum(t, d.BaseURL, "go_memstats_heap_inuse_bytes")
+	rssAfter := metricSum(t, d.BaseURL, "process_resident_memory_bytes")
+	t.Logf("identityd heap in use %.1f MiB → %.1f MiB, resident %.1f MiB → %.1f MiB over %d revocations with a watcher that does not read",
+		heapBefore/(1<<20), heapAfter/(1<<20), rssBefore/(1<<20), rssAfter/(1<<20), len(revoked))
+	if grown := heapAfter - heapBefore; grown > 64<<20 {
+		t.Errorf("identityd's heap grew %.1f MiB", grown/(1<<20))
+	}
+
+	// The slow client reads at last: what was in its window, then the end.
+	got := 0
+	for {
+		m, err := slow.Recv()
+		if err == nil {
+			if m.GetSessionId() != "" {
+				got++
+			}
+			continue
+		}
+		if status.Code(err) != codes.Unavailable || grpcReason(err) != "IDENTITY_UNAVAILABLE" {
+			t.Errorf("the slow stream ended with %v, want UNAVAILABLE IDENTITY_UNAVAILABLE", err)
+		}
+		break
+	}
+	t.Logf("the slow client read %d of %d events before its stream ended", got, len(revoked))
+	if got >= len(revoked) {
+		t.Errorf("the slow client got every event (%d): it was never behind", got)
+	}
+	select {
+	case err := <-goodErr:
+		t.Errorf("the reading watcher's stream ended: %v", err)
+	default:
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != len(revoked) {
+		t.Errorf("the reading watcher got %d events, want %d", len(seen), len(revoked))
+	}
 }
