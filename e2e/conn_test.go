@@ -31,6 +31,7 @@ import (
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
+	"github.com/identityd/identity/internal/testredis"
 	"github.com/identityd/identity/tokenstore"
 )
 
@@ -786,5 +787,116 @@ func TestWatcherNeverReads(t *testing.T) {
 	defer mu.Unlock()
 	if len(seen) != len(revoked) {
 		t.Errorf("the reading watcher got %d events, want %d", len(seen), len(revoked))
+	}
+}
+
+// TestRedisPoolExhausted: identityd with a pool of 2 Redis connections
+// that a call waits at most 1 ms for (pool_size=2&pool_timeout=1ms in
+// --redis-url), and 24 clients refreshing in a loop for 5 s: more calls
+// than connections. A call that finds no free connection in time is
+// answered UNAVAILABLE STORE_UNAVAILABLE at once; none waits for its own
+// 10 s deadline. Verify of a token already verified needs no Redis call
+// and keeps succeeding throughout, because the revocation feed reads on a
+// pool of its own (tokenstore.WithFeedClient): on the shared pool it lost
+// its reads too, Verify's revocation set went stale, and Verify fell back
+// to the store and failed like the refreshes. Every session refreshes
+// again afterwards.
+func TestRedisPoolExhausted(t *testing.T) {
+	t.Parallel()
+	const clients = 24
+	r := testredis.NewServer(t)
+	d := startIdentityd(t, opts{redisURL: r.URL() + "?pool_size=2&pool_timeout=1ms", flags: map[string]string{
+		"refresh-rate-per-session": "0",
+		"refresh-rate-per-ip":      "0",
+		// A refresh whose answer was lost to the read timeout may have
+		// rotated: its client presents the same token again, within
+		// the grace window.
+		"refresh-grace": "1m",
+	}})
+	pairs := make([]tokenPair, clients)
+	for i := range pairs {
+		testidentityd.Eventually(t, 30*time.Second, func() error {
+			// Even a login may find the pool busy (the health check).
+			r := d.loginREST(t, d.Username, d.Password)
+			if r.status != http.StatusOK {
+				return fmt.Errorf("login: %v", r)
+			}
+			pairs[i] = d.requireTokenPair(t, r)
+			return nil
+		})
+	}
+	watched := pairs[0].AccessToken
+	requireSuccess(t, second(d.verifyVia(t, viaGRPC, watched)))
+
+	stop := make(chan struct{})
+	var refreshes, verifies tally
+	var problems []string
+	var mu sync.Mutex
+	problem := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	running := func() bool {
+		select {
+		case <-stop:
+			return false
+		default:
+			return true
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			refresh := pairs[i].RefreshToken
+			for running() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				resp, err := d.API.Refresh(ctx, &identityv1.RefreshRequest{RefreshToken: refresh})
+				cancel()
+				refreshes.add(grpcOutcome(err))
+				switch {
+				case err == nil:
+					refresh = resp.GetRefreshToken()
+					d.Remember(resp.GetAccessToken(), refresh)
+				case status.Code(err) == codes.Unavailable && grpcReason(err) == "STORE_UNAVAILABLE":
+				default:
+					problem("Refresh: %v", err)
+				}
+				pairs[i].RefreshToken = refresh
+			}
+		})
+	}
+	wg.Go(func() {
+		for running() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := d.API.Verify(ctx, &identityv1.VerifyRequest{Token: watched})
+			cancel()
+			verifies.add(grpcOutcome(err))
+			if err != nil {
+				problem("Verify of a verified token: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	time.Sleep(5 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("Refresh by outcome:%s", refreshes.String())
+	t.Logf("Verify by outcome:%s", verifies.String())
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if refreshes.n["Unavailable STORE_UNAVAILABLE"] == 0 {
+		t.Errorf("no refresh was refused: the pool was never exhausted")
+	}
+	for i, p := range pairs {
+		testidentityd.Eventually(t, 30*time.Second, func() error {
+			if _, f := d.refreshVia(t, viaGRPC, p.RefreshToken); f != nil {
+				return fmt.Errorf("session %d after the pause: %v", i, f)
+			}
+			return nil
+		})
 	}
 }

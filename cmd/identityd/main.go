@@ -154,8 +154,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		rdb := tokenstore.NewClient(opts)
 		defer rdb.Close()
+		// The revocation feed reads on a pool of its own: calls that
+		// exhaust rdb's pool must not make Verify's revocation set stale.
+		feed := tokenstore.NewClient(tokenstore.FeedClientOptions(opts))
+		defer feed.Close()
 		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))))
-		rs := tokenstore.NewRedis(rdb, storeOpts...)
+		rs := tokenstore.NewRedis(rdb, append(storeOpts, tokenstore.WithFeedClient(feed))...)
 		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
 	}

@@ -177,8 +177,9 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 			return built{}, err
 		}
 		rdb := tokenstore.NewClient(ropts)
-		rs := tokenstore.NewRedis(rdb, storeOpts...)
-		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
+		feed := tokenstore.NewClient(tokenstore.FeedClientOptions(ropts))
+		rs := tokenstore.NewRedis(rdb, append(storeOpts, tokenstore.WithFeedClient(feed))...)
+		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close(); feed.Close() }
 		if b.masterKeys, err = masterkey.Parse([]byte(DefaultMasterKey())); err != nil {
 			b.closeStore()
 			return built{}, err
