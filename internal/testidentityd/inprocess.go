@@ -28,6 +28,7 @@ type inProcessOptions struct {
 	redisURL  string
 	logger    *slog.Logger
 	tls       *TLS
+	now       func() time.Time
 }
 
 // InProcessConfig changes the server's configuration, which starts as
@@ -40,6 +41,12 @@ func InProcessConfig(f func(*server.Config)) InProcessOption {
 // testredis.URL, or a testredis.Server's) instead of the embedded store.
 func InProcessRedisURL(url string) InProcessOption {
 	return func(o *inProcessOptions) { o.redisURL = url }
+}
+
+// InProcessClock is the server's clock (server.Deps.Now): the time it
+// issues and verifies tokens by. Default time.Now.
+func InProcessClock(now func() time.Time) InProcessOption {
+	return func(o *inProcessOptions) { o.now = now }
 }
 
 // InProcessLogger is the server's logger (default: discard).
@@ -200,7 +207,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	if err != nil {
 		return fail(err)
 	}
-	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger}
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, Now: o.now}
 	if o.tls != nil {
 		if deps.TLS, err = o.tls.serverTLS(); err != nil {
 			return fail(err)
