@@ -3,14 +3,18 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/identityd/identity/authn"
+	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/internal/testredis"
+	"github.com/identityd/identity/server"
 )
 
 // TestSessionLifetimes: rule 5. A session ends after its idle lifetime
@@ -59,12 +63,31 @@ func TestSessionLifetimes(t *testing.T) {
 
 // TestTwoInstancesShareRedis: two identityd processes on one Redis sign with
 // the same keys, serve each other's sessions, and a logout on one is seen by
-// the other at once (its verify cache must not outlive a revocation).
+// the other at once (its verify cache must not outlive a revocation), and
+// by an authn local verifier that follows the other's WatchRevocations.
+// The per-username failed-login limit counts the failures made on both.
+// A third instance, in process, runs 20 s ahead: b (leeway 30s) and it
+// accept each other's tokens, a (leeway 0s) refuses the early one.
 func TestTwoInstancesShareRedis(t *testing.T) {
 	t.Parallel()
 	r := testredis.NewServer(t)
-	a := startIdentityd(t, opts{redis: r})
-	b := startIdentityd(t, opts{redis: r, password: a.Password})
+	limit := map[string]string{"login-failures-per-user": "6"}
+	a := startIdentityd(t, opts{redis: r, flags: limit})
+	b := startIdentityd(t, opts{redis: r, password: a.Password, flags: map[string]string{"login-failures-per-user": "6", "leeway": "30s"}})
+
+	// A verifier in another service, fed by b's revocation stream.
+	svc := "svc-" + randomHex(4)
+	svcPassword := testidentityd.AddUser(t, b.Store(t), svc, "", authn.ServiceRole)
+	b.Remember(svcPassword)
+	local, err := authn.NewLocal(authn.WithKeysFromConn(b.Conn), authn.WithWatchCredentials(authn.NewServiceAccount(b.Conn, svc, svcPassword)),
+		authn.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	if err := local.WaitReady(rpcContext(t)); err != nil {
+		t.Fatalf("local verifier: %v", err)
+	}
 
 	tp := a.login(t, a.Username, a.Password)
 	b.Remember(tp.AccessToken, tp.RefreshToken)
@@ -79,7 +102,17 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	requireSuccess(t, second(a.verifyVia(t, viaREST, next.AccessToken)))
 	requireSuccess(t, second(b.verifyVia(t, viaREST, next.AccessToken)))
 
+	if _, err := local.Verify(t.Context(), next.AccessToken); err != nil {
+		t.Fatalf("the local verifier refuses a live session's token: %v", err)
+	}
 	requireSuccess(t, a.logoutVia(t, viaREST, next.RefreshToken, false))
+	testidentityd.Eventually(t, 2*time.Second, func() error {
+		_, err := local.Verify(t.Context(), next.AccessToken)
+		if authn.Reason(err) != identityv1.ErrorReason_TOKEN_REVOKED {
+			return fmt.Errorf("the local verifier fed by b: want TOKEN_REVOKED after the logout on a, got %v", err)
+		}
+		return nil
+	})
 	// "From that moment": allow only the time a revocation feed needs to
 	// cross processes, far less than the access token's minute.
 	testidentityd.Eventually(t, 2*time.Second, func() error {
@@ -100,6 +133,53 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	if len(ka) != len(kb) || ka[0].Kid != kb[0].Kid || ka[0].X != kb[0].X {
 		t.Errorf("the two instances publish different keys: %+v vs %+v", ka, kb)
 	}
+
+	t.Run("FailureLimitIsGlobal", func(t *testing.T) {
+		name := "limited-" + randomHex(4)
+		pw := testidentityd.AddUser(t, a.Store(t), name, "")
+		a.Remember(pw)
+		b.Remember(pw)
+		// Three wrong passwords on each: six, the limit, though neither
+		// instance saw more than three.
+		for i := range 6 {
+			d := a
+			if i%2 == 1 {
+				d = b
+			}
+			requireError(t, d.loginREST(t, name, "wrong-"+randomHex(4)), http.StatusUnauthorized, "INVALID_CREDENTIALS")
+		}
+		for _, d := range []*identityd{a, b} {
+			requireError(t, d.loginREST(t, name, "wrong-"+randomHex(4)), http.StatusTooManyRequests, "RATE_LIMITED")
+		}
+	})
+
+	t.Run("ClockSkew", func(t *testing.T) {
+		const skew = 20 * time.Second
+		c := testidentityd.StartInProcess(t, testidentityd.InProcessRedisURL(r.URL()),
+			testidentityd.InProcessClock(func() time.Time { return time.Now().Add(skew) }),
+			// The processes' --access-ttl: a verifier refuses a token
+			// that lives longer than its own TTL plus leeway.
+			testidentityd.InProcessConfig(func(c *server.Config) { c.Leeway, c.AccessTTL = 30*time.Second, time.Minute }))
+		name := "skewed-" + randomHex(4)
+		pw := testidentityd.AddUser(t, c.Store, name, "")
+		early := c.Login(t, name, pw) // issued 20 s in b's future
+		b.Remember(pw, early.GetAccessToken(), early.GetRefreshToken())
+		a.Remember(pw, early.GetAccessToken(), early.GetRefreshToken())
+		if _, f := b.verifyVia(t, viaGRPC, early.GetAccessToken()); f != nil {
+			t.Errorf("b (leeway 30s) refuses a token issued 20 s ahead: %v", f)
+		}
+		if _, f := a.verifyVia(t, viaGRPC, early.GetAccessToken()); f == nil || f.code != codes.Unauthenticated {
+			t.Errorf("a (leeway 0s) accepts a token issued 20 s ahead (the skew is not in effect?): %v", f)
+		}
+		late := b.loginVia(t, viaGRPC, a.Username, a.Password) // 20 s in c's past
+		ctx := rpcContext(t)
+		if _, err := c.API.Verify(ctx, &identityv1.VerifyRequest{Token: late.AccessToken}); err != nil {
+			t.Errorf("the instance 20 s ahead refuses b's token: %v", err)
+		}
+		if _, err := c.API.Verify(ctx, &identityv1.VerifyRequest{Token: early.GetAccessToken()}); err != nil {
+			t.Errorf("the instance 20 s ahead refuses its own token: %v", err)
+		}
+	})
 }
 
 // testAdminRevocation: revocations made with identityctl directly in the

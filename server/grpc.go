@@ -138,6 +138,7 @@ func (s *Server) buildGRPC() error {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	}
+	opts = append(opts, s.grpcConnOptions()...)
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls.grpcConfig())))
 	}

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fullstorydev/grpchan/inprocgrpc"
@@ -102,6 +103,10 @@ type Config struct {
 	// PasswordMinLength is the password policy's minimum, in characters,
 	// for passwords set through this server (users.PasswordPolicy).
 	PasswordMinLength int
+	// IdleTimeout closes a connection, on either port, that has had no
+	// request in flight for this long (HTTP IdleTimeout, gRPC
+	// MaxConnectionIdle: conns.go).
+	IdleTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults (docs/configuration.md).
@@ -127,6 +132,7 @@ func DefaultConfig() Config {
 
 		LoginFailuresPerUserAddress: 10,
 		PasswordMinLength:           users.DefaultMinPasswordLength,
+		IdleTimeout:                 DefaultIdleTimeout,
 	}
 }
 
@@ -208,6 +214,9 @@ type Server struct {
 	// GracefulStop until the shutdown timeout.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
+	// draining: the HTTP port answers every new request 503 with
+	// Connection: close (conns.go, drainHTTP).
+	draining atomic.Bool
 
 	registry *prometheus.Registry
 	tls      *TLS
@@ -315,17 +324,8 @@ func (s *Server) HTTPHandler() http.Handler { return s.http }
 // drains both within shutdownTimeout. With Deps.TLS both speak TLS; the
 // REST gateway's in-process connection to the gRPC server stays plaintext.
 func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutdownTimeout time.Duration) error {
-	httpSrv := &http.Server{
-		Handler:           s.http,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		// net/http's own complaints (a failed TLS handshake, say) go to
-		// the server's log, not to the standard logger.
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	conns := &connCount{}
+	httpSrv := s.httpServer(conns)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.grpc.Serve(grpcLis) })
 	g.Go(func() error {
@@ -349,13 +349,16 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener, shutd
 		s.health.Shutdown()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		herr := httpSrv.Shutdown(sctx)
+		// Both ports drain at once. gRPC's GOAWAY tells clients which
+		// calls were taken; HTTP/1.1 has no such signal (drainHTTP).
 		stopped := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(stopped) }()
+		herr := s.drainHTTP(sctx, httpSrv, conns, drainNotice(shutdownTimeout))
 		select {
 		case <-stopped:
 		case <-sctx.Done():
 			s.grpc.Stop()
+			<-stopped
 		}
 		if herr != nil {
 			return fmt.Errorf("http shutdown: %w", herr)

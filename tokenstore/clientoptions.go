@@ -104,3 +104,14 @@ func redactURLError(err error) error {
 	}
 	return err
 }
+
+// FeedClientOptions are the options of the client WithFeedClient wants: o
+// (the same servers, credentials and timeouts) with a pool of its own, two
+// connections per node, for one blocking read at a time.
+func FeedClientOptions(o *redis.UniversalOptions) *redis.UniversalOptions {
+	f := *o
+	f.PoolSize = 2
+	f.MinIdleConns = 0
+	f.MaxIdleConns = 0
+	return &f
+}

@@ -25,6 +25,7 @@ type options struct {
 	// waitReplicas and waitTimeout: WithReplicaWait.
 	waitReplicas int
 	waitTimeout  time.Duration
+	feed         redis.UniversalClient
 }
 
 func newOptions(opts []Option) options {
@@ -125,3 +126,13 @@ func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
 
 // truncMS gives a time the precision the stores keep.
 func truncMS(t time.Time) time.Time { return fromMS(ms(t)) }
+
+// WithFeedClient gives Redis's WaitRevocations (the revocation feed's one
+// blocking read) a client of its own, built with FeedClientOptions: when
+// store calls exhaust the main client's pool, the feed still reads, so
+// Verify keeps trusting the instance's revocation set and answering
+// verified tokens without the store. Default: the main client. Memory
+// ignores it.
+func WithFeedClient(c redis.UniversalClient) Option {
+	return func(o *options) { o.feed = c }
+}

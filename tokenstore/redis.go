@@ -83,7 +83,9 @@ import (
 // so a retried Logout finds it and completes.
 type Redis struct {
 	c redis.UniversalClient
-	o options
+	// feed is the client of WaitRevocations (WithFeedClient; default c).
+	feed redis.UniversalClient
+	o    options
 }
 
 var _ Store = (*Redis)(nil)
@@ -135,7 +137,12 @@ func NewRedis(client redis.UniversalClient, opts ...Option) *Redis {
 	if problem := clientProblem(client); problem != "" {
 		slog.Warn("tokenstore: redis client " + problem + "; build it with tokenstore.RedisOptions")
 	}
-	return &Redis{c: client, o: newOptions(opts)}
+	o := newOptions(opts)
+	feed := o.feed
+	if feed == nil {
+		feed = client
+	}
+	return &Redis{c: client, feed: feed, o: o}
 }
 
 // clientProblem names a setting of client that works against the Store's
@@ -741,6 +748,10 @@ func (r *Redis) appendRevocations(ctx context.Context, now time.Time, sids []str
 // Revocations reads the stream with revocations.lua (see cursor.go for the
 // cursor rules).
 func (r *Redis) Revocations(ctx context.Context, cursor string, limit int) ([]Revocation, string, bool, error) {
+	return r.revocations(ctx, r.c, cursor, limit)
+}
+
+func (r *Redis) revocations(ctx context.Context, client redis.UniversalClient, cursor string, limit int) ([]Revocation, string, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, "", false, err
 	}
@@ -748,12 +759,12 @@ func (r *Redis) Revocations(ctx context.Context, cursor string, limit int) ([]Re
 	if cursor != "" && cursor != CursorOrigin {
 		c, ok := parseStreamID(cursor)
 		if !ok {
-			_, latest, _, err := r.Revocations(ctx, "", 0)
+			_, latest, _, err := r.revocations(ctx, client, "", 0)
 			return nil, latest, false, err
 		}
 		arg = c.String()
 	}
-	res, err := scriptRevocations.Run(ctx, r.c, r.revocationKeys(), arg, clampLimit(limit)).Slice()
+	res, err := scriptRevocations.Run(ctx, client, r.revocationKeys(), arg, clampLimit(limit)).Slice()
 	if err != nil {
 		return nil, "", false, unavailable("revocations", err)
 	}
@@ -781,12 +792,12 @@ func (r *Redis) Revocations(ctx context.Context, cursor string, limit int) ([]Re
 // ends). Events XREAD returns follow the cursor directly, so the history
 // check made just before still holds for them.
 func (r *Redis) WaitRevocations(ctx context.Context, cursor string, limit int, wait time.Duration) ([]Revocation, string, bool, error) {
-	events, next, ok, err := r.Revocations(ctx, cursor, limit)
+	events, next, ok, err := r.revocations(ctx, r.feed, cursor, limit)
 	if err != nil || !ok || len(events) > 0 || cursor == "" || wait <= 0 {
 		return events, next, ok, err
 	}
 	wait = max(wait, time.Millisecond) // XREAD BLOCK 0 would wait forever
-	streams, err := r.c.XRead(ctx, &redis.XReadArgs{
+	streams, err := r.feed.XRead(ctx, &redis.XReadArgs{
 		Streams: []string{r.revocationKeys()[0], next},
 		Count:   int64(clampLimit(limit)),
 		Block:   wait,

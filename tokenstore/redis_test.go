@@ -693,3 +693,28 @@ func TestRedisLongUserAgentKeepsListpack(t *testing.T) {
 		t.Errorf("old-layout session rotated: user agent %q, %v; want %q", rot.UserAgent, err, browser)
 	}
 }
+
+// TestRedisFeedClient: WaitRevocations reads with the WithFeedClient
+// client, and only it: the feed keeps reading when the main client cannot
+// get a connection (its pool exhausted, here a client of a port where
+// nothing listens), and the other calls do not use the feed's pool.
+func TestRedisFeedClient(t *testing.T) {
+	t.Parallel()
+	live := testredis.Start(t)
+	dead := tokenstore.NewClient(&redis.UniversalOptions{Addrs: []string{"127.0.0.1:1"}, MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true})
+	defer dead.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	withFeed := tokenstore.NewRedis(dead, tokenstore.WithPrefix(testredis.KeyPrefix(t, live)), tokenstore.WithFeedClient(live))
+	if _, _, ok, err := withFeed.WaitRevocations(ctx, tokenstore.CursorOrigin, 10, 10*time.Millisecond); err != nil || !ok {
+		t.Fatalf("WaitRevocations on the feed client: ok %v, %v", ok, err)
+	}
+	if _, _, _, err := withFeed.Revocations(ctx, tokenstore.CursorOrigin, 10); !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Errorf("Revocations went to %v, want the main client's ErrUnavailable", err)
+	}
+	without := tokenstore.NewRedis(dead, tokenstore.WithPrefix(testredis.KeyPrefix(t, live)))
+	if _, _, _, err := without.WaitRevocations(ctx, tokenstore.CursorOrigin, 10, 10*time.Millisecond); !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Errorf("WaitRevocations without a feed client: %v, want the main client's ErrUnavailable", err)
+	}
+}

@@ -253,6 +253,7 @@ func parseConfig(args []string, help io.Writer) (config, error) {
 	e.str(&c.LogFormat, "log-format", "IDENTITY_LOG_FORMAT", "text", "log format: text or json")
 	e.str(&c.LogLevel, "log-level", "IDENTITY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "IDENTITY_SHUTDOWN_TIMEOUT", 10*time.Second, "time to drain connections on SIGINT/SIGTERM")
+	e.dur(&s.IdleTimeout, "idle-timeout", "IDENTITY_IDLE_TIMEOUT", s.IdleTimeout, "close a connection (gRPC or HTTP) that has had no request in flight for this long; keep it above a load balancer's own idle timeout (at least 1s)")
 	e.str(&bootstrapRoles, "bootstrap-roles", "IDENTITY_BOOTSTRAP_ROLES", "admin", "roles of the bootstrap user")
 	e.boolean(&c.InsecurePlaintextKeys, "insecure-plaintext-keys", "IDENTITY_INSECURE_PLAINTEXT_KEYS", false, "with Redis and no IDENTITY_MASTER_KEY_FILE, store the signing keys and refresh-token secret in the clear (a trial only: anyone who can read Redis can then mint tokens)")
 	version := fs.Bool("version", false, "print the build (version, VCS revision and time, Go version) and exit")
@@ -391,6 +392,7 @@ func (c config) validate() error {
 			"set IDENTITY_MASTER_KEY_FILE to a file holding one (openssl rand -base64 32 > master.key), "+
 			"or give --insecure-plaintext-keys for a trial (anyone who can read Redis can then mint tokens)")
 	check(s.KeyReload >= time.Second, "--key-reload must be at least 1s")
+	check(s.IdleTimeout >= time.Second, "--idle-timeout must be at least 1s")
 	check((c.TLSCertFile == "") == (c.TLSKeyFile == ""), "--tls-cert-file and --tls-key-file go together: give both or neither")
 	check(c.TLSClientCAFile == "" || c.TLSCertFile != "", "--tls-client-ca-file needs --tls-cert-file and --tls-key-file (client certificates are asked in a TLS handshake)")
 	check(c.RedisCAFile == "" || c.RedisURL != "" || len(c.RedisAddrs) > 0, "--redis-ca-file needs --redis-url (rediss://) or --redis-addrs")

@@ -26,8 +26,19 @@ func newHandoff(ln net.Listener) *handoff {
 
 // next returns a listener that gets every connection accepted from now on;
 // the previous one gets no more (its server drains what it has).
-func (h *handoff) next() net.Listener {
-	l := &passListener{addr: h.ln.Addr(), conns: make(chan net.Conn), closed: make(chan struct{})}
+func (h *handoff) next() net.Listener { return h.nextListener(nil) }
+
+// last is next for the last server: closing it closes the bound listener,
+// so that once that server stops taking connections, clients are refused
+// at connect. (Were the port still bound, the kernel would complete their
+// handshakes, the handoff would close each connection after the client
+// had sent its request, and the client could not tell whether it ran.)
+func (h *handoff) last() net.Listener {
+	return h.nextListener(func() { h.ln.Close() })
+}
+
+func (h *handoff) nextListener(onClose func()) net.Listener {
+	l := &passListener{addr: h.ln.Addr(), conns: make(chan net.Conn), closed: make(chan struct{}), onClose: onClose}
 	h.mu.Lock()
 	h.cur = l
 	h.mu.Unlock()
@@ -93,6 +104,8 @@ type passListener struct {
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
+	// onClose, if set, runs once, on the first Close.
+	onClose func()
 }
 
 func (l *passListener) Accept() (net.Conn, error) {
@@ -104,9 +117,15 @@ func (l *passListener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops this listener only; the bound one stays with the handoff.
+// Close stops this listener only; the bound one stays with the handoff,
+// unless this is its last listener.
 func (l *passListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
+	l.once.Do(func() {
+		close(l.closed)
+		if l.onClose != nil {
+			l.onClose()
+		}
+	})
 	return nil
 }
 

@@ -176,7 +176,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		log.Info("using the Redis store", slog.String("mode", redisMode(c)), slog.Int("addrs", max(1, len(c.RedisAddrs))),
 			slog.Int("wait_replicas", c.waitReplicas()), slog.Duration("wait_timeout", c.RedisWaitTimeout))
-		rs = tokenstore.NewRedis(rdb, append(storeOpts, tokenstore.WithReplicaWait(c.waitReplicas(), c.RedisWaitTimeout))...)
+		// The revocation feed reads on a pool of its own: calls that
+		// exhaust rdb's pool must not make Verify's revocation set stale.
+		feed := tokenstore.NewClient(tokenstore.FeedClientOptions(opts))
+		defer feed.Close()
+		rs = tokenstore.NewRedis(rdb, append(storeOpts, tokenstore.WithReplicaWait(c.waitReplicas(), c.RedisWaitTimeout), tokenstore.WithFeedClient(feed))...)
 		store, keyringName = rs, rs.KeyringKey()
 		limiter = ratelimit.NewRedis(rdb)
 		if c.AuditRedisStream != "" {
@@ -279,7 +283,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// New connections go to the server from now on; the waiting server's
 	// clients reconnect to it.
-	grpcServed, httpServed := grpcPorts.next(), httpPorts.next()
+	grpcServed, httpServed := grpcPorts.last(), httpPorts.last()
 	waiting.stop(c.ShutdownTimeout)
 	log.Info("identityd serving", slog.String("signing_alg", signingAlg(keys)))
 	err = srv.Serve(ctx, grpcServed, httpServed, c.ShutdownTimeout)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -165,5 +166,37 @@ func TestHandoff(t *testing.T) {
 	}
 	if got := get(); got != "serving" {
 		t.Fatalf("second server: got %q", got)
+	}
+}
+
+// TestHandoffLastClosesPort: once the last server stops taking
+// connections, a client is refused at connect, not accepted by the kernel
+// and then dropped after sending its request.
+func TestHandoffLastClosesPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandoff(ln)
+	defer h.Close()
+	s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "serving") })}
+	go s.Serve(h.last())
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("GET while serving: %v", err)
+	}
+	resp.Body.Close()
+	if err := s.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
+	if err == nil {
+		conn.Close()
+		t.Fatal("the port still takes connections after the last server shut down")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial after shutdown: %v, want connection refused", err)
 	}
 }

@@ -33,6 +33,7 @@ type inProcessOptions struct {
 	audit     *auditStream
 	// tracerProvider: nil leaves tracing off.
 	tracerProvider trace.TracerProvider
+	now            func() time.Time
 }
 
 type auditStream struct {
@@ -50,6 +51,12 @@ func InProcessConfig(f func(*server.Config)) InProcessOption {
 // testredis.URL, or a testredis.Server's) instead of the embedded store.
 func InProcessRedisURL(url string) InProcessOption {
 	return func(o *inProcessOptions) { o.redisURL = url }
+}
+
+// InProcessClock is the server's clock (server.Deps.Now): the time it
+// issues and verifies tokens by. Default time.Now.
+func InProcessClock(now func() time.Time) InProcessOption {
+	return func(o *inProcessOptions) { o.now = now }
 }
 
 // InProcessLogger is the server's logger (default: discard).
@@ -208,8 +215,9 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 			return built{}, err
 		}
 		rdb := tokenstore.NewClient(ropts)
-		rs := tokenstore.NewRedis(rdb, storeOpts...)
-		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close() }
+		feed := tokenstore.NewClient(tokenstore.FeedClientOptions(ropts))
+		rs := tokenstore.NewRedis(rdb, append(storeOpts, tokenstore.WithFeedClient(feed))...)
+		b.store, limiter, b.closeStore = rs, ratelimit.NewRedis(rdb), func() { rs.Close(); rdb.Close(); feed.Close() }
 		if o.audit != nil {
 			st := audit.NewStream(rdb, o.audit.key, o.audit.maxLen)
 			b.auditStream = st
@@ -219,6 +227,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 				st.Close(ctx)
 				rs.Close()
 				rdb.Close()
+				feed.Close()
 			}
 		}
 		if b.masterKeys, err = masterkey.Parse([]byte(DefaultMasterKey())); err != nil {
@@ -241,7 +250,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	if err != nil {
 		return fail(err)
 	}
-	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, TracerProvider: o.tracerProvider, AuditStream: b.auditStream}
+	deps := server.Deps{Store: b.store, Keys: b.keys, Hasher: hasher, Limiter: limiter, Logger: o.logger, TracerProvider: o.tracerProvider, AuditStream: b.auditStream, Now: o.now}
 	if o.tls != nil {
 		if deps.TLS, err = o.tls.serverTLS(); err != nil {
 			return fail(err)

@@ -518,6 +518,42 @@ func (p *Process) Stop() {
 	}
 }
 
+// Terminate sends identityd SIGTERM and waits up to timeout for it to
+// exit, for a test of the shutdown itself: it returns how identityd
+// exited, or nil (and fails the test) if it had to be killed. The harness
+// does not stop it again.
+func (p *Process) Terminate(timeout time.Duration) *os.ProcessState {
+	p.t.Helper()
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		p.t.Errorf("testidentityd: Terminate: identityd is not running")
+		return nil
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		return cmd.ProcessState
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-exited
+		p.t.Errorf("testidentityd: identityd did not exit within %v of SIGTERM; killed", timeout)
+		return nil
+	}
+}
+
+// PID is the running identityd's process id (0 when it is stopped).
+func (p *Process) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Restart stops identityd and starts it again on the same ports, flags and
 // store, and waits until it serves.
 func (p *Process) Restart() {
