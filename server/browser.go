@@ -28,7 +28,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -334,10 +333,9 @@ func cookieToken(ctx context.Context) (string, error) {
 }
 
 // fromGateway reports whether the call came through the gateway's
-// in-process channel (s.inproc, the server's only inprocgrpc.Channel).
-// inprocgrpc marks the server context of every call it makes with the
-// caller's context, under a key of its own: a context value, which no call
-// from the network can carry, unlike metadata or a peer address.
+// in-process channel (s.inproc, inproc.go), which marks the handler's
+// context under a key of this package: a context value, which no call from
+// the network can carry, unlike metadata or a peer address.
 func fromGateway(ctx context.Context) bool {
-	return inprocgrpc.ClientContext(ctx) != nil
+	return ctx.Value(gatewayCallKey{}) != nil
 }

@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -197,7 +196,7 @@ type Server struct {
 	tls      *TLS
 	grpc     *grpc.Server
 	health   *health.Server
-	inproc   *inprocgrpc.Channel // the gateway's way in (grpc.go)
+	inproc   *inprocChannel // the gateway's way in (inproc.go)
 	http     http.Handler
 }
 
