@@ -17,11 +17,12 @@ import (
 )
 
 // jsonMarshaler is the REST JSON: proto field names (snake_case, as in
-// OAuth 2.0), every field present, and unknown request fields refused.
-var jsonMarshaler = &runtime.JSONPb{
+// OAuth 2.0), every field present, and unknown request fields refused
+// (protojson's, with the hot answers written by hand: restjson.go).
+var jsonMarshaler = restMarshaler{&runtime.JSONPb{
 	MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-}
+}}
 
 // newGateway returns the REST gateway, registered through a client of the
 // in-process channel (grpc.go), so REST calls pass every interceptor exactly
