@@ -30,11 +30,20 @@ import (
 // /healthz does not reach the gateway, and an unknown path (404) stops in
 // the gateway's router before any interceptor runs.
 
-// restClient speaks identityd's REST API on loopback.
+// restClient speaks identityd's REST API on loopback. It is measured
+// against the gRPC client in the same run, on the same CPUs, so it keeps
+// its own cost down: each path's request is built once (URL parsed, headers
+// set) and shallow-copied per call, an answer the scenario does not read is
+// drained without being kept, and a refresh's token pair is read without
+// reflection (restTokenPair.decode).
 type restClient struct {
-	base string // http://host:port
-	http *http.Client
+	base  string // http://host:port
+	http  *http.Client
+	tmpls map[string]*http.Request // by path, read-only once built
 }
+
+// restPaths are the paths the scenarios post to.
+var restPaths = []string{"/v1/verify", "/v1/refresh", "/v1/login"}
 
 func newRESTClient(addr string, conns int) *restClient {
 	tr := &http.Transport{
@@ -46,9 +55,17 @@ func newRESTClient(addr string, conns int) *restClient {
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
-	return &restClient{base: "http://" + addr, http: &http.Client{Transport: tr}}
+	c := &restClient{base: "http://" + addr, http: &http.Client{Transport: tr}, tmpls: map[string]*http.Request{}}
+	for _, p := range restPaths {
+		r, err := http.NewRequest(http.MethodPost, c.base+p, http.NoBody)
+		if err != nil {
+			continue // post builds it per call, and reports the error
+		}
+		r.Header.Set("Content-Type", "application/json")
+		c.tmpls[p] = r
+	}
+	return c
 }
-
 func (c *restClient) close() { c.http.CloseIdleConnections() }
 
 // restError is a REST error answer, readable by status.Code (its body is
@@ -69,16 +86,32 @@ func (e *restError) GRPCStatus() *status.Status { return status.New(e.code, e.ms
 // post sends body to path and decodes a 200 answer into out (nil: the body
 // is read and dropped). Any other answer is a *restError.
 func (c *restClient) post(ctx context.Context, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
+	var req *http.Request
+	if t, ok := c.tmpls[path]; ok {
+		req = t.WithContext(ctx) // a shallow copy: the header map is shared, and only read
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+	} else {
+		var err error
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK && out == nil {
+		// Drained through io.Discard's pooled buffer: the connection goes
+		// back to the pool, nothing is kept.
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		return nil
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
@@ -97,8 +130,8 @@ func (c *restClient) post(ctx context.Context, path string, body []byte, out any
 		}
 		return e
 	}
-	if out == nil {
-		return nil
+	if tp, ok := out.(*restTokenPair); ok {
+		return tp.decode(b)
 	}
 	return json.Unmarshal(b, out)
 }
@@ -107,6 +140,48 @@ func (c *restClient) post(ctx context.Context, path string, body []byte, out any
 type restTokenPair struct {
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`
+}
+
+// decode reads the two tokens of identityd's TokenPair JSON. Tokens are
+// base64url and dots, so their JSON strings hold no escapes; anything else
+// (an escape, a field missing) goes through encoding/json.
+func (tp *restTokenPair) decode(b []byte) error {
+	at, ok1 := jsonTokenField(b, `"access_token":"`)
+	rt, ok2 := jsonTokenField(b, `"refresh_token":"`)
+	if !ok1 || !ok2 {
+		*tp = restTokenPair{}
+		return json.Unmarshal(b, tp)
+	}
+	tp.AccessToken, tp.RefreshToken = at, rt
+	return nil
+}
+
+// jsonTokenField is the value of the string field that key (`"name":"`)
+// opens in b, if it has no escape. identityd writes no space after the
+// colon (a space would send decode to encoding/json).
+func jsonTokenField(b []byte, key string) (string, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return "", false
+	}
+	v := b[i+len(key):]
+	end := bytes.IndexByte(v, '"')
+	if end < 0 || bytes.IndexByte(v[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(v[:end]), true
+}
+
+// refreshBody is the JSON of a RefreshRequest for rt, appended to buf.
+func refreshBody(buf []byte, rt string) []byte {
+	for i := 0; i < len(rt); i++ {
+		if c := rt[i]; c < ' ' || c == '"' || c == '\\' || c >= 0x7f {
+			return mustJSON(map[string]string{"refresh_token": rt})
+		}
+	}
+	buf = append(buf[:0], `{"refresh_token":"`...)
+	buf = append(buf, rt...)
+	return append(buf, `"}`...)
 }
 
 func mustJSON(v any) []byte {
@@ -162,6 +237,7 @@ func (l *loader) restRefreshOps(ctx context.Context) ([]op, error) {
 	ops := make([]op, l.cfg.clients)
 	for i := range ops {
 		rt := pairs[i].GetRefreshToken()
+		var tp restTokenPair
 		ops[i] = func(ctx context.Context) error {
 			if rt == "" { // the session died on an error: start another
 				tp, err := l.login(ctx, i)
@@ -170,8 +246,8 @@ func (l *loader) restRefreshOps(ctx context.Context) ([]op, error) {
 				}
 				return errSkip
 			}
-			var tp restTokenPair
-			if err := l.rest.post(ctx, "/v1/refresh", mustJSON(map[string]string{"refresh_token": rt}), &tp); err != nil {
+			// A new body each call: the transport may still hold the last.
+			if err := l.rest.post(ctx, "/v1/refresh", refreshBody(nil, rt), &tp); err != nil {
 				rt = ""
 				return err
 			}
