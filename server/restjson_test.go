@@ -3,7 +3,10 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -109,4 +112,44 @@ func FuzzRESTMarshaler(f *testing.F) {
 		sameAsProtojson(t, &identityv1.VerifyResponse{Subject: s1, Username: s2, Roles: []string{s1, s2}, SessionId: s2, IssuedAt: ts, ExpiresAt: ts})
 		sameAsProtojson(t, &identityv1.TokenPair{AccessToken: s1, TokenType: s2, ExpiresIn: n, AccessTokenExpiresAt: ts, RefreshToken: s2, SessionId: s1})
 	})
+}
+
+// decodeBoth decodes body as a request of m's type with the gateway's own
+// decoder and with restMarshaler's (as limitBody hands it a sized body),
+// and fails unless both give the same message and the same error.
+func decodeBoth(t *testing.T, m proto.Message, body string) {
+	t.Helper()
+	want := m.ProtoReflect().New().Interface()
+	wantErr := protojsonOnly.NewDecoder(strings.NewReader(body)).Decode(want)
+	got := m.ProtoReflect().New().Interface()
+	capped := &cappedBody{ReadCloser: io.NopCloser(strings.NewReader(body)), limit: 1 << 20, sized: true}
+	err := jsonMarshaler.NewDecoder(capped).Decode(got)
+	if fmt.Sprint(err) != fmt.Sprint(wantErr) || !proto.Equal(got, want) {
+		t.Errorf("%T from %q:\n got       %v, %v\n gateway's %v, %v", m, body, got, err, want, wantErr)
+	}
+}
+
+// The REST request decoder accepts and refuses exactly what the gateway's
+// does, with the same error: empty bodies (io.EOF, which the gateway
+// takes as an empty request), whitespace, unknown fields, wrong types,
+// duplicates, invalid UTF-8, trailing data after the first value (which
+// the gateway ignores), and cut-off JSON.
+func TestRESTDecoderMatchesGateway(t *testing.T) {
+	t.Parallel()
+	bodies := []string{
+		``, ` `, "\n\t ", `{}`, ` {} `, `{"token":"a.b.c"}`, `{"refresh_token":"v1.x"}`, `{"token":"a","token":"b"}`,
+		`{"token":null}`, `{"token":1}`, `{"token":["a"]}`, `{"unknown":1}`, `{"token":"\u00e9\ud83d\ude00"}`,
+		"{\"token\":\"\xff\"}", `{"token":"a"} {"token":"b"}`, `{"token":"a"}x`, `{} []`, `{"token":"a"`, `{"token":`,
+		`[]`, `null`, `"token"`, `1`, `{"Token":"a"}`, `{"token":"a",}`, `{'token':'a'}`, `{"token":"a\x01"}`,
+	}
+	for _, body := range bodies {
+		decodeBoth(t, &identityv1.VerifyRequest{}, body)
+		decodeBoth(t, &identityv1.RefreshRequest{}, body)
+		decodeBoth(t, &identityv1.LoginRequest{}, body)
+	}
+	// A body of unknown length goes to the gateway's decoder itself.
+	unsized := &cappedBody{ReadCloser: io.NopCloser(strings.NewReader(`{}`)), limit: 1 << 20}
+	if _, ok := jsonMarshaler.NewDecoder(unsized).(sizedBodyDecoder); ok {
+		t.Error("a body without a declared length is read whole")
+	}
 }
