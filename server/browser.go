@@ -194,21 +194,19 @@ func ownOrigin(r *http.Request) string {
 	return scheme + "://" + strings.ToLower(r.Host)
 }
 
-// browserMetadata is the gateway's metadata annotator for cookie mode.
-func browserMetadata(_ context.Context, r *http.Request) metadata.MD {
+// addBrowserMetadata adds the gateway's metadata for cookie mode to md.
+func addBrowserMetadata(md metadata.MD, r *http.Request) {
 	b := browserFrom(r.Context())
-	md := metadata.MD{}
 	if b.cookieMode {
-		md.Set(mdBrowser, "1")
+		md[mdBrowser] = []string{"1"}
 	}
 	if b.cookie != "" {
 		if b.csrfOK {
-			md.Set(mdRefreshCookie, b.cookie)
+			md[mdRefreshCookie] = []string{b.cookie}
 		} else {
-			md.Set(mdCSRFRejected, "1")
+			md[mdCSRFRejected] = []string{"1"}
 		}
 	}
-	return md
 }
 
 // setRefreshCookie is the gateway's forward-response option: in cookie mode
