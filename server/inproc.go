@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"net"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -34,6 +36,16 @@ type inprocChannel struct {
 	srv         any
 	methods     map[string]grpc.MethodDesc // by full method name
 	interceptor grpc.UnaryServerInterceptor
+	stats       stats.Handler // nil: none
+}
+
+// withStatsHandler gives every call a server-side stats handler (tracing's),
+// as grpc.StatsHandler does on the gRPC server: the call is tagged once its
+// context has the gateway's metadata, then Begin before the interceptors
+// and End after them.
+func (c *inprocChannel) withStatsHandler(h stats.Handler) *inprocChannel {
+	c.stats = h
+	return c
 }
 
 // newInprocChannel serves desc's unary methods, implemented by srv, behind
@@ -80,7 +92,14 @@ func (c *inprocChannel) Invoke(ctx context.Context, method string, req, resp any
 	sctx = peer.NewContext(sctx, &gatewayPeer)
 	sctx = context.WithValue(sctx, gatewayCallKey{}, true)
 	sctx = grpc.NewContextWithServerTransportStream(sctx, st)
+	if c.stats != nil {
+		sctx = c.stats.TagRPC(sctx, &stats.RPCTagInfo{FullMethodName: method})
+		c.stats.HandleRPC(sctx, &stats.Begin{BeginTime: time.Now()})
+	}
 	v, err := m.Handler(c.srv, sctx, func(dst any) error { return copyMessage(dst, in) }, c.interceptor)
+	if c.stats != nil {
+		c.stats.HandleRPC(sctx, &stats.End{EndTime: time.Now(), Error: err})
+	}
 	for _, o := range opts {
 		switch o := o.(type) {
 		case grpc.HeaderCallOption:

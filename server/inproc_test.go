@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
@@ -156,5 +158,55 @@ func TestInprocChannel(t *testing.T) {
 	// Streams are not carried.
 	if _, err := healthpb.NewHealthClient(ch).Watch(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("Watch: %v, want Unimplemented", err)
+	}
+}
+
+// recordingStats records what a stats handler is told.
+type recordingStats struct {
+	events []string
+}
+
+type statsTagKey struct{}
+
+func (r *recordingStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.events = append(r.events, "tag "+info.FullMethodName+" "+strings.Join(md.Get("traceparent"), ","))
+	return context.WithValue(ctx, statsTagKey{}, true)
+}
+
+func (r *recordingStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	tagged := ctx.Value(statsTagKey{}) != nil
+	switch s := s.(type) {
+	case *stats.Begin:
+		r.events = append(r.events, fmt.Sprintf("begin client=%v tagged=%v", s.Client, tagged))
+	case *stats.End:
+		r.events = append(r.events, fmt.Sprintf("end tagged=%v error=%v", tagged, status.Code(s.Error)))
+	}
+}
+
+func (r *recordingStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (r *recordingStats) HandleConn(context.Context, stats.ConnStats) {}
+
+// A stats handler on the channel (tracing's) tags each call with the
+// gateway's metadata in its context, and sees it begin and end.
+func TestInprocChannelStatsHandler(t *testing.T) {
+	t.Parallel()
+	rec := &recordingStats{}
+	ch := newInprocChannel(&healthpb.Health_ServiceDesc, probeHealth{}).withStatsHandler(rec)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-abc-def-01")
+	if _, err := healthpb.NewHealthClient(ch).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"tag " + healthpb.Health_Check_FullMethodName + " 00-abc-def-01",
+		"begin client=false tagged=true",
+		"end tagged=true error=OK",
+	}
+	if !slices.Equal(rec.events, want) {
+		t.Errorf("stats events %q, want %q", rec.events, want)
 	}
 }
