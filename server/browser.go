@@ -28,7 +28,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -195,21 +194,19 @@ func ownOrigin(r *http.Request) string {
 	return scheme + "://" + strings.ToLower(r.Host)
 }
 
-// browserMetadata is the gateway's metadata annotator for cookie mode.
-func browserMetadata(_ context.Context, r *http.Request) metadata.MD {
+// addBrowserMetadata adds the gateway's metadata for cookie mode to md.
+func addBrowserMetadata(md metadata.MD, r *http.Request) {
 	b := browserFrom(r.Context())
-	md := metadata.MD{}
 	if b.cookieMode {
-		md.Set(mdBrowser, "1")
+		md[mdBrowser] = []string{"1"}
 	}
 	if b.cookie != "" {
 		if b.csrfOK {
-			md.Set(mdRefreshCookie, b.cookie)
+			md[mdRefreshCookie] = []string{b.cookie}
 		} else {
-			md.Set(mdCSRFRejected, "1")
+			md[mdCSRFRejected] = []string{"1"}
 		}
 	}
-	return md
 }
 
 // setRefreshCookie is the gateway's forward-response option: in cookie mode
@@ -334,10 +331,9 @@ func cookieToken(ctx context.Context) (string, error) {
 }
 
 // fromGateway reports whether the call came through the gateway's
-// in-process channel (s.inproc, the server's only inprocgrpc.Channel).
-// inprocgrpc marks the server context of every call it makes with the
-// caller's context, under a key of its own: a context value, which no call
-// from the network can carry, unlike metadata or a peer address.
+// in-process channel (s.inproc, inproc.go), which marks the handler's
+// context under a key of this package: a context value, which no call from
+// the network can carry, unlike metadata or a peer address.
 func fromGateway(ctx context.Context) bool {
-	return inprocgrpc.ClientContext(ctx) != nil
+	return ctx.Value(gatewayCallKey{}) != nil
 }

@@ -17,11 +17,12 @@ import (
 )
 
 // jsonMarshaler is the REST JSON: proto field names (snake_case, as in
-// OAuth 2.0), every field present, and unknown request fields refused.
-var jsonMarshaler = &runtime.JSONPb{
+// OAuth 2.0), every field present, and unknown request fields refused
+// (protojson's, with the hot answers written by hand: restjson.go).
+var jsonMarshaler = restMarshaler{&runtime.JSONPb{
 	MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-}
+}}
 
 // newGateway returns the REST gateway, registered through a client of the
 // in-process channel (grpc.go), so REST calls pass every interceptor exactly
@@ -34,12 +35,17 @@ func (s *Server) newGateway(ctx context.Context) (http.Handler, error) {
 		// header are dropped, so a caller cannot inject trusted metadata.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		// One annotator (each is a map the gateway then joins): the
+		// client's address and user agent, and for browsers' cookie mode
+		// (browser.go) the refresh cookie and the CSRF verdict.
 		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
-			return metadata.Pairs(mdClientAddr, s.httpClientAddr(r), mdUserAgent, r.UserAgent())
+			md := make(metadata.MD, 4)
+			md[mdClientAddr] = []string{s.httpClientAddr(r)}
+			md[mdUserAgent] = []string{r.UserAgent()}
+			addBrowserMetadata(md, r)
+			return md
 		}),
-		// Cookie mode for browsers (browser.go): the refresh cookie in,
-		// Set-Cookie out, and no refresh token in the JSON body.
-		runtime.WithMetadata(browserMetadata),
+		// Cookie mode: Set-Cookie out, and no refresh token in the JSON body.
 		runtime.WithForwardResponseOption(s.setRefreshCookie),
 		runtime.WithForwardResponseRewriter(stripRefreshToken),
 		runtime.WithErrorHandler(s.writeError),

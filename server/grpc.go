@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/fullstorydev/grpchan"
-	"github.com/fullstorydev/grpchan/inprocgrpc"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -23,7 +21,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
@@ -31,10 +28,10 @@ import (
 )
 
 // The REST gateway calls IdentityService in process, through an
-// inprocgrpc.Channel (s.inproc) that dispatches on the service's
-// ServiceDesc with the same interceptor chains as the gRPC server: every
-// interceptor runs for REST as for gRPC, and requests and answers are
-// cloned, not marshalled and sent over a second transport. Metadata that
+// inprocChannel (s.inproc, inproc.go) that dispatches on the service's
+// ServiceDesc with the same unary interceptor chain as the gRPC server:
+// every interceptor runs for REST as for gRPC, and requests and answers are
+// copied, not marshalled and sent over a second transport. Metadata that
 // only the gateway may set (the client's address, the browser's cookie and
 // CSRF verdict) is trusted only on calls that came through that channel
 // (fromGateway): a network client cannot make one.
@@ -148,13 +145,12 @@ func (s *Server) buildGRPC() error {
 	s.grpc = grpc.NewServer(opts...)
 	ids := &identityServer{s: s}
 	identityv1.RegisterIdentityServiceServer(s.grpc, ids)
-	// The gateway's channel: the same service behind the same chains (and,
+	// The gateway's channel: the same service behind the same chain (and,
 	// with tracing on, the same stats handler: tracing.go).
-	s.inproc = (&inprocgrpc.Channel{}).WithCloner(protoCloner{})
+	s.inproc = newInprocChannel(&identityv1.IdentityService_ServiceDesc, ids, unary...)
 	if s.tracing != nil {
-		s.inproc = s.inproc.WithServerStatsHandler(s.tracing.statsHandler())
+		s.inproc = s.inproc.withStatsHandler(s.tracing.statsHandler())
 	}
-	identityv1.RegisterIdentityServiceServer(grpchan.WithStreamInterceptors(grpchan.WithUnaryInterceptors(s.inproc, unary...), stream...), ids)
 	identityv1.RegisterAdminServiceServer(s.grpc, newAdminServer(s.admin, s.record))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -181,30 +177,6 @@ func userAgent(ctx context.Context) string {
 // client describes the caller, for the sessions it creates and uses.
 func client(ctx context.Context) sessions.Client {
 	return sessions.Client{UserAgent: userAgent(ctx), Addr: clientAddr(ctx)}
-}
-
-// protoCloner copies messages across the in-process channel with the
-// protobuf API itself; inprocgrpc's default goes through the v1 API shim
-// and its dynamic-message support, which identity does not need.
-type protoCloner struct{}
-
-func (protoCloner) Copy(out, in any) error {
-	o, ok1 := out.(proto.Message)
-	i, ok2 := in.(proto.Message)
-	if !ok1 || !ok2 || o.ProtoReflect().Descriptor() != i.ProtoReflect().Descriptor() {
-		return fmt.Errorf("in-process channel: cannot copy %T into %T", in, out)
-	}
-	proto.Reset(o)
-	proto.Merge(o, i)
-	return nil
-}
-
-func (protoCloner) Clone(in any) (any, error) {
-	m, ok := in.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("in-process channel: cannot clone %T", in)
-	}
-	return proto.Clone(m), nil
 }
 
 // clientAddr is the address rate limits are keyed by: the TCP peer, or

@@ -118,7 +118,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 			s.writeError(r.Context(), nil, nil, w, r, bodyTooLarge(s.cfg.MaxBodyBytes))
 			return
 		}
-		r.Body = &cappedBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), limit: s.cfg.MaxBodyBytes}
+		r.Body = &cappedBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), limit: s.cfg.MaxBodyBytes, sized: r.ContentLength >= 0}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -132,6 +132,7 @@ func bodyTooLarge(limit int64) error {
 type cappedBody struct {
 	io.ReadCloser
 	limit    int64
+	sized    bool // it declared its length (within limit): reading it all never hits the cap
 	exceeded bool
 }
 

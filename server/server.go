@@ -22,7 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
@@ -222,7 +221,7 @@ type Server struct {
 	tls      *TLS
 	grpc     *grpc.Server
 	health   *health.Server
-	inproc   *inprocgrpc.Channel // the gateway's way in (grpc.go)
+	inproc   *inprocChannel // the gateway's way in (inproc.go)
 	http     http.Handler
 }
 

@@ -235,6 +235,14 @@ func (m *Memory) remove(s Session) {
 	}
 }
 
+// rotatedUser is the user Rotate returns: without the password hash, which
+// a refresh has no use for (Store.Rotate).
+func rotatedUser(u User) User {
+	u = cloneUser(u)
+	u.PasswordHash = ""
+	return u
+}
+
 func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Session{}, User{}, err
@@ -282,11 +290,11 @@ func (m *Memory) Rotate(ctx context.Context, r RotateRequest) (Session, User, er
 		ent.expireAt = s.IdleExpiresAt(idle)
 		ent.tat = tat
 		ent.s = withClient(s, r)
-		return ent.s, cloneUser(mu.u), nil
+		return ent.s, rotatedUser(mu.u), nil
 	case r.Generation == s.Generation-1 && now.Sub(s.RotatedAt) <= r.Grace:
 		ent.tat = tat
 		ent.s = withClient(s, r)
-		return ent.s, cloneUser(mu.u), nil
+		return ent.s, rotatedUser(mu.u), nil
 	default:
 		m.appendRevocations(now, s.ID)
 		m.remove(s)

@@ -518,15 +518,16 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	}
 	switch res[0] {
 	case "ok", "grace":
-		if len(res) != 15 {
+		if len(res) != 14 {
 			return Session{}, User{}, errors.New("tokenstore: rotate: malformed script reply")
 		}
-		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6], res[12])
+		s, err := decodeSession(req.SessionID, uid, res[1], res[2], res[3], res[4], res[5], res[6], res[11])
 		if err != nil {
 			return Session{}, User{}, err
 		}
-		s.UserAgent, s.ClientAddr = res[13], res[14]
-		u, err := decodeUserFields(uid, res[7], res[8], res[9], res[10], res[11], res[12])
+		s.UserAgent, s.ClientAddr = res[12], res[13]
+		// The script does not read the password hash (Store.Rotate).
+		u, err := decodeUserFields(uid, res[7], "", res[8], res[9], res[10], res[11])
 		if err != nil {
 			return Session{}, User{}, err
 		}

@@ -165,7 +165,9 @@ type Store interface {
 	Session(ctx context.Context, id string) (Session, error)
 	// Rotate applies the refresh rules atomically and returns the session
 	// after them, with its user as read in the same atomic step (so a
-	// refresh costs one round trip; the caller refuses disabled users):
+	// refresh costs one round trip; the caller refuses disabled users),
+	// without the user's PasswordHash (a refresh never needs it, and a
+	// backend does not ship it over the network for nothing):
 	//   - Generation == current: advance to current+1, RotatedAt = LastUsedAt = Now;
 	//   - Generation == current-1 and Now-RotatedAt <= Grace: no change, the
 	//     caller gets the current generation (same new token for everyone);

@@ -203,11 +203,11 @@ func (l *loader) cacheStats(ctx context.Context) (hits, misses float64, err erro
 	if l.rest == nil {
 		return 0, 0, errors.New("no HTTP address")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.rest.base+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.rest.addr+"/metrics", nil)
 	if err != nil {
 		return 0, 0, err
 	}
-	resp, err := l.rest.http.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -7,7 +7,7 @@
 -- ARGV[7] zset TTL slack, ARGV[8] use-limit interval (ms, 0: no limit),
 -- ARGV[9] use-limit burst, ARGV[10] user agent, ARGV[11] client address
 -- (of this use; "" keeps the session's); times in unix ms.
--- Returns {status, g, n, c, r, l, e, <user's n, p, r, d, c>, k, ua, ip}
+-- Returns {status, g, n, c, r, l, e, <user's n, r, d, c>, k, ua, ip}
 -- where k is the credential epoch of both ("" for 0), ua and ip the client
 -- of the session's last use, and status is
 --   "ok"       advanced one generation (fields after the change),
@@ -26,7 +26,8 @@
 -- than per command inside it, so the common path makes as few calls as it
 -- can (7): generation and rotation time in one HSET, HDEL only when an 'l'
 -- field is there to delete (never after the first rotation), and the user
--- read with HMGET of the fields a refresh needs (not its version).
+-- read with HMGET of the fields a refresh needs (not its version, and never
+-- the password hash: a refresh has no use for it, and it stays in Redis).
 --
 -- Retry safety: if the reply to an "ok" is lost and the client sends the
 -- same request again, the session is one generation ahead and the retry
@@ -40,14 +41,14 @@ local now = tonumber(ARGV[4])
 if now >= tonumber(s[6]) then
   return {'notfound'}
 end
-local user = redis.call('HMGET', KEYS[3], 'n', 'p', 'r', 'd', 'c', 'k')
-if not (user[1] or user[5]) then
+local user = redis.call('HMGET', KEYS[3], 'n', 'r', 'd', 'c', 'k')
+if not (user[1] or user[4]) then
   return {'notfound'}
 end
-if (user[6] or '0') ~= (s[7] or '0') then
+if (user[5] or '0') ~= (s[7] or '0') then
   return {'stale'}
 end
-for i = 1, 6 do
+for i = 1, 5 do
   user[i] = user[i] or '' -- a reply array cannot hold nil
 end
 local g = tonumber(s[1])
@@ -105,14 +106,14 @@ if want == g then
   local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[2], string.format('%d', tonumber(top[2]) + tonumber(ARGV[7])))
   client()
-  return {'ok', ng, s[2], s[3], ARGV[4], ARGV[4], s[6], user[1], user[2], user[3], user[4], user[5], user[6], ua, ip}
+  return {'ok', ng, s[2], s[3], ARGV[4], ARGV[4], s[6], user[1], user[2], user[3], user[4], user[5], ua, ip}
 end
 if want == g - 1 and now - tonumber(s[4]) <= tonumber(ARGV[5]) then
   if every > 0 then
     redis.call('HSET', KEYS[1], 'q', q)
   end
   client()
-  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6], user[1], user[2], user[3], user[4], user[5], user[6], ua, ip}
+  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6], user[1], user[2], user[3], user[4], user[5], ua, ip}
 end
 if want < g then
   return {'reused'}
