@@ -172,6 +172,9 @@ func (f *Feed) publish(m Message) {
 	}
 }
 
+// feedMaxBackoff bounds the wait between failed reads of the store.
+const feedMaxBackoff = 500 * time.Millisecond
+
 // Run reads the store until ctx is done, then closes every watcher.
 func (f *Feed) Run(ctx context.Context) {
 	defer f.close()
@@ -213,7 +216,10 @@ func (f *Feed) Run(ctx context.Context) {
 				return
 			case <-t.C:
 			}
-			backoff = min(2*backoff, 2*time.Second)
+			// Capped low: one reader per instance, so retrying costs the
+			// store a few reads a second, and after a failover the feed
+			// (and the pushed revocations) are back within half a second.
+			backoff = min(2*backoff, feedMaxBackoff)
 			continue
 		}
 		if failing {
