@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"github.com/identityd/identity/internal/jsonesc"
 	"io"
 	"strconv"
 	"sync"
@@ -168,23 +169,7 @@ func appendProtoJSONString(b []byte, s string, ok bool) ([]byte, bool) {
 			continue
 		}
 		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\b':
-			b = append(b, '\\', 'b')
-		case '\f':
-			b = append(b, '\\', 'f')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			const hex = "0123456789abcdef"
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
+		b = jsonesc.AppendByte(b, c)
 		i++
 		start = i
 	}
