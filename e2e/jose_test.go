@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"context"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/internal/testnpm"
@@ -28,20 +24,5 @@ func TestNodeJose(t *testing.T) {
 
 	const audience = "node-e2e"
 	d := startIdentityd(t, opts{embedded: true, flags: map[string]string{"audience": audience, "issuer": "identity-e2e"}})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "test/")
-	cmd.Dir = dir
-	cmd.Env = append(append(testidentityd.CleanEnv(), d.ScriptEnv()...), "TESTIDENTITYD_AUDIENCE="+audience)
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("node --test test/: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "# pass ") || strings.Contains(string(out), "# pass 0\n") {
-		t.Fatalf("the node tests ran no test:\n%s", out)
-	}
-	if strings.Contains(string(out), d.Password) {
-		t.Error("the node tests printed the password")
-	}
+	runNodeTests(t, node, dir, d, "TESTIDENTITYD_AUDIENCE="+audience)
 }
