@@ -38,12 +38,25 @@ func TestCluster(t *testing.T) {
 	key := prefix + "{victim}"
 	master := c.MasterOf(t, key)
 	replica := c.ReplicaOf(t, master)
-	if err := client.Set(ctx, key, "acknowledged", 0).Err(); err != nil {
+	// SET and WAIT on one connection of the key's master: WAIT counts the
+	// writes of its own connection only, so the replica has this one
+	// before the kill (a WAIT sent through the cluster client goes to any
+	// node and any pooled connection, and proved nothing: the test was
+	// flaky).
+	node, err := client.MasterForKey(ctx, key)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// WAIT on the key's master: the replica has the write before the kill.
-	if n, err := client.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n < 1 {
-		t.Logf("WAIT: %d, %v (routed to a random node; the check below still holds if replication won)", n, err)
+	var acked *redis.Cmd
+	if _, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, key, "acknowledged", 0)
+		acked = p.Do(ctx, "WAIT", 1, 5000)
+		return nil
+	}); err != nil {
+		t.Fatalf("SET + WAIT on the key's master: %v", err)
+	}
+	if n, err := acked.Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT on the key's master: %d replicas, %v; want 1", n, err)
 	}
 	killed := time.Now()
 	c.Kill(t, master)
@@ -61,7 +74,6 @@ func TestCluster(t *testing.T) {
 	// The client follows by itself (MOVED from the old master, now a
 	// replica, or a reload): retry briefly.
 	var val string
-	var err error
 	for range 100 {
 		if val, err = client.Get(ctx, key).Result(); err == nil {
 			break
