@@ -108,10 +108,17 @@ func TestSentinel(t *testing.T) {
 	ctx := t.Context()
 	primary := s.Master(t)
 	replica := s.Replica(t)
-	if err := client.Set(ctx, "k", "acknowledged", 0).Err(); err != nil {
+	// SET and WAIT in one pipeline, so over one connection: WAIT counts
+	// only the writes of the connection it runs on.
+	var acked *redis.Cmd
+	if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "k", "acknowledged", 0)
+		acked = p.Do(ctx, "WAIT", 1, 5000)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := client.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+	if n, err := acked.Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT: %d, %v", n, err)
 	}
 	killed := time.Now()
