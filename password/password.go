@@ -273,6 +273,9 @@ func (h *Hasher) Admit() error {
 // (0 before the first; the queue cap alone bounds admission until then).
 func (h *Hasher) HashTime() time.Duration { return time.Duration(h.hashNS.Load()) }
 
+// Queued is how many callers are waiting for a hashing worker now.
+func (h *Hasher) Queued() int64 { return h.waiting.Load() }
+
 // ExpectedWait is how long a caller with ahead callers queued before it
 // expects to wait for a worker while every worker is busy: the hashes
 // ahead of it and, on average, half of one in progress, shared by the

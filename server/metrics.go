@@ -173,6 +173,33 @@ func (s *Server) registerMetrics() error {
 			Name: "identity_revocation_watchers",
 			Help: "Open WatchRevocations streams.",
 		}, func() float64 { return float64(s.feed.Watchers()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "identity_password_hash_queue_depth",
+			Help: "Logins and password changes waiting for a password-hashing worker.",
+		}, func() float64 {
+			if s.hasher == nil {
+				return 0
+			}
+			return float64(s.hasher.Queued())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "identity_password_hash_expected_wait_seconds",
+			Help: "How long a password hash asked for now is expected to wait for a worker (the queue ahead of it times the measured hash time, over the workers); admission refuses past --login-wait-budget.",
+		}, func() float64 {
+			if s.hasher == nil {
+				return 0
+			}
+			return s.hasher.ExpectedWait(s.hasher.Queued()).Seconds()
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "identity_password_hash_duration_seconds",
+			Help: "argon2id's own time per hash, averaged over the last hashes (without the wait); 0 before the first.",
+		}, func() float64 {
+			if s.hasher == nil {
+				return 0
+			}
+			return s.hasher.HashTime().Seconds()
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "identity_audit_events_dropped_total",
 			Help: "Audit events not appended to the --audit-redis-stream stream (its queue was full or the write failed); the log has them all.",

@@ -150,6 +150,9 @@ func TestMetricsAfterASession(t *testing.T) {
 		{"identity_revocation_feed_last_sync_timestamp_seconds", nil, -1},
 		{"identity_revocation_feed_fresh", nil, -1},
 		{"identity_revocation_watchers", nil, 0},
+		{"identity_password_hash_queue_depth", nil, 0},
+		{"identity_password_hash_expected_wait_seconds", nil, -1},
+		{"identity_password_hash_duration_seconds", nil, -1},
 		{"identity_build_info", nil, 1},
 		{"grpc_server_handled_total", []string{"grpc_method", "Login", "grpc_code", "OK"}, 2},
 		{"go_goroutines", nil, -1},
@@ -164,6 +167,9 @@ func TestMetricsAfterASession(t *testing.T) {
 		case tc.want >= 0 && got != tc.want:
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
+	}
+	if d, _ := m.value("identity_password_hash_duration_seconds"); d <= 0 {
+		t.Errorf("identity_password_hash_duration_seconds = %v after logins, want the measured hash time", d)
 	}
 	if hits, _ := m.value("identity_verify_cache_hits_total"); hits < 1 {
 		t.Errorf("the second Verify of a token was not a cache hit (hits %v)", hits)
