@@ -203,6 +203,10 @@ func bounded(s string) string {
 // caller: it runs inside the RPC it records.
 type Sink interface {
 	Record(ctx context.Context, e Event)
+	// Enabled reports whether an event recorded now would be written
+	// anywhere, so a caller can skip assembling it (the client's address,
+	// the actor) on a hot path when nothing records.
+	Enabled(ctx context.Context) bool
 }
 
 // Sinks records every event in each of its sinks.
@@ -212,6 +216,16 @@ func (ss Sinks) Record(ctx context.Context, e Event) {
 	for _, s := range ss {
 		s.Record(ctx, e)
 	}
+}
+
+// Enabled is true when any of the sinks is.
+func (ss Sinks) Enabled(ctx context.Context) bool {
+	for _, s := range ss {
+		if s.Enabled(ctx) {
+			return true
+		}
+	}
+	return false
 }
 
 // Group is the slog group an event's fields are written under, and
@@ -229,8 +243,11 @@ type LogSink struct{ log *slog.Logger }
 // format), at info, their fields in the "audit" group.
 func NewLogSink(log *slog.Logger) *LogSink { return &LogSink{log: log} }
 
+// Enabled is whether the log writes info records.
+func (l *LogSink) Enabled(ctx context.Context) bool { return l.log.Enabled(ctx, slog.LevelInfo) }
+
 func (l *LogSink) Record(ctx context.Context, e Event) {
-	if !l.log.Enabled(ctx, slog.LevelInfo) {
+	if !l.Enabled(ctx) {
 		return
 	}
 	l.log.LogAttrs(ctx, slog.LevelInfo, Message, slog.Attr{Key: Group, Value: slog.GroupValue(e.Attrs()...)})

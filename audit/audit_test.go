@@ -117,11 +117,21 @@ func TestLogSinkFollowsLevel(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Errorf("written below the log's level: %s", buf.String())
 	}
+	if sink.Enabled(t.Context()) {
+		t.Error("Enabled on a log at warn")
+	}
+	if (audit.Sinks{sink}).Enabled(t.Context()) {
+		t.Error("Sinks enabled with its only sink not")
+	}
+	if !(audit.Sinks{sink, &countSink{}}).Enabled(t.Context()) {
+		t.Error("Sinks not enabled with one sink enabled")
+	}
 }
 
 type countSink struct{ n int }
 
 func (c *countSink) Record(context.Context, audit.Event) { c.n++ }
+func (c *countSink) Enabled(context.Context) bool        { return true }
 
 func TestSinks(t *testing.T) {
 	t.Parallel()

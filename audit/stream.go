@@ -85,6 +85,9 @@ func NewStream(rdb redis.UniversalClient, key string, maxLen int64, opts ...Stre
 func (s *Stream) Key() string { return s.key }
 
 // Record queues e, or drops it if the queue is full. It never blocks.
+// Enabled is always true: the stream takes every event.
+func (s *Stream) Enabled(context.Context) bool { return true }
+
 func (s *Stream) Record(_ context.Context, e Event) {
 	select {
 	case s.queue <- e:

@@ -34,6 +34,9 @@ func newAuditSink(d Deps) audit.Sink {
 // record completes e for the call in ctx and writes it: a success if err
 // is nil, else a failure with the reason the caller was answered with.
 func (s *Server) record(ctx context.Context, e audit.Event, err error) {
+	if !s.audit.Enabled(ctx) {
+		return // nothing records (a log above info, no stream): a hot path pays nothing more
+	}
 	e.Time = s.now()
 	if _, ok := peer.FromContext(ctx); ok {
 		e.ClientAddress = clientAddr(ctx)
