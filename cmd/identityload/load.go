@@ -372,26 +372,11 @@ func (l *loader) rawDuration() time.Duration {
 func rawArgon2(ctx context.Context, workers int, d time.Duration) result {
 	p := password.DefaultParams
 	salt := make([]byte, p.SaltLen)
-	var stop atomic.Bool
-	recs := make([]*recorder, workers)
-	var wg sync.WaitGroup
 	argon2.IDKey([]byte("warm"), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
-	start := time.Now()
-	for i := range workers {
-		rec := newRecorder()
-		recs[i] = rec
-		wg.Go(func() {
-			for !stop.Load() {
-				t0 := time.Now()
-				argon2.IDKey([]byte("correct horse battery staple"), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
-				rec.record(time.Since(t0), nil)
-			}
-		})
-	}
-	sleep(ctx, d)
-	stop.Store(true)
-	wg.Wait()
-	return merge(fmt.Sprintf("raw argon2id x%d", workers), time.Since(start), recs)
+	return parallelRaw(ctx, fmt.Sprintf("raw argon2id x%d", workers), workers, d, func() error {
+		argon2.IDKey([]byte("correct horse battery staple"), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
+		return nil
+	})
 }
 
 func (l *loader) runAll(ctx context.Context, names []string) error {
