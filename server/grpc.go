@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -134,6 +135,7 @@ func (s *Server) buildGRPC() error {
 		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		grpc.NumStreamWorkers(streamWorkers()),
 	}
 	opts = append(opts, s.grpcConnOptions()...)
 	if s.tls != nil {
@@ -203,3 +205,5 @@ func clientAddr(ctx context.Context) string {
 	}
 	return host
 }
+
+func streamWorkers() uint32 { return uint32(16 * runtime.GOMAXPROCS(0)) }
