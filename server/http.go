@@ -88,19 +88,32 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	s.writeError(r.Context(), nil, nil, w, r, routeError(http.StatusNotFound, r, nil))
 }
 
+// The values SecurityHeaders sets, shared by every answer.
+var (
+	hdrNosniff    = []string{"nosniff"}[:1:1]
+	hdrNoReferrer = []string{"no-referrer"}[:1:1]
+	hdrDeny       = []string{"DENY"}[:1:1]
+	hdrCSPNone    = []string{"default-src 'none'; frame-ancestors 'none'"}[:1:1]
+	hdrNoStore    = []string{"no-store"}[:1:1]
+)
+
 // SecurityHeaders sets the headers every answer of identityd carries (also
 // those of cmd/identityd's server that answers while the store is away).
 func SecurityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The keys are canonical and the values shared (header.Set would
+		// allocate one slice per header per request); a later Set or Del
+		// replaces a slice, never writes into it, and Add appends past
+		// its full capacity, so onto a copy.
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Frame-Options", "DENY")
+		h["X-Content-Type-Options"] = hdrNosniff
+		h["Referrer-Policy"] = hdrNoReferrer
+		h["X-Frame-Options"] = hdrDeny
 		// JSON answers load nothing; the demo page sets its own policy.
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h["Content-Security-Policy"] = hdrCSPNone
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
 			// Token responses must never be cached (RFC 6749 §5.1).
-			h.Set("Cache-Control", "no-store")
+			h["Cache-Control"] = hdrNoStore
 		}
 		next.ServeHTTP(w, r)
 	})
