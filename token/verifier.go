@@ -227,7 +227,17 @@ type accessClaims struct {
 // JSON number: golang-jwt's NumericDate also takes a string of digits
 // ("exp": "1700000000"), which RFC 7519 §2 does not allow. Every other
 // claim's type is checked by its Go type (a string, a []string).
+//
+// The claims our issuers write take a fast path (decodeClaimsFast) that
+// gives the same result; the rest come here.
 func (c *accessClaims) UnmarshalJSON(b []byte) error {
+	if decodeClaimsFast(b, c) {
+		return nil
+	}
+	return c.unmarshalJSON(b)
+}
+
+func (c *accessClaims) unmarshalJSON(b []byte) error {
 	type plain accessClaims // the same fields without this method
 	// One pass: the outer fields take exp, iat and nbf from the embedded
 	// claims (a shallower field wins in encoding/json).
