@@ -316,14 +316,13 @@ func cookieToken(ctx context.Context) (string, error) {
 	if !fromGateway(ctx) {
 		return "", nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(mdCSRFRejected); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, mdCSRFRejected); len(v) > 0 {
 		return "", errCSRFRejected
 	}
-	if v := md.Get(mdRefreshCookie); len(v) == 1 && v[0] != "" {
+	if v := metadata.ValueFromIncomingContext(ctx, mdRefreshCookie); len(v) == 1 && v[0] != "" {
 		return v[0], nil
 	}
-	if v := md.Get(mdBrowser); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, mdBrowser); len(v) > 0 {
 		// Cookie mode without a cookie: there is no session to use.
 		return "", errNoRefreshCookie
 	}

@@ -165,12 +165,12 @@ func (s *Server) buildGRPC() error {
 // userAgent is the client's User-Agent: the gRPC client's, or for calls
 // through the gateway, the HTTP client's.
 func userAgent(ctx context.Context) string {
-	md, _ := metadata.FromIncomingContext(ctx)
 	key := "user-agent"
 	if fromGateway(ctx) {
 		key = mdUserAgent
 	}
-	if v := md.Get(key); len(v) > 0 {
+	// One key's values, not a copy of the whole metadata (FromIncomingContext).
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 {
 		return v[0]
 	}
 	return ""
@@ -189,12 +189,15 @@ func clientAddr(ctx context.Context) string {
 		return "unknown"
 	}
 	if fromGateway(ctx) {
-		if md, ok := metadata.FromIncomingContext(ctx); ok {
-			if v := md.Get(mdClientAddr); len(v) == 1 && v[0] != "" {
-				return v[0]
-			}
+		if v := metadata.ValueFromIncomingContext(ctx, mdClientAddr); len(v) == 1 && v[0] != "" {
+			return v[0]
 		}
 		return "gateway"
+	}
+	if ta, ok := p.Addr.(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap().WithZone(ta.Zone).String()
+		}
 	}
 	if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
 		return ap.Addr().Unmap().String()
