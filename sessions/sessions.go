@@ -85,6 +85,9 @@ func (c Client) bounded() Client {
 // truncateUTF8 cuts s to at most n bytes without splitting a character,
 // and drops control characters (a User-Agent is the client's to choose).
 func truncateUTF8(s string, n int) string {
+	if len(s) <= n && printableASCII(s) {
+		return s // the usual case: nothing to drop, nothing to copy
+	}
 	out := make([]byte, 0, min(len(s), n))
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
@@ -96,6 +99,15 @@ func truncateUTF8(s string, n int) string {
 		out = utf8.AppendRune(out, r)
 	}
 	return string(out)
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Create starts a session for an authenticated user.
