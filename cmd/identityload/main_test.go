@@ -52,6 +52,11 @@ func TestScenariosOnBothProtocols(t *testing.T) {
 			}
 		}
 	}
+	// The no-op again beside Refresh, so its ratio is taken between
+	// adjacent windows.
+	if line := findLine(out.String(), "noop beside refresh "); line == "" || !strings.Contains(line, "errors 0") {
+		t.Errorf("no clean no-op beside refresh in\n%s", out.String())
+	}
 	if !strings.Contains(out.String(), "rest verify/grpc verify") {
 		t.Errorf("no REST/gRPC ratio in\n%s", out.String())
 	}
@@ -145,7 +150,8 @@ func TestSuite(t *testing.T) {
 				t.Errorf("row without a verdict: %s", row)
 			}
 		}
-		for _, ceiling := range []string{"ceiling: gRPC no-op", "ceiling: REST no-op", "ceiling: raw Ed25519 sign / verify", "ceiling: raw argon2id"} {
+		for _, ceiling := range []string{"ceiling: gRPC no-op", "ceiling: REST no-op", "ceiling: raw Ed25519 sign / verify", "ceiling: raw argon2id",
+			"ceiling: gRPC no-op again, just before verify-miss", "ceiling: gRPC no-op again, just before refresh"} {
 			if tableRow(text, ceiling, st) == "" {
 				t.Errorf("no %q row for the %s store", ceiling, st)
 			}
