@@ -1,11 +1,12 @@
 -- rotate: apply the refresh rules of Store.Rotate in one round trip.
--- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user's session zset "{uid}:ss",
--- KEYS[3] user hash "{uid}:u" (read only: returned so a refresh needs no
--- second round trip for the user's name and roles)
--- ARGV[1] <rand> (zset member), ARGV[2] presented generation, ARGV[3] nonce,
+-- KEYS[1] session hash "{uid}:s:<rand>", KEYS[2] user hash "{uid}:u" (read:
+-- returned so a refresh needs no second round trip for the user's name and
+-- roles; written: the session's index field 's:<rand>' gets the new
+-- expire-at)
+-- ARGV[1] <rand>, ARGV[2] presented generation, ARGV[3] nonce,
 -- ARGV[4] now, ARGV[5] grace (ms), ARGV[6] now + idle TTL,
--- ARGV[7] zset TTL slack, ARGV[8] use-limit interval (ms, 0: no limit),
--- ARGV[9] use-limit burst, ARGV[10] user agent, ARGV[11] client address
+-- ARGV[7] use-limit interval (ms, 0: no limit),
+-- ARGV[8] use-limit burst, ARGV[9] user agent, ARGV[10] client address
 -- (of this use; "" keeps the session's); times in unix ms.
 -- Returns {status, g, n, c, r, l, e, <user's n, r, d, c>, k, ua, ip}
 -- where k is the credential epoch of both ("" for 0), ua and ip the client
@@ -20,14 +21,15 @@
 --              caller revokes it as for "reused", and answers not found,
 --   "notfound" unknown/expired session, wrong nonce or future generation.
 -- Nothing is written unless the status is "ok", except the use-limit field
--- on "grace". A session whose user hash is gone is "notfound".
+-- on "grace". A session whose user record is gone is "notfound".
 --
 -- Cost: this runs on every refresh, and Redis spends more per redis.call
 -- than per command inside it, so the common path makes as few calls as it
--- can (7): generation and rotation time in one HSET, HDEL only when an 'l'
--- field is there to delete (never after the first rotation), and the user
--- read with HMGET of the fields a refresh needs (not its version, and never
--- the password hash: a refresh has no use for it, and it stays in Redis).
+-- can (5): generation and rotation time in one HSET, HDEL only when an 'l'
+-- field is there to delete (never after the first rotation), the index
+-- field's new expire-at in one HSET, and the user read with HMGET of the
+-- fields a refresh needs (not its version, and never the password hash: a
+-- refresh has no use for it, and it stays in Redis).
 --
 -- Retry safety: if the reply to an "ok" is lost and the client sends the
 -- same request again, the session is one generation ahead and the retry
@@ -41,7 +43,7 @@ local now = tonumber(ARGV[4])
 if now >= tonumber(s[6]) then
   return {'notfound'}
 end
-local user = redis.call('HMGET', KEYS[3], 'n', 'r', 'd', 'c', 'k')
+local user = redis.call('HMGET', KEYS[2], 'n', 'r', 'd', 'c', 'k')
 if not (user[1] or user[4]) then
   return {'notfound'}
 end
@@ -54,11 +56,11 @@ end
 local g = tonumber(s[1])
 local want = tonumber(ARGV[2])
 -- The use limit (GCRA), for the current and the grace generation only.
-local every = tonumber(ARGV[8])
+local every = tonumber(ARGV[7])
 local tat = now
 if every > 0 and (want == g or want == g - 1) then
   tat = math.max(tonumber(s[8] or now), now)
-  local ahead = tat - now - (tonumber(ARGV[9]) - 1) * every
+  local ahead = tat - now - (tonumber(ARGV[8]) - 1) * every
   if ahead > 0 then
     return {'limited', string.format('%d', ahead)}
   end
@@ -71,8 +73,8 @@ local q = string.format('%d', tat)
 -- create_session.lua: a longer value would make the hash a hashtable).
 local ua, ip = (s[9] or '') .. (s[11] or ''), s[10] or ''
 local function client()
-  if ARGV[10] ~= '' and ARGV[10] ~= ua then
-    ua = ARGV[10]
+  if ARGV[9] ~= '' and ARGV[9] ~= ua then
+    ua = ARGV[9]
     if #ua > 64 then
       redis.call('HSET', KEYS[1], 'ua', string.sub(ua, 1, 64), 'ub', string.sub(ua, 65))
     else
@@ -82,8 +84,8 @@ local function client()
       end
     end
   end
-  if ARGV[11] ~= '' and ARGV[11] ~= ip then
-    ip = ARGV[11]
+  if ARGV[10] ~= '' and ARGV[10] ~= ip then
+    ip = ARGV[10]
     redis.call('HSET', KEYS[1], 'ip', ip)
   end
 end
@@ -102,9 +104,7 @@ if want == g then
     redis.call('HDEL', KEYS[1], 'l') -- last used = rotated (see create_session.lua)
   end
   redis.call('PEXPIREAT', KEYS[1], at)
-  redis.call('ZADD', KEYS[2], at, ARGV[1])
-  local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', KEYS[2], string.format('%d', tonumber(top[2]) + tonumber(ARGV[7])))
+  redis.call('HSET', KEYS[2], 's:' .. ARGV[1], at)
   client()
   return {'ok', ng, s[2], s[3], ARGV[4], ARGV[4], s[6], user[1], user[2], user[3], user[4], user[5], ua, ip}
 end
