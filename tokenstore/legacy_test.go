@@ -244,6 +244,61 @@ func TestRedisLegacyLayout(t *testing.T) {
 		}
 	})
 
+	t.Run("SessionTimes", func(t *testing.T) {
+		// A session hash of the layout before keeps its rotation time and
+		// limiter state absolute, in r and q: they read as such, and the
+		// next rotation replaces them with R and Q.
+		lu := writeLegacy(t, client, prefix, true)
+		s := lu.sessions[0]
+		key := prefix + "{" + lu.user.ID + "}:s:" + s.ID[len(lu.user.ID)+1:]
+		got, err := store.Session(ctx, s.ID)
+		if err != nil || !got.RotatedAt.Equal(s.RotatedAt) {
+			t.Fatalf("Session of a legacy hash: rotated %v, %v; want %v", got.RotatedAt, err, s.RotatedAt)
+		}
+		// q an hour ahead: a limit of one use at once refuses.
+		now := time.Now()
+		if err := client.HSet(ctx, key, "q", strconv.FormatInt(now.Add(time.Hour).UnixMilli(), 10)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		req := tokenstore.RotateRequest{SessionID: s.ID, Nonce: s.Nonce, Now: now, Grace: time.Minute, IdleTTL: time.Hour,
+			Limit: tokenstore.UseLimit{Every: time.Second, Burst: 1}}
+		var tooFast *tokenstore.TooFastError
+		if _, _, err := store.Rotate(ctx, req); !errors.As(err, &tooFast) || tooFast.After < 59*time.Minute {
+			t.Fatalf("Rotate with a legacy q an hour ahead: %v, want TooFast for about an hour", err)
+		}
+		if err := client.HSet(ctx, key, "q", strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		rot, _, err := store.Rotate(ctx, req)
+		if err != nil || rot.Generation != 1 || !rot.RotatedAt.Equal(now.Truncate(time.Millisecond)) {
+			t.Fatalf("Rotate of a legacy hash: %+v, %v", rot, err)
+		}
+		h, err := client.HGetAll(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, r := h["r"]
+		_, q := h["q"]
+		if r || q || h["R"] != strconv.FormatInt(now.Truncate(time.Millisecond).Sub(s.CreatedAt).Milliseconds(), 10) || h["Q"] != "1000" {
+			t.Errorf("session hash after rotating: %v; want R, Q = 1000 and no r, q", h)
+		}
+		// The previous generation within grace: the same session, and the
+		// limiter (one use at once, one a second) now refuses.
+		grace, _, err := store.Rotate(ctx, req)
+		if !errors.As(err, &tooFast) {
+			t.Fatalf("Rotate again at once: %+v, %v; want TooFast", grace, err)
+		}
+		req.Now = now.Add(1500 * time.Millisecond)
+		grace, _, err = store.Rotate(ctx, req)
+		if err != nil || grace.Generation != 1 || !grace.RotatedAt.Equal(rot.RotatedAt) {
+			t.Fatalf("Rotate in grace: %+v, %v; want generation 1 rotated at %v", grace, err, rot.RotatedAt)
+		}
+		got, err = store.Session(ctx, s.ID)
+		if err != nil || !got.RotatedAt.Equal(rot.RotatedAt) || got.Generation != 1 {
+			t.Fatalf("Session after rotating: %+v, %v", got, err)
+		}
+	})
+
 	t.Run("NoUserRecord", func(t *testing.T) {
 		// Sessions of a user id with no record, from before sessions
 		// needed their user: listed and revoked from the zset, which is

@@ -28,10 +28,12 @@ import (
 //	                                    epoch (not when 0); and the user's session index, one
 //	                                    field s:<rand> -> expire-at per session (no TTL)
 //	identity:{<uid>}:s:<rand>   hash    session <uid>.<rand>: g generation, n nonce,
-//	                                    c created, r rotated, e absolute expiry, l last used
-//	                                    (only when it differs from r: never after a rotation),
-//	                                    k credential epoch (not when 0), q refresh limiter
-//	                                    state, ip client address, ua and ub the user agent
+//	                                    c created, R rotated (ms after c), e absolute expiry,
+//	                                    l last used (only when it differs from rotated: never
+//	                                    after a rotation), k credential epoch (not when 0),
+//	                                    Q refresh limiter state (ms after rotated; r and q,
+//	                                    absolute, in a hash of the layout before), ip client
+//	                                    address, ua and ub the user agent
 //	                                    in chunks of at most 64 bytes (ub only past 64), so
 //	                                    every value stays under Redis's default
 //	                                    hash-max-listpack-value and the hash a listpack
@@ -515,7 +517,7 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 	if len(h) == 0 {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
-	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
+	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], sessionRotated(h), h["l"], h["e"], h["k"])
 	if err != nil {
 		return Session{}, err
 	}
@@ -632,7 +634,7 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 			v, _ := kv[j+1].(string)
 			h[k] = v
 		}
-		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
+		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], sessionRotated(h), h["l"], h["e"], h["k"])
 		if err != nil {
 			return nil, err
 		}
@@ -1058,8 +1060,28 @@ func parseEpoch(k string) (uint64, error) {
 	return strconv.ParseUint(k, 10, 64)
 }
 
-// decodeSession builds a Session from the hash fields; l is "" when it
-// equals r, k "" when the epoch is 0.
+// sessionRotated is the rotation time (unix ms) of session hash h: field
+// R, ms after c, or in a hash of the layout before r, absolute. "" (and
+// decodeSession's corrupt-record error) when neither reads.
+func sessionRotated(h map[string]string) string {
+	d, ok := h["R"]
+	if !ok {
+		return h["r"]
+	}
+	c, err := strconv.ParseInt(h["c"], 10, 64)
+	if err != nil {
+		return ""
+	}
+	x, err := strconv.ParseInt(d, 10, 64)
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(c+x, 10)
+}
+
+// decodeSession builds a Session from the hash fields, r the rotation
+// time (sessionRotated); l is "" when it equals r, k "" when the epoch is
+// 0.
 func decodeSession(id, uid, g, n, c, r, l, e, k string) (Session, error) {
 	if l == "" {
 		l = r

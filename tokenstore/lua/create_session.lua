@@ -34,8 +34,13 @@ local now = tonumber(ARGV[9])
 if tonumber(ARGV[8]) <= now then
   return 'ok' -- born expired: keep nothing
 end
+-- The rotation time is kept as R, ms after created: a small number, which
+-- a listpack stores in fewer bytes than a time (as rotate.lua keeps the
+-- use limiter's arrival time as Q, ms after the rotation), so that the
+-- hash of a session with every field fits a 128-byte allocation, not 160
+-- (see TestRedisMemoryPerSession).
 redis.call('HSET', KEYS[1], 'g', ARGV[2], 'n', ARGV[3], 'c', ARGV[4],
-  'r', ARGV[5], 'e', ARGV[7])
+  'R', string.format('%d', tonumber(ARGV[5]) - tonumber(ARGV[4])), 'e', ARGV[7])
 if ARGV[10] ~= '0' then
   redis.call('HSET', KEYS[1], 'k', ARGV[10])
 end
@@ -53,7 +58,7 @@ end
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'ip', ARGV[12])
 end
--- l (last used) is kept only when it differs from r (rotated): they are
+-- l (last used) is kept only when it differs from the rotation time: they are
 -- equal after every rotation, and the saved field keeps the hash in a
 -- smaller allocation (see TestRedisMemoryPerSession).
 if ARGV[6] ~= ARGV[5] then

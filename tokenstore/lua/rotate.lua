@@ -15,7 +15,7 @@
 --   "grace"    previous generation within grace (fields unchanged),
 --   "reused"   older generation: the caller records a revocation and then
 --              deletes the session (the event stream lives in another slot),
---   "limited"  {status, ms to wait}: the session's uses (field q, the GCRA
+--   "limited"  {status, ms to wait}: the session's uses (field Q, the GCRA
 --              theoretical arrival time) are over the limit; nothing written,
 --   "stale"    the session's credential epoch (k) is not its user's: the
 --              caller revokes it as for "reused", and answers not found,
@@ -26,7 +26,8 @@
 -- Cost: this runs on every refresh, and Redis spends more per redis.call
 -- than per command inside it, so the common path makes as few calls as it
 -- can (5): generation and rotation time in one HSET, HDEL only when an 'l'
--- field is there to delete (never after the first rotation), the index
+-- field (or a field of the layout before) is there to delete (never after
+-- the first rotation), the index
 -- field's new expire-at in one HSET, and the user read with HMGET of the
 -- fields a refresh needs (not its version, and never the password hash: a
 -- refresh has no use for it, and it stays in Redis).
@@ -35,9 +36,21 @@
 -- same request again, the session is one generation ahead and the retry
 -- lands in the "grace" branch, returning the same session: a retried
 -- rotation never looks like theft (as long as it comes within grace).
-local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'r', 'l', 'e', 'k', 'q', 'ua', 'ip', 'ub')
-if not s[1] or s[2] ~= ARGV[3] then
+-- Times: the rotation time is kept as R = rotated - created and the use
+-- limiter's arrival time as Q = it - rotated (see create_session.lua); a
+-- hash written before has them absolute as 'r' and 'q' (s[12], s[13]),
+-- read when R and Q are not there and deleted by the next rotation.
+local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'R', 'l', 'e', 'k', 'Q', 'ua', 'ip', 'ub', 'r', 'q')
+if not s[1] or s[2] ~= ARGV[3] or not (s[4] or s[12]) then
   return {'notfound'}
+end
+local c = tonumber(s[3])
+local rot = s[4] and c + tonumber(s[4]) or tonumber(s[12])
+local last -- the limiter's arrival time, nil if none yet
+if s[8] then
+  last = rot + tonumber(s[8])
+elseif s[13] then
+  last = tonumber(s[13])
 end
 local now = tonumber(ARGV[4])
 if now >= tonumber(s[6]) then
@@ -59,14 +72,13 @@ local want = tonumber(ARGV[2])
 local every = tonumber(ARGV[7])
 local tat = now
 if every > 0 and (want == g or want == g - 1) then
-  tat = math.max(tonumber(s[8] or now), now)
+  tat = math.max(last or now, now)
   local ahead = tat - now - (tonumber(ARGV[8]) - 1) * every
   if ahead > 0 then
     return {'limited', string.format('%d', ahead)}
   end
   tat = tat + every
 end
-local q = string.format('%d', tat)
 -- The client of this use, written only when it changed (the usual case is
 -- the same browser from the same address: no write).
 -- The user agent is stored in 64-byte chunks 'ua' and 'ub' (see
@@ -95,25 +107,46 @@ if want == g then
     at = s[6]
   end
   local ng = string.format('%d', g + 1)
+  local R = string.format('%d', now - c)
+  -- l: last used = rotated (see create_session.lua); r, q: the layout
+  -- before; Q without a limiter: it would read as relative to the new
+  -- rotation time.
+  local del = {}
   if every > 0 then
-    redis.call('HSET', KEYS[1], 'g', ng, 'r', ARGV[4], 'q', q)
+    redis.call('HSET', KEYS[1], 'g', ng, 'R', R, 'Q', string.format('%d', tat - now))
   else
-    redis.call('HSET', KEYS[1], 'g', ng, 'r', ARGV[4])
+    redis.call('HSET', KEYS[1], 'g', ng, 'R', R)
+    if s[8] then
+      del[#del + 1] = 'Q'
+    end
   end
   if s[5] then
-    redis.call('HDEL', KEYS[1], 'l') -- last used = rotated (see create_session.lua)
+    del[#del + 1] = 'l'
+  end
+  if s[12] then
+    del[#del + 1] = 'r'
+  end
+  if s[13] then
+    del[#del + 1] = 'q'
+  end
+  if #del > 0 then
+    redis.call('HDEL', KEYS[1], unpack(del))
   end
   redis.call('PEXPIREAT', KEYS[1], at)
   redis.call('HSET', KEYS[2], 's:' .. ARGV[1], at)
   client()
   return {'ok', ng, s[2], s[3], ARGV[4], ARGV[4], s[6], user[1], user[2], user[3], user[4], user[5], ua, ip}
 end
-if want == g - 1 and now - tonumber(s[4]) <= tonumber(ARGV[5]) then
+if want == g - 1 and now - rot <= tonumber(ARGV[5]) then
   if every > 0 then
-    redis.call('HSET', KEYS[1], 'q', q)
+    redis.call('HSET', KEYS[1], 'Q', string.format('%d', tat - rot))
+    if s[13] then
+      redis.call('HDEL', KEYS[1], 'q')
+    end
   end
   client()
-  return {'grace', s[1], s[2], s[3], s[4], s[5] or s[4], s[6], user[1], user[2], user[3], user[4], user[5], ua, ip}
+  local r = string.format('%d', rot)
+  return {'grace', s[1], s[2], s[3], r, s[5] or r, s[6], user[1], user[2], user[3], user[4], user[5], ua, ip}
 end
 if want < g then
   return {'reused'}
