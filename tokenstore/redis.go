@@ -59,8 +59,12 @@ import (
 // Every value is kept under Redis's default hash-max-listpack-value (64
 // bytes) so both hashes stay listpacks, the compact encoding: a longer
 // value turns the whole hash into a hashtable, two to three times the
-// memory. A one-session user's session costs ~300 bytes (MEMORY USAGE; see
-// BENCHMARKS.md): its hash and its index field.
+// memory. A one-session user's session costs 264 bytes (MEMORY USAGE, a
+// gRPC client's; see BENCHMARKS.md): its hash and its index field. The
+// session's rotation time (R) and limiter state (Q) are kept as small
+// deltas, not times, for the same reason: a listpack stores a small
+// integer in fewer bytes, which keeps the session hash in a 128-byte
+// allocation.
 //
 // # Sessions need their user
 //
@@ -72,7 +76,7 @@ import (
 // ListSessions, RevokeUserSessions) or the session revoked, and the session
 // hash's own TTL decides, so clock skew never drops a live session. Until
 // then a user who never returns keeps the fields of its expired sessions
-// (~30 bytes each). User reads return only the user's own fields, and
+// (32 bytes each). User reads return only the user's own fields, and
 // UpdateUser never drops index fields. Disabling a user, a password or role
 // change and "log out everywhere" revoke the user's sessions through
 // RevokeUserSessions (the callers do: see users and server), which reads

@@ -36,21 +36,26 @@
 -- same request again, the session is one generation ahead and the retry
 -- lands in the "grace" branch, returning the same session: a retried
 -- rotation never looks like theft (as long as it comes within grace).
--- Times: the rotation time is kept as R = rotated - created and the use
--- limiter's arrival time as Q = it - rotated (see create_session.lua); a
--- hash written before has them absolute as 'r' and 'q' (s[12], s[13]),
--- read when R and Q are not there and deleted by the next rotation.
-local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'R', 'l', 'e', 'k', 'Q', 'ua', 'ip', 'ub', 'r', 'q')
-if not s[1] or s[2] ~= ARGV[3] or not (s[4] or s[12]) then
+local s = redis.call('HMGET', KEYS[1], 'g', 'n', 'c', 'R', 'l', 'e', 'k', 'Q', 'ua', 'ip', 'ub')
+if not s[1] or s[2] ~= ARGV[3] then
   return {'notfound'}
 end
+-- Times: the rotation time is kept as R = rotated - created and the use
+-- limiter's arrival time as Q = it - rotated (see create_session.lua). A
+-- hash written before has no R but both absolute, as 'r' and 'q' (old),
+-- read only then (one more call), and deleted by the next rotation.
 local c = tonumber(s[3])
-local rot = s[4] and c + tonumber(s[4]) or tonumber(s[12])
-local last -- the limiter's arrival time, nil if none yet
-if s[8] then
-  last = rot + tonumber(s[8])
-elseif s[13] then
-  last = tonumber(s[13])
+local old, rot, last -- last: the limiter's arrival time, if any yet
+if s[4] then
+  rot = c + tonumber(s[4])
+  last = s[8] and rot + tonumber(s[8])
+else
+  old = redis.call('HMGET', KEYS[1], 'r', 'q')
+  if not old[1] then
+    return {'notfound'}
+  end
+  rot = tonumber(old[1])
+  last = old[2] and tonumber(old[2])
 end
 local now = tonumber(ARGV[4])
 if now >= tonumber(s[6]) then
@@ -111,25 +116,20 @@ if want == g then
   -- l: last used = rotated (see create_session.lua); r, q: the layout
   -- before; Q without a limiter: it would read as relative to the new
   -- rotation time.
-  local del = {}
   if every > 0 then
     redis.call('HSET', KEYS[1], 'g', ng, 'R', R, 'Q', string.format('%d', tat - now))
   else
     redis.call('HSET', KEYS[1], 'g', ng, 'R', R)
-    if s[8] then
+  end
+  if s[5] or old or (every == 0 and s[8]) then
+    local del = {'l'}
+    if every == 0 and s[8] then
       del[#del + 1] = 'Q'
     end
-  end
-  if s[5] then
-    del[#del + 1] = 'l'
-  end
-  if s[12] then
-    del[#del + 1] = 'r'
-  end
-  if s[13] then
-    del[#del + 1] = 'q'
-  end
-  if #del > 0 then
+    if old then
+      del[#del + 1] = 'r'
+      del[#del + 1] = 'q'
+    end
     redis.call('HDEL', KEYS[1], unpack(del))
   end
   redis.call('PEXPIREAT', KEYS[1], at)
@@ -140,7 +140,7 @@ end
 if want == g - 1 and now - rot <= tonumber(ARGV[5]) then
   if every > 0 then
     redis.call('HSET', KEYS[1], 'Q', string.format('%d', tat - rot))
-    if s[13] then
+    if old and old[2] then
       redis.call('HDEL', KEYS[1], 'q')
     end
   end
