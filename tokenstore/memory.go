@@ -184,7 +184,11 @@ func (m *Memory) CreateSession(ctx context.Context, s Session) error {
 		}
 		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
 	}
-	if u, ok := m.users[s.UserID]; ok && u.u.Epoch != s.Epoch {
+	u, ok := m.users[s.UserID]
+	if !ok {
+		return fmt.Errorf("tokenstore: create session: user %w", ErrNotFound)
+	}
+	if u.u.Epoch != s.Epoch {
 		return fmt.Errorf("tokenstore: create session: %w", ErrStale)
 	}
 	ent := &memSession{s: s, expireAt: s.IdleExpiresAt(m.o.idleTTL)}
@@ -542,6 +546,9 @@ func checkNewUser(u User) error {
 	if u.Username == "" {
 		return errors.New("tokenstore: create user: empty username")
 	}
+	if len(u.PasswordHash) > MaxPasswordHash {
+		return fmt.Errorf("tokenstore: create user: password hash of %d bytes, more than %d", len(u.PasswordHash), MaxPasswordHash)
+	}
 	return nil
 }
 
@@ -551,6 +558,9 @@ func checkUpdate(old, new User) error {
 	}
 	if new.Epoch < old.Epoch {
 		return errors.New("tokenstore: update user: the credential epoch cannot go back")
+	}
+	if len(new.PasswordHash) > MaxPasswordHash {
+		return fmt.Errorf("tokenstore: update user: password hash of %d bytes, more than %d", len(new.PasswordHash), MaxPasswordHash)
 	}
 	return nil
 }

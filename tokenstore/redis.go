@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,19 +22,25 @@ import (
 //
 // With the default prefix "identity:" (WithPrefix changes it):
 //
-//	identity:{<uid>}:u          hash    user: n username, p password hash, r roles (JSON),
-//	                                    d disabled, c created, v version (no TTL)
+//	identity:{<uid>}:u          hash    user: n username, p pb pc ... the password hash in
+//	                                    chunks of at most 64 bytes (pb only past 64), r roles
+//	                                    (JSON), d disabled, c created, v version, k credential
+//	                                    epoch (not when 0); and the user's session index, one
+//	                                    field s:<rand> -> expire-at per session (no TTL)
 //	identity:{<uid>}:s:<rand>   hash    session <uid>.<rand>: g generation, n nonce,
-//	                                    c created, r rotated, e absolute expiry, l last used
-//	                                    (only when it differs from r: never after a rotation),
-//	                                    k credential epoch (not when 0), q refresh limiter
-//	                                    state, ip client address, ua and ub the user agent
+//	                                    c created, R rotated (ms after c), e absolute expiry,
+//	                                    l last used (only when it differs from rotated: never
+//	                                    after a rotation), k credential epoch (not when 0),
+//	                                    Q refresh limiter state (ms after rotated; r and q,
+//	                                    absolute, in a hash of the layout before), ip client
+//	                                    address, ua and ub the user agent
 //	                                    in chunks of at most 64 bytes (ub only past 64), so
 //	                                    every value stays under Redis's default
 //	                                    hash-max-listpack-value and the hash a listpack
 //	                                    TTL: min(last used + idle TTL, e)
-//	identity:{<uid>}:ss         zset    the user's session <rand>s, scored by their expire-at;
-//	                                    TTL: its longest session + 1 min
+//	identity:{<uid>}:ss         zset    the layout before: the user's session <rand>s, scored by
+//	                                    their expire-at; folded into the user hash and deleted
+//	                                    when first met (see below)
 //	identity:n:{<username>}     string  username -> uid (no TTL)
 //	identity:users              zset    every username, for ListUsers (no TTL)
 //	identity:{revocations}      stream  revocation events, trimmed to the retention window
@@ -43,11 +50,43 @@ import (
 //
 // Times are unix milliseconds. All keys of one user share the hash tag
 // {<uid>}, so each multi-key change is one Lua script (lua/*.lua) that also
-// runs on Redis Cluster. Sessions and their zset expire by TTL; users, the
-// username index and the keyring are account and key material, not session
-// data, and live until deleted; the revocation stream is bounded by trimming
-// instead of a TTL, because an expired stream would be indistinguishable
-// from a lost one and make every verifier distrust its cache.
+// runs on Redis Cluster. Sessions expire by TTL; users, the username index
+// and the keyring are account and key material, not session data, and live
+// until deleted; the revocation stream is bounded by trimming instead of a
+// TTL, because an expired stream would be indistinguishable from a lost one
+// and make every verifier distrust its cache.
+//
+// Every value is kept under Redis's default hash-max-listpack-value (64
+// bytes) so both hashes stay listpacks, the compact encoding: a longer
+// value turns the whole hash into a hashtable, two to three times the
+// memory. A one-session user's session costs 264 bytes (MEMORY USAGE, a
+// gRPC client's; see BENCHMARKS.md): its hash and its index field. The
+// session's rotation time (R) and limiter state (Q) are kept as small
+// deltas, not times, for the same reason: a listpack stores a small
+// integer in fewer bytes, which keeps the session hash in a 128-byte
+// allocation.
+//
+// # Sessions need their user
+//
+// A session is indexed in its user's record, so CreateSession refuses
+// (ErrNotFound) a session of a user id with no user record, and stores
+// nothing. The index field s:<rand> holds the session's expire-at, which
+// only nominates it for pruning: a field whose session hash is gone is
+// dropped when the user's sessions are enumerated (CreateSession,
+// ListSessions, RevokeUserSessions) or the session revoked, and the session
+// hash's own TTL decides, so clock skew never drops a live session. Until
+// then a user who never returns keeps the fields of its expired sessions
+// (32 bytes each). User reads return only the user's own fields, and
+// UpdateUser never drops index fields. Disabling a user, a password or role
+// change and "log out everywhere" revoke the user's sessions through
+// RevokeUserSessions (the callers do: see users and server), which reads
+// the index.
+//
+// A user indexed by the layout before (a zset {<uid>}:ss) keeps working:
+// the scripts that enumerate its sessions or remove one from the index fold
+// the zset's members into fields and delete it, in the same script (one
+// EXISTS when there is none). A password hash written whole in p by the
+// layout before reads back the same, and is chunked by its next update.
 //
 // # Client settings
 //
@@ -93,10 +132,18 @@ var _ Store = (*Redis)(nil)
 //go:embed lua/*.lua
 var luaFiles embed.FS
 
-func loadScript(name string) *redis.Script {
-	src, err := luaFiles.ReadFile("lua/" + name + ".lua")
-	if err != nil {
-		panic(err)
+// loadScript is lua/<name>.lua, after the libraries lua/<lib>.lib.lua.
+func loadScript(name string, libs ...string) *redis.Script {
+	var src []byte
+	for _, f := range append(libs, name) {
+		if f != name {
+			f += ".lib"
+		}
+		b, err := luaFiles.ReadFile("lua/" + f + ".lua")
+		if err != nil {
+			panic(err)
+		}
+		src = append(src, b...)
 	}
 	return redis.NewScript(string(src))
 }
@@ -106,11 +153,11 @@ func loadScript(name string) *redis.Script {
 var (
 	scriptCreateUser        = loadScript("create_user")
 	scriptUpdateUser        = loadScript("update_user")
-	scriptCreateSession     = loadScript("create_session")
+	scriptCreateSession     = loadScript("create_session", "index")
 	scriptRotate            = loadScript("rotate")
-	scriptRevokeSession     = loadScript("revoke_session")
-	scriptRevokeUser        = loadScript("revoke_user")
-	scriptListSessions      = loadScript("list_sessions")
+	scriptRevokeSession     = loadScript("revoke_session", "index")
+	scriptRevokeUser        = loadScript("revoke_user", "index")
+	scriptListSessions      = loadScript("list_sessions", "index")
 	scriptAppendRevocations = loadScript("append_revocations")
 	scriptRevocations       = loadScript("revocations")
 	scriptSwapKeyring       = loadScript("swap_keyring")
@@ -118,12 +165,11 @@ var (
 )
 
 const (
-	// zsetSlack keeps a user's session zset a little longer than its
-	// longest session, so a caller clock behind the Redis clock never lets
-	// the index expire while a session hash still lives.
-	zsetSlack = time.Minute
 	// maxGeneration is the largest generation Lua's doubles hold exactly.
 	maxGeneration = 1 << 53
+	// maxPasswordChunks is how many 64-byte chunks a password hash of
+	// MaxPasswordHash bytes takes (lua/create_user.lua).
+	maxPasswordChunks = MaxPasswordHash / 64
 	// batch bounds the keys and arguments of one script or pipeline.
 	batch = 500
 	// updateAttempts bounds UpdateUser's compare-and-set loop.
@@ -249,7 +295,7 @@ func unavailable(op string, err error) error {
 
 func (r *Redis) userKey(uid string) string       { return r.o.prefix + "{" + uid + "}:u" }
 func (r *Redis) sessionPrefix(uid string) string { return r.o.prefix + "{" + uid + "}:s:" }
-func (r *Redis) sessionSetKey(uid string) string { return r.o.prefix + "{" + uid + "}:ss" }
+func (r *Redis) legacySetKey(uid string) string  { return r.o.prefix + "{" + uid + "}:ss" }
 func (r *Redis) nameKey(username string) string  { return r.o.prefix + "n:{" + username + "}" }
 func (r *Redis) usersKey() string                { return r.o.prefix + "users" }
 func (r *Redis) keyringKey() string              { return r.o.prefix + "keyring" }
@@ -259,7 +305,7 @@ func (r *Redis) revocationKeys() []string {
 func (r *Redis) sessionKey(uid, rnd string) string { return r.sessionPrefix(uid) + rnd }
 
 // sessionRef splits a session id "<uid>.<rand>" into the user id and the
-// member of the user's session zset.
+// <rand> of its key and index field.
 func sessionRef(id string) (uid, rnd string, ok bool) {
 	uid, ok = SessionUserID(id)
 	if !ok {
@@ -332,15 +378,11 @@ func (r *Redis) user(ctx context.Context, id string) (User, string, error) {
 	if !ValidUserID(id) {
 		return User{}, "", fmt.Errorf("tokenstore: user: %w", ErrNotFound)
 	}
-	h, err := r.c.HGetAll(ctx, r.userKey(id)).Result()
+	vals, err := r.c.HMGet(ctx, r.userKey(id), userFields...).Result()
 	if err != nil {
 		return User{}, "", unavailable("user", err)
 	}
-	if len(h) == 0 {
-		return User{}, "", fmt.Errorf("tokenstore: user: %w", ErrNotFound)
-	}
-	u, err := decodeUser(id, h)
-	return u, h["v"], err
+	return decodeUser(id, vals)
 }
 
 func (r *Redis) ListUsers(ctx context.Context) ([]User, error) {
@@ -374,21 +416,20 @@ func (r *Redis) ListUsers(ctx context.Context) ([]User, error) {
 				uids = append(uids, uid)
 			}
 		}
-		hashes := make([]*redis.MapStringStringCmd, len(uids))
+		hashes := make([]*redis.SliceCmd, len(uids))
 		if _, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, uid := range uids {
-				hashes[i] = p.HGetAll(ctx, r.userKey(uid))
+				hashes[i] = p.HMGet(ctx, r.userKey(uid), userFields...)
 			}
 			return nil
 		}); err != nil {
 			return nil, unavailable("list users", err)
 		}
 		for i, cmd := range hashes {
-			h := cmd.Val()
-			if len(h) == 0 {
+			u, _, err := decodeUser(uids[i], cmd.Val())
+			if errors.Is(err, ErrNotFound) {
 				continue
 			}
-			u, err := decodeUser(uids[i], h)
 			if err != nil {
 				return nil, err
 			}
@@ -446,9 +487,9 @@ func (r *Redis) CreateSession(ctx context.Context, s Session) error {
 	s = normSession(s)
 	uid, rnd, _ := sessionRef(s.ID)
 	res, err := scriptCreateSession.Run(ctx, r.c,
-		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
+		[]string{r.sessionKey(uid, rnd), r.userKey(uid), r.legacySetKey(uid)},
 		rnd, s.Generation, s.Nonce, ms(s.CreatedAt), ms(s.RotatedAt), ms(s.LastUsedAt),
-		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), zsetSlack.Milliseconds(), s.Epoch,
+		ms(s.ExpiresAt), ms(s.IdleExpiresAt(r.o.idleTTL)), ms(r.o.now()), s.Epoch,
 		s.UserAgent, s.ClientAddr).Text()
 	if err != nil {
 		return unavailable("create session", err)
@@ -458,6 +499,8 @@ func (r *Redis) CreateSession(ctx context.Context, s Session) error {
 		return fmt.Errorf("tokenstore: create session: id %w", ErrAlreadyExists)
 	case "stale":
 		return fmt.Errorf("tokenstore: create session: %w", ErrStale)
+	case "nouser":
+		return fmt.Errorf("tokenstore: create session: user %w", ErrNotFound)
 	}
 	return nil
 }
@@ -478,7 +521,7 @@ func (r *Redis) Session(ctx context.Context, id string) (Session, error) {
 	if len(h) == 0 {
 		return Session{}, fmt.Errorf("tokenstore: session: %w", ErrNotFound)
 	}
-	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
+	s, err := decodeSession(id, uid, h["g"], h["n"], h["c"], sessionRotated(h), h["l"], h["e"], h["k"])
 	if err != nil {
 		return Session{}, err
 	}
@@ -506,9 +549,9 @@ func (r *Redis) Rotate(ctx context.Context, req RotateRequest) (Session, User, e
 	}
 	now := ms(req.Now)
 	res, err := scriptRotate.Run(ctx, r.c,
-		[]string{r.sessionKey(uid, rnd), r.sessionSetKey(uid), r.userKey(uid)},
+		[]string{r.sessionKey(uid, rnd), r.userKey(uid)},
 		rnd, req.Generation, req.Nonce, now, max(0, req.Grace.Milliseconds()),
-		now+idle.Milliseconds(), zsetSlack.Milliseconds(),
+		now+idle.Milliseconds(),
 		max(0, req.Limit.Every.Milliseconds()), max(1, req.Limit.Burst), req.UserAgent, req.ClientAddr).StringSlice()
 	if err != nil {
 		return Session{}, User{}, unavailable("rotate", err)
@@ -581,7 +624,7 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 	if !ValidUserID(uid) {
 		return nil, nil
 	}
-	res, err := scriptListSessions.Run(ctx, r.c, []string{r.sessionSetKey(uid)}, r.sessionPrefix(uid)).Slice()
+	res, err := scriptListSessions.Run(ctx, r.c, []string{r.userKey(uid), r.legacySetKey(uid)}, r.sessionPrefix(uid)).Slice()
 	if err != nil {
 		return nil, unavailable("list sessions", err)
 	}
@@ -595,13 +638,14 @@ func (r *Redis) listSessions(ctx context.Context, uid string) ([]Session, error)
 			v, _ := kv[j+1].(string)
 			h[k] = v
 		}
-		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], h["r"], h["l"], h["e"], h["k"])
+		s, err := decodeSession(uid+"."+rnd, uid, h["g"], h["n"], h["c"], sessionRotated(h), h["l"], h["e"], h["k"])
 		if err != nil {
 			return nil, err
 		}
 		s.UserAgent, s.ClientAddr = h["ua"]+h["ub"], h["ip"]
 		out = append(out, s)
 	}
+	sortSessions(out)
 	return out, nil
 }
 
@@ -687,7 +731,7 @@ func (r *Redis) revokeSession(ctx context.Context, op string, now time.Time, uid
 	if err := r.appendRevocations(ctx, now, []string{uid + "." + rnd}); err != nil {
 		return false, unavailable(op, err)
 	}
-	cmd, err := r.runConfirmed(ctx, scriptRevokeSession, []string{r.sessionKey(uid, rnd), r.sessionSetKey(uid)}, rnd)
+	cmd, err := r.runConfirmed(ctx, scriptRevokeSession, []string{r.sessionKey(uid, rnd), r.userKey(uid), r.legacySetKey(uid)}, rnd)
 	if err != nil {
 		return false, unavailable(op, err)
 	}
@@ -705,9 +749,9 @@ func (r *Redis) revokeUser(ctx context.Context, now time.Time, uid string, rnds 
 	var revoked []string
 	for chunk := range slices.Chunk(rnds, batch) {
 		sids := make([]string, len(chunk))
-		keys := make([]string, 0, len(chunk)+1)
+		keys := make([]string, 0, len(chunk)+2)
 		args := make([]any, len(chunk))
-		keys = append(keys, r.sessionSetKey(uid))
+		keys = append(keys, r.userKey(uid), r.legacySetKey(uid))
 		for i, rnd := range chunk {
 			sids[i] = uid + "." + rnd
 			keys = append(keys, r.sessionKey(uid, rnd))
@@ -936,8 +980,52 @@ func encodeRoles(roles []string) string {
 
 var errCorruptUser = errors.New("tokenstore: corrupt user record")
 
-func decodeUser(id string, h map[string]string) (User, error) {
-	return decodeUserFields(id, h["n"], h["p"], h["r"], h["d"], h["c"], h["k"])
+// userFields are the fields of a user record, as read with HMGET: never
+// the session index fields s:<rand> the same hash holds. The password
+// hash's chunks, p then pb, pc, ... (lua/create_user.lua), come last.
+var userFields = func() []string {
+	f := []string{"n", "r", "d", "c", "k", "v"}
+	for i := range maxPasswordChunks {
+		f = append(f, passwordChunk(i))
+	}
+	return f
+}()
+
+// passwordChunk is the field of the password hash's chunk i.
+func passwordChunk(i int) string {
+	if i == 0 {
+		return "p"
+	}
+	return "p" + string(rune('a'+i))
+}
+
+// decodeUser builds a User from an HMGET of userFields, and returns its
+// version; ErrNotFound if there is no user record (no field c).
+func decodeUser(id string, vals []any) (User, string, error) {
+	str := func(i int) (string, bool) {
+		if i >= len(vals) {
+			return "", false
+		}
+		v, ok := vals[i].(string)
+		return v, ok
+	}
+	if _, ok := str(3); !ok {
+		return User{}, "", fmt.Errorf("tokenstore: user: %w", ErrNotFound)
+	}
+	var f [6]string
+	for i := range f {
+		f[i], _ = str(i)
+	}
+	var p strings.Builder
+	for i := len(f); i < len(vals); i++ {
+		chunk, ok := str(i)
+		if !ok {
+			break
+		}
+		p.WriteString(chunk)
+	}
+	u, err := decodeUserFields(id, f[0], p.String(), f[1], f[2], f[3], f[4])
+	return u, f[5], err
 }
 
 // decodeUserFields builds a User from the user hash's fields n (username),
@@ -976,8 +1064,28 @@ func parseEpoch(k string) (uint64, error) {
 	return strconv.ParseUint(k, 10, 64)
 }
 
-// decodeSession builds a Session from the hash fields; l is "" when it
-// equals r, k "" when the epoch is 0.
+// sessionRotated is the rotation time (unix ms) of session hash h: field
+// R, ms after c, or in a hash of the layout before r, absolute. "" (and
+// decodeSession's corrupt-record error) when neither reads.
+func sessionRotated(h map[string]string) string {
+	d, ok := h["R"]
+	if !ok {
+		return h["r"]
+	}
+	c, err := strconv.ParseInt(h["c"], 10, 64)
+	if err != nil {
+		return ""
+	}
+	x, err := strconv.ParseInt(d, 10, 64)
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(c+x, 10)
+}
+
+// decodeSession builds a Session from the hash fields, r the rotation
+// time (sessionRotated); l is "" when it equals r, k "" when the epoch is
+// 0.
 func decodeSession(id, uid, g, n, c, r, l, e, k string) (Session, error) {
 	if l == "" {
 		l = r

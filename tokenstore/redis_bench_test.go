@@ -26,21 +26,23 @@ var scaleMax = flag.Int("redis-scale-max", 100_000,
 // session, cost per operation flat from 10^3 to 10^6 sessions). On a private redis-server it
 // grows the store to 10^3, 10^4, 10^5 sessions (and 10^6 with
 // -args -redis-scale-max=1000000), one session per user, the common case and
-// the most expensive per session (each user also has its session zset), and
-// at each size times Session (the session check: one HGETALL) and Rotate
-// (one EVALSHA of rotate.lua) on random sessions, one call at a time.
+// the most expensive per session (the user's session index is all its
+// own), and at each size times Session (the session check: one HGETALL) and
+// Rotate (one EVALSHA of rotate.lua) on random sessions, one call at a time.
 //
-// Sessions are created for user ids with no user record, so the memory
-// measured is the sessions' alone. Rotate reads the session's user: at each
-// size, 1,000 sessions picked at random among all of them get their user
-// record (after the memory is read), and Rotate runs on those, so it too
+// Every session's user record (with a 97-byte argon2id PHC string, as
+// identityd stores) is created before the session, and memory is read
+// between the two, so the figures are what the sessions add. Rotate runs on
+// 1,000 sessions picked at random among all of them at each size, so it
 // touches keys spread over the whole keyspace, not a few hot ones.
 //
 // Reported per sub-benchmark besides ns/op (the client's round trip, which
 // loopback dominates): used-B/session, the growth of INFO used_memory per
 // session created (keyspace and expiry dicts included); usage-B/session,
-// MEMORY USAGE of a session's hash plus its user's zset (sampled); and
-// redis-us/op, Redis's own time per call (INFO commandstats).
+// MEMORY USAGE of what a session adds (sampled): its hash, the growth of
+// its user's hash (the session index field) and the user's session zset
+// {uid}:ss where the layout has one; and redis-us/op, Redis's own time per
+// call (INFO commandstats).
 //
 //	go test -run '^$' -bench RedisScale -benchtime 20000x ./tokenstore/ -args -redis-scale-max=1000000
 func BenchmarkRedisScale(b *testing.B) {
@@ -51,30 +53,24 @@ func BenchmarkRedisScale(b *testing.B) {
 
 	// A first batch opens the client's connections, so their buffers are
 	// not counted as session memory; it is not counted either.
-	all := createSessions(b, store, 100)
+	all := createSessions(b, store, client, 100, nil)
 	var sessionBytes, sessions int64 // memory growth while sessions were created
-	withUser := map[string]bool{}
-	gen := map[string]uint64{} // the current generation of rotated sessions
+	var samples []int64              // MEMORY USAGE of what sampled sessions added
+	gen := map[string]uint64{}       // the current generation of rotated sessions
 
 	for size := 1_000; size <= *scaleMax; size *= 10 {
-		before := usedMemory(b, client)
-		added := createSessions(b, store, size-len(all))
-		sessionBytes += usedMemory(b, client) - before
+		var grown int64
+		added := createSessions(b, store, client, size-len(all), &grown)
+		sessionBytes += grown
 		sessions += int64(len(added))
 		all = append(all, added...)
 		used := float64(sessionBytes) / float64(sessions)
-		usage := sampleUsage(b, client, all[100:], 200)
+		samples = append(samples, sampleUsage(b, client, added, 200)...)
+		usage := mean(samples)
 
 		var rot []tokenstore.Session
 		for range 1000 {
-			s := all[rand.IntN(len(all))]
-			if !withUser[s.UserID] {
-				withUser[s.UserID] = true
-				if err := store.CreateUser(ctx, tokenstore.User{ID: s.UserID, Username: "scale-" + s.UserID, CreatedAt: time.Now()}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			rot = append(rot, s)
+			rot = append(rot, all[rand.IntN(len(all))].Session)
 		}
 
 		b.Run(fmt.Sprintf("sessions=%d/Session", size), func(b *testing.B) {
@@ -107,45 +103,75 @@ func BenchmarkRedisScale(b *testing.B) {
 	}
 }
 
-// createSessions stores n sessions of n fresh users, 32 at a time.
-func createSessions(b *testing.B, store tokenstore.Store, n int) []tokenstore.Session {
+// benchPHC is an argon2id PHC string of the length identityd stores
+// (97 bytes: 16-byte salt, 32-byte hash).
+const benchPHC = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$" +
+	"aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+
+// benchUser is a user record as identityd makes one: a PHC string, a
+// role, epoch 0.
+func benchUser(uid string) tokenstore.User {
+	return tokenstore.User{ID: uid, Username: "u-" + uid, PasswordHash: benchPHC, Roles: []string{"user"}, CreatedAt: time.Now()}
+}
+
+// benchSession is what a session adds, sampled: the user's id and hash
+// key's MEMORY USAGE before the session was made.
+type benchSession struct {
+	tokenstore.Session
+	userBefore int64
+}
+
+// createSessions stores n users and then one session for each, 32 at a
+// time; grown, when not nil, receives the growth of used_memory while the
+// sessions (not the users) were created. Sessions carry a gRPC client's
+// user agent and address.
+func createSessions(b *testing.B, store tokenstore.Store, c *redis.Client, n int, grown *int64) []benchSession {
 	b.Helper()
-	out := make([]tokenstore.Session, max(n, 0))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range 32 {
-		wg.Go(func() {
-			for i := range next {
-				s := newTestSession(b, newUID(b), time.Now(), 90*24*time.Hour)
-				if err := store.CreateSession(context.Background(), s); err != nil {
-					b.Error(err)
-				}
-				out[i] = s
-			}
-		})
-	}
+	out := make([]benchSession, max(n, 0))
+	ctx := context.Background()
+	parallel(b, len(out), func(i int) error {
+		out[i].UserID = newUID(b)
+		return store.CreateUser(ctx, benchUser(out[i].UserID))
+	})
 	for i := range out {
-		next <- i
+		out[i].userBefore = memoryUsage(b, c, "identity:{"+out[i].UserID+"}:u")
 	}
-	close(next)
-	wg.Wait()
-	if b.Failed() {
-		b.FailNow()
+	before := usedMemory(b, c)
+	parallel(b, len(out), func(i int) error {
+		s := newTestSession(b, out[i].UserID, time.Now(), 90*24*time.Hour)
+		s.UserAgent, s.ClientAddr = "grpc-go/1.77.0", "203.0.113.77"
+		if err := store.CreateSession(ctx, s); err != nil {
+			return err
+		}
+		out[i].Session = s
+		return nil
+	})
+	if grown != nil {
+		*grown = usedMemory(b, c) - before
 	}
 	return out
 }
 
-// sampleUsage is MEMORY USAGE of a session's hash plus its user's zset,
-// averaged over k sessions (one session per user: the zset is all theirs).
-func sampleUsage(b *testing.B, c *redis.Client, sessions []tokenstore.Session, k int) float64 {
+// sampleUsage is MEMORY USAGE of what a session added, for k sessions
+// picked at random (one session per user: the user's index is all its
+// own): its hash, the growth of its user's hash since before it, and the
+// user's session zset where the layout has one.
+func sampleUsage(b *testing.B, c *redis.Client, sessions []benchSession, k int) []int64 {
 	b.Helper()
-	var total int64
-	for range k {
-		id := sessions[rand.IntN(len(sessions))].ID
-		uid, rnd, _ := strings.Cut(id, ".")
-		total += memoryUsage(b, c, "identity:{"+uid+"}:s:"+rnd) + memoryUsage(b, c, "identity:{"+uid+"}:ss")
+	out := make([]int64, k)
+	for i := range out {
+		s := sessions[rand.IntN(len(sessions))]
+		out[i] = sessionAdds(b, c, "identity:", s.Session, s.userBefore)
 	}
-	return float64(total) / float64(k)
+	return out
+}
+
+func mean(xs []int64) float64 {
+	var sum int64
+	for _, x := range xs {
+		sum += x
+	}
+	return float64(sum) / float64(len(xs))
 }
 
 func resetStats(b *testing.B, c *redis.Client) {
@@ -192,70 +218,111 @@ var memoryUsers = flag.Int("redis-memory-users", 100_000,
 // browser's (101 bytes, over Redis's default hash-max-listpack-value of 64).
 // Each case runs on a fresh private redis-server with default settings.
 // Sessions are made through tokenstore.Redis (CreateSession, then Rotate,
-// 32 at a time) for users whose record is created first, so the user
-// record's memory is excluded by measuring from after it.
+// 32 at a time) for users whose record (a 97-byte argon2id PHC string,
+// epoch 1) is created first, and memory is read between the two, so the
+// figures are what the session adds: its hash, the growth of its user's
+// hash (the session index field) and the user's session zset where the
+// layout has one.
 //
 //	go test -run '^$' -bench RedisMemoryPerUser -benchtime 1x ./tokenstore/
 func BenchmarkRedisMemoryPerUser(b *testing.B) {
 	for _, c := range []struct{ name, ua string }{
-		{"ua=grpc", "grpc-go/1.77.0"},
-		{"ua=browser", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"},
+		{"ua=grpc", grpcUA},
+		{"ua=browser", browserUA},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
-				used, usage, enc := memoryPerUser(b, *memoryUsers, c.ua)
+				srv := testredis.NewServer(b)
+				used, usage, enc := memoryPerUser(b, srv.Client(b), *memoryUsers, c.ua)
 				b.ReportMetric(used, "used-B/user")
 				b.ReportMetric(usage, "usage-B/user")
-				b.Logf("%d users, %s: used_memory %.0f B/user, MEMORY USAGE %.0f B/user, session hash %s",
-					*memoryUsers, c.name, used, usage, enc)
+				b.Logf("%d users, %s: used_memory %.0f B/user, MEMORY USAGE %.0f B/user, session hash %s, user hash %s",
+					*memoryUsers, c.name, used, usage, enc[0], enc[1])
 			}
 		})
 	}
 }
 
-func memoryPerUser(b *testing.B, n int, ua string) (used, usage float64, encoding string) {
-	srv := testredis.NewServer(b)
-	client := srv.Client(b)
+const (
+	grpcUA    = "grpc-go/1.77.0"
+	browserUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+
+// memoryPerUser makes n users and one session each on client (a private
+// server, default prefix) and returns the used_memory growth and the mean
+// MEMORY USAGE (200 sampled) of what a session added, with the encodings
+// of a session hash and of a user hash.
+func memoryPerUser(t testing.TB, client *redis.Client, n int, ua string) (used, usage float64, encoding [2]string) {
 	store := tokenstore.NewRedis(client)
 	ctx := context.Background()
 	uids := make([]string, n)
 	for i := range uids {
-		uids[i] = newUID(b)
+		uids[i] = newUID(t)
 	}
-	parallel(b, n, func(i int) error {
-		if err := store.CreateUser(ctx, tokenstore.User{ID: uids[i], Username: "m-" + uids[i], CreatedAt: time.Now()}); err != nil {
+	parallel(t, n, func(i int) error {
+		if err := store.CreateUser(ctx, benchUser(uids[i])); err != nil {
 			return err
 		}
 		// Epoch 1, as after one password change: the sessions carry k.
 		_, err := store.UpdateUser(ctx, uids[i], func(u tokenstore.User) (tokenstore.User, error) { u.Epoch = 1; return u, nil })
 		return err
 	})
+	sampled := min(n, 200)
+	userBefore := make([]int64, sampled)
+	for i := range userBefore {
+		userBefore[i] = memoryUsage(t, client, "identity:{"+uids[i]+"}:u")
+	}
 	sessions := make([]tokenstore.Session, n)
-	before := usedMemory(b, client)
-	parallel(b, n, func(i int) error {
-		s := newTestSession(b, uids[i], time.Now(), 90*24*time.Hour)
-		s.Epoch, s.UserAgent, s.ClientAddr = 1, ua, "203.0.113.77"
-		if err := store.CreateSession(ctx, s); err != nil {
-			return err
-		}
-		_, _, err := store.Rotate(ctx, tokenstore.RotateRequest{
-			SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: 720 * time.Hour,
-			Limit: tokenstore.UseLimit{Every: time.Second, Burst: 5}, UserAgent: ua, ClientAddr: s.ClientAddr,
-		})
+	before := usedMemory(t, client)
+	parallel(t, n, func(i int) error {
+		s, err := realSession(ctx, t, store, uids[i], ua)
 		sessions[i] = s
 		return err
 	})
-	used = float64(usedMemory(b, client)-before) / float64(n)
-	usage = sampleUsage(b, client, sessions, 200)
+	used = float64(usedMemory(t, client)-before) / float64(n)
+	var total int64
+	for i := range sampled {
+		total += sessionAdds(t, client, "identity:", sessions[i], userBefore[i])
+	}
+	usage = float64(total) / float64(sampled)
 	s := sessions[0]
 	uid, rnd, _ := strings.Cut(s.ID, ".")
-	encoding = client.ObjectEncoding(ctx, "identity:{"+uid+"}:s:"+rnd).Val()
+	encoding[0] = client.ObjectEncoding(ctx, "identity:{"+uid+"}:s:"+rnd).Val()
+	encoding[1] = client.ObjectEncoding(ctx, "identity:{"+uid+"}:u").Val()
 	return used, usage, encoding
 }
 
+// realSession creates a session of uid (whose user is at epoch 1) with
+// every field a real one has: epoch, client address, user agent ua, and
+// after one rotation with the refresh limiter on.
+func realSession(ctx context.Context, t testing.TB, store tokenstore.Store, uid, ua string) (tokenstore.Session, error) {
+	s := newTestSession(t, uid, time.Now(), 90*24*time.Hour)
+	s.Epoch, s.UserAgent, s.ClientAddr = 1, ua, "203.0.113.77"
+	if err := store.CreateSession(ctx, s); err != nil {
+		return s, err
+	}
+	_, _, err := store.Rotate(ctx, tokenstore.RotateRequest{
+		SessionID: s.ID, Nonce: s.Nonce, Now: time.Now(), Grace: 10 * time.Second, IdleTTL: 720 * time.Hour,
+		Limit: tokenstore.UseLimit{Every: time.Second, Burst: 5}, UserAgent: ua, ClientAddr: s.ClientAddr,
+	})
+	return s, err
+}
+
+// sessionAdds is MEMORY USAGE of what session s added under prefix: its
+// hash, the growth of its user's hash since userBefore (the MEMORY USAGE
+// of that hash before s was created), and its user's session zset
+// "{uid}:ss" if there is one (the layout before the index moved into the
+// user hash), for a user whose only session s is.
+func sessionAdds(t testing.TB, c *redis.Client, prefix string, s tokenstore.Session, userBefore int64) int64 {
+	t.Helper()
+	uid, rnd, _ := strings.Cut(s.ID, ".")
+	tag := prefix + "{" + uid + "}"
+	return memoryUsage(t, c, tag+":s:"+rnd) + memoryUsage(t, c, tag+":u") - userBefore + memoryUsageOr0(t, c, tag+":ss")
+}
+
 // parallel runs f(0..n-1), 32 at a time.
-func parallel(b *testing.B, n int, f func(i int) error) {
-	b.Helper()
+func parallel(t testing.TB, n int, f func(i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	var first atomic.Value
@@ -275,6 +342,6 @@ func parallel(b *testing.B, n int, f func(i int) error) {
 	close(next)
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		b.Fatalf("%d calls failed, the first with %v", n, first.Load())
+		t.Fatalf("%d calls failed, the first with %v", n, first.Load())
 	}
 }

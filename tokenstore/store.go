@@ -41,7 +41,8 @@ var (
 )
 
 // User is an account. Username is immutable and already NFC-normalised by
-// the caller; PasswordHash is a PHC string the store never interprets.
+// the caller; PasswordHash is a PHC string the store never interprets, of
+// at most MaxPasswordHash bytes.
 type User struct {
 	ID           string
 	Username     string
@@ -54,6 +55,10 @@ type User struct {
 	// everywhere". It only grows (UpdateUser refuses to lower it).
 	Epoch uint64
 }
+
+// MaxPasswordHash bounds User.PasswordHash: CreateUser and UpdateUser
+// refuse a longer one (an argon2id PHC string is ~100 bytes).
+const MaxPasswordHash = 1024
 
 // Session is one login on one device. Generation counts refresh-token
 // rotations; Nonce is per-session random input to the refresh-token HMAC
@@ -156,9 +161,12 @@ type Store interface {
 	// more than once; an error from fn aborts the update and is returned.
 	UpdateUser(ctx context.Context, id string, fn func(User) (User, error)) (User, error)
 
-	// CreateSession stores a new session (Generation usually 0). If the
-	// user exists and its Epoch is not the session's, it stores nothing and
-	// returns ErrStale, in the same atomic step that reads the epoch.
+	// CreateSession stores a new session (Generation usually 0) of an
+	// existing user: a session needs its user's record (the Redis store
+	// indexes sessions in it), so for a user id with no user it stores
+	// nothing and returns ErrNotFound. If the user's Epoch is not the
+	// session's, it stores nothing and returns ErrStale, in the same atomic
+	// step that reads the epoch.
 	CreateSession(ctx context.Context, s Session) error
 	// Session returns a live session; ErrNotFound once it has expired or
 	// been revoked. It is the session check of Verify: one round trip.

@@ -1,16 +1,18 @@
--- list_sessions: the sessions of one user, dropping members whose hash is gone.
--- KEYS[1] user's session zset "{uid}:ss"
+-- list_sessions: the sessions of one user, dropping index fields whose
+-- session hash is gone. (index.lib.lua is prepended.)
+-- KEYS[1] user hash "{uid}:u" (the index: fields 's:<rand>'), KEYS[2] the
+-- user's session zset "{uid}:ss" of the layout before (folded)
 -- ARGV[1] the session key prefix "<prefix>{uid}:s:"
--- Returns {member1, {field, value, ...}, member2, {...}, ...}. The session
+-- Returns {rand1, {field, value, ...}, rand2, {...}, ...}. The session
 -- hashes are not in KEYS because they are only known here; they share the
 -- user's hash tag, so this stays within one slot on Redis Cluster.
 local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local h = redis.call('HGETALL', ARGV[1] .. m)
+for _, e in ipairs(index(KEYS[1], KEYS[2])) do
+  local h = redis.call('HGETALL', ARGV[1] .. e[1])
   if #h == 0 then
-    redis.call('ZREM', KEYS[1], m)
+    unindex(KEYS[1], KEYS[2], e[1])
   else
-    out[#out + 1] = m
+    out[#out + 1] = e[1]
     out[#out + 1] = h
   end
 end

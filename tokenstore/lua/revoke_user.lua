@@ -1,15 +1,18 @@
 -- revoke_user: delete the given sessions of one user.
--- KEYS[1] user's session zset "{uid}:ss", KEYS[2..] session hashes
--- ARGV[i] zset member of KEYS[i+1]
--- Returns the members (ARGV values) whose session still existed. Only
+-- (index.lib.lua is prepended.)
+-- KEYS[1] user hash "{uid}:u" (the index), KEYS[2] the user's session zset
+-- "{uid}:ss" of the layout before (folded), KEYS[3..] session hashes
+-- ARGV[i] <rand> of KEYS[i+2]
+-- Returns the <rand>s (ARGV values) whose session still existed. Only
 -- sessions whose revocation event the caller has appended are listed: one
 -- created meanwhile stays. Cost: O(#KEYS). Safe to resend: a second run
 -- finds nothing left and returns an empty list.
+fold(KEYS[1], KEYS[2])
 local gone = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   if redis.call('DEL', KEYS[i]) == 1 then
-    gone[#gone + 1] = ARGV[i - 1]
+    gone[#gone + 1] = ARGV[i - 2]
   end
-  redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  unindex(KEYS[1], KEYS[2], ARGV[i - 2])
 end
 return gone

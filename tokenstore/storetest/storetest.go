@@ -69,6 +69,9 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstore.Store) {
 		{"SessionClient", testSessionClient},
 		{"RevokeUserSessionsExcept", testRevokeUserSessionsExcept},
 		{"AdoptSession", testAdoptSession},
+		{"SessionNeedsUser", testSessionNeedsUser},
+		{"UserKeepsSessions", testUserKeepsSessions},
+		{"PasswordHashBound", testPasswordHashBound},
 		{"CanceledContext", testCanceledContext},
 	}
 	for _, tt := range tests {
@@ -1136,6 +1139,159 @@ func testAdoptSession(t *testing.T, s tokenstore.Store) {
 }
 
 // Keyring.
+
+// testSessionNeedsUser: a session of a user id with no user record is
+// refused with ErrNotFound and leaves nothing behind: no session, and no
+// user (the Redis store indexes sessions in the user's record).
+func testSessionNeedsUser(t *testing.T, s tokenstore.Store) {
+	uid := userID(t)
+	at := now()
+	sess := tokenstore.Session{ID: sessionID(t, uid), UserID: uid, Nonce: randomString(t),
+		CreatedAt: at, RotatedAt: at, LastUsedAt: at, ExpiresAt: at.Add(time.Hour)}
+	wantErr(t, "CreateSession of a user with no record", s.CreateSession(ctx(t), sess), tokenstore.ErrNotFound)
+	sessionGone(t, s, sess.ID)
+	_, err := s.UserByID(ctx(t), uid)
+	wantErr(t, "UserByID after a refused CreateSession", err, tokenstore.ErrNotFound)
+	list, err := s.ListSessions(ctx(t), uid)
+	noErr(t, "ListSessions", err)
+	if len(list) != 0 {
+		t.Fatalf("ListSessions of a user with no record: %d sessions, want none", len(list))
+	}
+	users, err := s.ListUsers(ctx(t))
+	noErr(t, "ListUsers", err)
+	for _, u := range users {
+		if u.ID == uid {
+			t.Fatalf("ListUsers lists %s, refused a session and never created", uid)
+		}
+	}
+	// Once the user exists, the same session is accepted.
+	u := tokenstore.User{ID: uid, Username: "late-" + randomString(t), CreatedAt: now()}
+	noErr(t, "CreateUser", s.CreateUser(ctx(t), u))
+	noErr(t, "CreateSession once the user exists", s.CreateSession(ctx(t), sess))
+	equalSession(t, "Session", getSession(t, s, sess.ID), sess)
+}
+
+// testUserKeepsSessions: the user's own fields and its sessions do not mix.
+// Reads return exactly the user, through every read, however many sessions
+// it has; an update keeps its sessions; and "log out everywhere" or
+// disabling (RevokeUserSessions) still ends every one of them. The
+// password hash is longer than 64 bytes, and changes length.
+func testUserKeepsSessions(t *testing.T, s tokenstore.Store) {
+	u := createUser(t, s, "keeps-"+randomString(t), "reader")
+	var ids []string
+	for range 3 {
+		ids = append(ids, newSession(t, s, u.ID).ID)
+	}
+	check := func(what string, want tokenstore.User) {
+		t.Helper()
+		got, err := s.UserByID(ctx(t), u.ID)
+		noErr(t, what+": UserByID", err)
+		equalUser(t, what+": UserByID", got, want)
+		got, err = s.UserByName(ctx(t), u.Username)
+		noErr(t, what+": UserByName", err)
+		equalUser(t, what+": UserByName", got, want)
+		all, err := s.ListUsers(ctx(t))
+		noErr(t, what+": ListUsers", err)
+		found := false
+		for _, x := range all {
+			if x.ID == u.ID {
+				equalUser(t, what+": ListUsers", x, want)
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("%s: ListUsers does not list the user", what)
+		}
+		list, err := s.ListSessions(ctx(t), u.ID)
+		noErr(t, what+": ListSessions", err)
+		var got2 []string
+		for _, x := range list {
+			got2 = append(got2, x.ID)
+		}
+		slices.Sort(got2)
+		wantIDs := slices.Sorted(slices.Values(ids))
+		if !slices.Equal(got2, wantIDs) {
+			t.Fatalf("%s: ListSessions %v, want %v", what, got2, wantIDs)
+		}
+	}
+	check("with 3 sessions", u)
+
+	want := u
+	for i, hash := range []string{
+		"$argon2id$v=19$m=19456,t=2,p=1$" + strings.Repeat("s", 22) + "$" + strings.Repeat("h", 43), // 97 bytes
+		strings.Repeat("x", 300),
+		"$argon2id$short",
+		strings.Repeat("y", 64),
+		strings.Repeat("z", 65),
+		"",
+	} {
+		want.PasswordHash = hash
+		want.Roles = []string{"reader", fmt.Sprint("r", i)}
+		got, err := s.UpdateUser(ctx(t), u.ID, func(cur tokenstore.User) (tokenstore.User, error) {
+			cur.PasswordHash, cur.Roles = want.PasswordHash, want.Roles
+			return cur, nil
+		})
+		noErr(t, "UpdateUser", err)
+		equalUser(t, "UpdateUser result", got, want)
+		check(fmt.Sprintf("after an update to a %d-byte hash", len(hash)), want)
+	}
+
+	// Disabling, as users.Service does it: update, then revoke every session.
+	_, err := s.UpdateUser(ctx(t), u.ID, func(cur tokenstore.User) (tokenstore.User, error) {
+		cur.Disabled, cur.Epoch = true, cur.Epoch+1
+		return cur, nil
+	})
+	noErr(t, "UpdateUser (disable)", err)
+	revoked, err := s.RevokeUserSessions(ctx(t), u.ID, now())
+	noErr(t, "RevokeUserSessions", err)
+	slices.Sort(revoked)
+	if !slices.Equal(revoked, slices.Sorted(slices.Values(ids))) {
+		t.Fatalf("RevokeUserSessions revoked %v, want %v", revoked, ids)
+	}
+	for _, id := range ids {
+		sessionGone(t, s, id)
+	}
+	list, err := s.ListSessions(ctx(t), u.ID)
+	noErr(t, "ListSessions after revoking", err)
+	if len(list) != 0 {
+		t.Fatalf("ListSessions after revoking every session: %d left", len(list))
+	}
+}
+
+// testPasswordHashBound: a password hash over MaxPasswordHash bytes is
+// refused by CreateUser and UpdateUser, and changes nothing.
+func testPasswordHashBound(t *testing.T, s tokenstore.Store) {
+	long := strings.Repeat("h", tokenstore.MaxPasswordHash+1)
+	u := tokenstore.User{ID: userID(t), Username: "long-" + randomString(t), PasswordHash: long, CreatedAt: now()}
+	if err := s.CreateUser(ctx(t), u); err == nil {
+		t.Fatal("CreateUser with a password hash over MaxPasswordHash: no error")
+	}
+	_, err := s.UserByID(ctx(t), u.ID)
+	wantErr(t, "UserByID after a refused CreateUser", err, tokenstore.ErrNotFound)
+
+	ok := newUser(t, s)
+	atMax := strings.Repeat("m", tokenstore.MaxPasswordHash)
+	_, err = s.UpdateUser(ctx(t), ok.ID, func(cur tokenstore.User) (tokenstore.User, error) {
+		cur.PasswordHash = long
+		return cur, nil
+	})
+	if err == nil {
+		t.Fatal("UpdateUser to a password hash over MaxPasswordHash: no error")
+	}
+	got, err := s.UserByID(ctx(t), ok.ID)
+	noErr(t, "UserByID", err)
+	equalUser(t, "user after a refused UpdateUser", got, ok)
+	want := ok
+	want.PasswordHash = atMax
+	_, err = s.UpdateUser(ctx(t), ok.ID, func(cur tokenstore.User) (tokenstore.User, error) {
+		cur.PasswordHash = atMax
+		return cur, nil
+	})
+	noErr(t, "UpdateUser to a password hash of MaxPasswordHash bytes", err)
+	got, err = s.UserByID(ctx(t), ok.ID)
+	noErr(t, "UserByID", err)
+	equalUser(t, "user with a password hash of MaxPasswordHash bytes", got, want)
+}
 
 func testKeyring(t *testing.T, s tokenstore.Store) {
 	got, err := s.Keyring(ctx(t))
