@@ -79,23 +79,23 @@ func TestPeerIdentityHalf(t *testing.T) {
 		}
 
 		run := cells(out, "identity "+path+" ")
-		// | run | load | waited | requests | 2xx | non-2xx | 429 | socket errors | notes |
-		if len(run) != 9 {
+		// | run | load | waited | other% | requests | 2xx | non-2xx | 429 | socket errors | notes |
+		if len(run) != 10 {
 			t.Errorf("no (or a malformed) identity %s row in the runs table: %q\n%s", path, run, out)
 			continue
 		}
-		if n, err := strconv.Atoi(run[4]); err != nil || n <= 0 {
-			t.Errorf("identity %s: 2xx %q, want more than 0", path, run[4])
+		if n, err := strconv.Atoi(run[5]); err != nil || n <= 0 {
+			t.Errorf("identity %s: 2xx %q, want more than 0", path, run[5])
 		}
-		if run[5] != "0" || run[7] != "0" {
-			t.Errorf("identity %s: non-2xx %q, socket errors %q, want 0 and 0", path, run[5], run[7])
+		if run[6] != "0" || run[8] != "0" {
+			t.Errorf("identity %s: non-2xx %q, socket errors %q, want 0 and 0", path, run[6], run[8])
 		}
-		if strings.Contains(run[8], "INVALID") {
-			t.Errorf("identity %s run marked invalid: %q", path, run[8])
+		if strings.Contains(run[9], "INVALID") {
+			t.Errorf("identity %s run marked invalid: %q", path, run[9])
 		}
 	}
-	if row := cells(out, "identity refresh "); len(row) == 9 && row[8] != "token pool empty 0" {
-		t.Errorf("refresh: %q, want the chained pool never empty", row[8])
+	if row := cells(out, "identity refresh "); len(row) == 10 && row[9] != "token pool empty 0" {
+		t.Errorf("refresh: %q, want the chained pool never empty", row[9])
 	}
 	pids := startedPIDs(out)
 	if len(pids) != 2 {
