@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/identityd/identity/internal/testidentityd"
+
+	"github.com/identityd/identity/internal/testpids"
 )
 
 func TestMain(m *testing.M) { testidentityd.Main(m) }
@@ -97,15 +98,11 @@ func TestPeerIdentityHalf(t *testing.T) {
 	if row := cells(out, "identity refresh "); len(row) == 10 && row[9] != "token pool empty 0" {
 		t.Errorf("refresh: %q, want the chained pool never empty", row[9])
 	}
-	pids := startedPIDs(out)
+	pids := testpids.Started(out)
 	if len(pids) != 2 {
 		t.Errorf("want the pids of one identityd and one redis-server, got %v in\n%s", pids, out)
 	}
-	for _, pid := range pids {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			t.Errorf("process %d bench/peer started is still there", pid)
-		}
-	}
+	testpids.Gone(t, pids, "bench/peer")
 }
 
 // TestPeerRefusesBadInput: every bad flag is a clear error and exit status
@@ -154,21 +151,4 @@ func cells(out, prefix string) []string {
 		return parts
 	}
 	return nil
-}
-
-// startedPIDs are the pids of the "# identityd pid N:" and
-// "# redis-server pid N " lines.
-func startedPIDs(out string) []int {
-	var pids []int
-	for l := range strings.SplitSeq(out, "\n") {
-		for _, p := range []string{"# identityd pid ", "# redis-server pid "} {
-			if rest, ok := strings.CutPrefix(l, p); ok {
-				f, _, _ := strings.Cut(rest, " ")
-				if n, err := strconv.Atoi(strings.TrimSuffix(f, ":")); err == nil {
-					pids = append(pids, n)
-				}
-			}
-		}
-	}
-	return pids
 }

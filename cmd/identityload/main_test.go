@@ -2,17 +2,17 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/identityd/identity/internal/testidentityd"
 	"github.com/identityd/identity/server"
+
+	"github.com/identityd/identity/internal/testpids"
 )
 
 // TestScenariosOnBothProtocols runs every scenario but the login flood on
@@ -174,11 +174,7 @@ func TestSuite(t *testing.T) {
 		}
 	}
 	// Every server the suite started has exited (and been reaped).
-	for _, pid := range startedPIDs(text) {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			t.Errorf("process %d the suite started is still there", pid)
-		}
-	}
+	testpids.Gone(t, testpids.Started(text), "the suite")
 }
 
 // tableRow is the suite table's row whose first cell starts with target
@@ -191,21 +187,4 @@ func tableRow(out, target, store string) string {
 		}
 	}
 	return ""
-}
-
-// startedPIDs are the pids of the "# identityd pid N" and
-// "# redis-server pid N" lines.
-func startedPIDs(out string) []int {
-	var pids []int
-	for l := range strings.SplitSeq(out, "\n") {
-		for _, p := range []string{"# identityd pid ", "# redis-server pid "} {
-			if rest, ok := strings.CutPrefix(l, p); ok {
-				f, _, _ := strings.Cut(rest, " ")
-				if n, err := strconv.Atoi(strings.TrimSuffix(f, ":")); err == nil {
-					pids = append(pids, n)
-				}
-			}
-		}
-	}
-	return pids
 }

@@ -212,6 +212,25 @@ func getSession(t *testing.T, s tokenstore.Store, id string) tokenstore.Session 
 	return got
 }
 
+// revokeAll revokes every session of uid and checks that exactly want were
+// revoked, that each is gone, and that none is listed any more.
+func revokeAll(t *testing.T, s tokenstore.Store, uid string, want []string) {
+	t.Helper()
+	revoked, err := s.RevokeUserSessions(ctx(t), uid, now())
+	noErr(t, "RevokeUserSessions", err)
+	if got := slices.Sorted(slices.Values(revoked)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+		t.Fatalf("RevokeUserSessions revoked %v, want %v", got, want)
+	}
+	for _, id := range want {
+		sessionGone(t, s, id)
+	}
+	listed, err := s.ListSessions(ctx(t), uid)
+	noErr(t, "ListSessions after revoking", err)
+	if len(listed) != 0 {
+		t.Fatalf("ListSessions after revoking every session: %v", listed)
+	}
+}
+
 func sessionGone(t *testing.T, s tokenstore.Store, id string) {
 	t.Helper()
 	_, err := s.Session(ctx(t), id)
@@ -687,26 +706,14 @@ func testRevokeUserSessions(t *testing.T, s tokenstore.Store) {
 	bobs := newSession(t, s, bob.ID)
 	cursor := latestCursor(t, s)
 
-	ids, err := s.RevokeUserSessions(ctx(t), alice.ID, now())
-	noErr(t, "RevokeUserSessions", err)
-	if got := slices.Sorted(slices.Values(ids)); !slices.Equal(got, slices.Sorted(slices.Values(mine))) {
-		t.Fatalf("RevokeUserSessions: %v, want %v", got, mine)
-	}
-	for _, id := range mine {
-		sessionGone(t, s, id)
-	}
-	listed, err := s.ListSessions(ctx(t), alice.ID)
-	noErr(t, "ListSessions", err)
-	if len(listed) != 0 {
-		t.Fatalf("ListSessions after RevokeUserSessions: %v", listed)
-	}
+	revokeAll(t, s, alice.ID, mine)
 	getSession(t, s, bobs.ID) // other users untouched
 
 	events, _ := revocationsAfter(t, s, cursor)
 	if got := slices.Sorted(slices.Values(revokedIDs(events))); !slices.Equal(got, slices.Sorted(slices.Values(mine))) {
 		t.Fatalf("revocation events for %v, want %v", got, mine)
 	}
-	ids, err = s.RevokeUserSessions(ctx(t), alice.ID, now())
+	ids, err := s.RevokeUserSessions(ctx(t), alice.ID, now())
 	noErr(t, "RevokeUserSessions again", err)
 	if len(ids) != 0 {
 		t.Fatalf("RevokeUserSessions again: %v, want none", ids)
@@ -1242,20 +1249,7 @@ func testUserKeepsSessions(t *testing.T, s tokenstore.Store) {
 		return cur, nil
 	})
 	noErr(t, "UpdateUser (disable)", err)
-	revoked, err := s.RevokeUserSessions(ctx(t), u.ID, now())
-	noErr(t, "RevokeUserSessions", err)
-	slices.Sort(revoked)
-	if !slices.Equal(revoked, slices.Sorted(slices.Values(ids))) {
-		t.Fatalf("RevokeUserSessions revoked %v, want %v", revoked, ids)
-	}
-	for _, id := range ids {
-		sessionGone(t, s, id)
-	}
-	list, err := s.ListSessions(ctx(t), u.ID)
-	noErr(t, "ListSessions after revoking", err)
-	if len(list) != 0 {
-		t.Fatalf("ListSessions after revoking every session: %d left", len(list))
-	}
+	revokeAll(t, s, u.ID, ids)
 }
 
 // testPasswordHashBound: a password hash over MaxPasswordHash bytes is
