@@ -15,7 +15,7 @@ func TestTruncateUTF8(t *testing.T) {
 		{"", 8, ""},
 		{strings.Repeat("a", 130), 128, strings.Repeat("a", 128)},
 		{"a\x00b\x7fc\td", 128, "abcd"},
-		{"zoë名前", 6, "zoë"},     // never half a character
+		{"zoë名前", 6, "zoë"},       // never half a character
 		{"ab\xffcd", 128, "abcd"}, // invalid UTF-8 dropped
 		{"é", 1, ""},
 	} {
