@@ -269,6 +269,10 @@ func (h *Hasher) Admit() error {
 	return h.admit(h.waiting.Load())
 }
 
+// WaitBudget is the longest expected wait a caller is queued with
+// (WithWaitBudget).
+func (h *Hasher) WaitBudget() time.Duration { return h.budget }
+
 // HashTime is the measured time of one hash: the median of the last 16
 // (0 before the first; the queue cap alone bounds admission until then).
 func (h *Hasher) HashTime() time.Duration { return time.Duration(h.hashNS.Load()) }

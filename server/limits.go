@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/identityd/identity/ratelimit"
@@ -26,8 +27,13 @@ import (
 // Failures are charged before the password is checked and given back when
 // the attempt turns out not to be a wrong password: the charge is atomic, so
 // concurrent guesses can never together check more passwords than a limit's
-// burst. Keys are hashes, so no username reaches the limiter's store in
-// clear, and the same name in another normalisation is the same key.
+// burst. An attempt that finds a failure limit used up while attempts this
+// instance charged to the same key are still in flight waits for them to
+// settle, within the login wait budget, and asks again: a burst of right
+// passwords (a script logging one account in many times at once) is served
+// as its charges come back, and only failures that were made refuse it.
+// Keys are hashes, so no username reaches the limiter's store in clear, and
+// the same name in another normalisation is the same key.
 func (s *Server) ipLimit() ratelimit.Limit {
 	return ratelimit.Limit{Rate: s.cfg.LoginRatePerIP, Period: time.Minute, Burst: max(1, s.cfg.LoginRatePerIP/5)}
 }
@@ -82,6 +88,10 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 			return nil, &rateLimitedError{msg: "too many login attempts from this address", retryAfter: r.RetryAfter}
 		}
 	}
+	var deadline time.Time // of waiting for attempts in flight to settle
+	if s.hasher != nil {
+		deadline = time.Now().Add(s.hasher.WaitBudget())
+	}
 	c := &loginCharge{}
 	for _, f := range []struct {
 		on    bool
@@ -96,12 +106,7 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 			continue
 		}
 		l := f.limit()
-		r, err := s.limiter.Allow(ctx, f.key, l)
-		if err == nil && !r.Allowed {
-			s.metrics.refused(limitLoginUser)
-			err = &rateLimitedError{msg: f.msg, retryAfter: r.RetryAfter}
-		}
-		if err != nil {
+		if err := s.chargeLogin(ctx, f.key, l, deadline, f.msg); err != nil {
 			// No password is checked: what was charged so far is given back.
 			s.settleLogin(ctx, c, nil)
 			return nil, err
@@ -111,23 +116,133 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 	return c, nil
 }
 
+// chargeLogin charges one attempt to key under l, waiting until deadline
+// for this instance's attempts in flight on key to settle while l is used
+// up; it refuses with msg when l stays used up.
+func (s *Server) chargeLogin(ctx context.Context, key string, l ratelimit.Limit, deadline time.Time, msg string) error {
+	for {
+		r, err := s.limiter.Allow(ctx, key, l)
+		if err != nil {
+			return err
+		}
+		if r.Allowed {
+			s.charged.add(key)
+			return nil
+		}
+		if !s.charged.awaitSettled(ctx, key, deadline) {
+			s.metrics.refused(limitLoginUser)
+			return &rateLimitedError{msg: msg, retryAfter: r.RetryAfter}
+		}
+	}
+}
+
 // settleLogin gives back the attempt's charges unless it was a wrong
 // password (or an unknown user, the same answer): a success costs nothing,
 // and neither does an attempt whose password was never checked (hashing
-// queue full, store down).
+// queue full, store down). Either way the attempt is no longer in flight.
 func (s *Server) settleLogin(ctx context.Context, c *loginCharge, cause error) {
-	if c == nil || errors.Is(cause, users.ErrBadCredentials) {
+	if c == nil {
 		return
 	}
+	refund := !errors.Is(cause, users.ErrBadCredentials)
 	// A caller that hung up after its password was checked still gets its
 	// attempt back; the refund keeps a deadline of its own.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	for i, key := range c.keys {
-		if err := s.limiter.Refund(ctx, key, c.limits[i]); err != nil {
-			// The attempt stays counted: that fails closed.
-			s.log.WarnContext(ctx, "login limiter unavailable", slog.String("error", err.Error()))
+		if refund {
+			if err := s.limiter.Refund(ctx, key, c.limits[i]); err != nil {
+				// The attempt stays counted: that fails closed.
+				s.log.WarnContext(ctx, "login limiter unavailable", slog.String("error", err.Error()))
+			}
 		}
+		// After the refund: a waiter woken now finds the charge back.
+		s.charged.settled(key)
+	}
+}
+
+// maxSettleWaiters bounds the attempts that wait on one key at once; more
+// are refused at once, so a flood of guesses holds no more than this many
+// calls (each for the wait budget at most).
+const maxSettleWaiters = 64
+
+// inFlight counts, per failure-limit key, the attempts this instance charged
+// and has not settled, and wakes the attempts waiting for one to settle.
+// Attempts in flight on another instance are not seen: an attempt refused
+// there is refused at once. The zero value is ready to use.
+type inFlight struct {
+	mu   sync.Mutex
+	keys map[string]*flight
+}
+
+type flight struct {
+	charged, waiting int
+	settle           chan struct{} // closed (and replaced) when one settles
+}
+
+func (f *inFlight) add(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.keys == nil {
+		f.keys = make(map[string]*flight)
+	}
+	fl := f.keys[key]
+	if fl == nil {
+		fl = &flight{settle: make(chan struct{})}
+		f.keys[key] = fl
+	}
+	fl.charged++
+}
+
+func (f *inFlight) settled(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fl := f.keys[key]
+	if fl == nil {
+		return
+	}
+	fl.charged--
+	close(fl.settle)
+	fl.settle = make(chan struct{})
+	f.forget(key, fl)
+}
+
+// forget drops key's entry, fl, once nothing is charged or waits on it.
+func (f *inFlight) forget(key string, fl *flight) {
+	if fl.charged == 0 && fl.waiting == 0 && f.keys[key] == fl {
+		delete(f.keys, key)
+	}
+}
+
+// awaitSettled waits until an attempt in flight on key settles and reports
+// true, or reports false at once when none is in flight (or too many wait
+// already), and when ctx ends or deadline passes first.
+func (f *inFlight) awaitSettled(ctx context.Context, key string, deadline time.Time) bool {
+	wait := time.Until(deadline)
+	f.mu.Lock()
+	fl := f.keys[key]
+	if fl == nil || fl.charged == 0 || fl.waiting >= maxSettleWaiters || wait <= 0 {
+		f.mu.Unlock()
+		return false
+	}
+	fl.waiting++
+	settle := fl.settle
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		fl.waiting--
+		f.forget(key, fl)
+		f.mu.Unlock()
+	}()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-settle:
+		return true
+	case <-timer.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 

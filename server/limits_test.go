@@ -80,6 +80,66 @@ func TestConcurrentGuessesCheckAtMostTheBurst(t *testing.T) {
 	}
 }
 
+// TestBurstOfRightPasswordsIsServed: 32 logins of one username with its
+// right password, at once from one address, against the default failure
+// limit of 10 per username and address. Each is charged as a failure to
+// come and given its charge back when its password proves right, so at most
+// 10 are in flight; the others wait for those to settle instead of being
+// refused as "too many failed logins". The hash is the real (slow) one on
+// one worker and the wait budget a minute, so the burst overlaps however
+// fast or loaded the machine is; with the embedded limiter and with Redis.
+func TestBurstOfRightPasswordsIsServed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opts func(*testing.T) []testidentityd.InProcessOption
+	}{
+		{"memory", func(*testing.T) []testidentityd.InProcessOption { return nil }},
+		{"redis", func(t *testing.T) []testidentityd.InProcessOption {
+			return []testidentityd.InProcessOption{testidentityd.InProcessRedisURL(testredis.URL(t))}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := testidentityd.StartInProcess(t, append(tc.opts(t),
+				testidentityd.InProcessHasher(password.WithWorkers(1), password.WithWaitBudget(time.Minute)))...)
+			if s.Config.LoginFailuresPerUserAddress != 10 {
+				t.Fatalf("default failures per username and address %d, the test is written for 10", s.Config.LoginFailuresPerUserAddress)
+			}
+			name := "burst-" + rand.Text()[:8]
+			pw := addSlowUser(t, s, name)
+			const logins = 32
+			errs := make(chan error, logins)
+			var wg sync.WaitGroup
+			for range logins {
+				wg.Go(func() {
+					_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: pw})
+					errs <- err
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Errorf("a login with the right password: %v (%v)", authn.Reason(err), err)
+				}
+			}
+			// Every charge came back: the limit is whole again, so as many
+			// wrong passwords as its burst are still checked.
+			for i := range s.Config.LoginFailuresPerUserAddress {
+				_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: "wrong-" + pw})
+				if r := authn.Reason(err); r != identityv1.ErrorReason_INVALID_CREDENTIALS {
+					t.Fatalf("wrong password %d after the burst: %v (%v), want INVALID_CREDENTIALS", i+1, r, err)
+				}
+			}
+			_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: pw})
+			if r := authn.Reason(err); r != identityv1.ErrorReason_RATE_LIMITED {
+				t.Fatalf("right password once the failures are used up: %v (%v), want RATE_LIMITED", r, err)
+			}
+		})
+	}
+}
+
 // addSlowUser creates a user whose stored hash has the default argon2id
 // parameters (the server checks a hash at its own cost).
 func addSlowUser(t *testing.T, s *testidentityd.InProcess, name string) string {

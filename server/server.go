@@ -189,10 +189,13 @@ type Server struct {
 	hasher   *password.Hasher
 	admin    *admin.Local
 	limiter  ratelimit.Limiter
-	log      *slog.Logger
-	audit    audit.Sink // audit.go
-	now      func() time.Time
-	rand     io.Reader
+	// charged: the login attempts this instance charged to a failure
+	// limit and has not settled yet (limits.go).
+	charged inFlight
+	log     *slog.Logger
+	audit   audit.Sink // audit.go
+	now     func() time.Time
+	rand    io.Reader
 
 	// checker is the verification core authn's local verifiers share:
 	// cache of verified tokens, revocation set, staleness rule. The feed

@@ -34,6 +34,7 @@ type inProcessOptions struct {
 	// tracerProvider: nil leaves tracing off.
 	tracerProvider trace.TracerProvider
 	now            func() time.Time
+	hasher         []password.Option
 }
 
 type auditStream struct {
@@ -45,6 +46,12 @@ type auditStream struct {
 // server.DefaultConfig with no login limits (LoginRatePerIP 0).
 func InProcessConfig(f func(*server.Config)) InProcessOption {
 	return func(o *inProcessOptions) { o.configure = append(o.configure, f) }
+}
+
+// InProcessHasher adds options to the server's password hasher, which hashes
+// at CheapHash's parameters (users' stored hashes are checked at their own).
+func InProcessHasher(opts ...password.Option) InProcessOption {
+	return func(o *inProcessOptions) { o.hasher = append(o.hasher, opts...) }
 }
 
 // InProcessRedisURL puts the server on the Redis at url (the test owns it:
@@ -246,7 +253,7 @@ func buildServer(ctx context.Context, cfg server.Config, o inProcessOptions) (bu
 	}
 	// Cheap hashes: users made by AddUser are checked at CheapHash's
 	// cost anyway, and this keeps the unknown-user dummy cheap too.
-	hasher, err := password.New(password.WithParams(CheapHash))
+	hasher, err := password.New(append([]password.Option{password.WithParams(CheapHash)}, o.hasher...)...)
 	if err != nil {
 		return fail(err)
 	}
