@@ -12,7 +12,6 @@ import (
 	"github.com/identityd/identity/authn"
 	identityv1 "github.com/identityd/identity/gen/identity/v1"
 	"github.com/identityd/identity/internal/testidentityd"
-	"github.com/identityd/identity/internal/testredis"
 	"github.com/identityd/identity/password"
 	"github.com/identityd/identity/users"
 )
@@ -25,59 +24,37 @@ import (
 // pool, as an attacker's would; with the embedded limiter and with Redis.
 func TestConcurrentGuessesCheckAtMostTheBurst(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		opts func(*testing.T) []testidentityd.InProcessOption
-	}{
-		{"memory", func(*testing.T) []testidentityd.InProcessOption { return nil }},
-		{"redis", func(t *testing.T) []testidentityd.InProcessOption {
-			return []testidentityd.InProcessOption{testidentityd.InProcessRedisURL(testredis.URL(t))}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := testidentityd.StartInProcess(t, tc.opts(t)...)
-			burst := s.Config.LoginFailuresPerUserAddress // the smaller limit
-			name := "victim-" + rand.Text()[:8]           // the Redis is shared: a name of its own
-			pw := addSlowUser(t, s, name)
+	onBothStores(t, func(t *testing.T, _ string, s *testidentityd.InProcess) {
+		burst := s.Config.LoginFailuresPerUserAddress // the smaller limit
+		name := "victim-" + rand.Text()[:8]           // the Redis is shared: a name of its own
+		pw := addSlowUser(t, s, name)
 
-			// Successes cost nothing: more of them than the burst all pass.
-			for range burst + 2 {
-				s.Login(t, name, pw)
-			}
+		// Successes cost nothing: more of them than the burst all pass.
+		for range burst + 2 {
+			s.Login(t, name, pw)
+		}
 
-			const guesses = 40
-			codesSeen := make(chan error, guesses)
-			var wg sync.WaitGroup
-			for range guesses {
-				wg.Go(func() {
-					_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: "wrong-" + pw})
-					codesSeen <- err
-				})
-			}
-			wg.Wait()
-			close(codesSeen)
-			checked := 0
-			for err := range codesSeen {
-				switch reason := authn.Reason(err); reason {
-				case identityv1.ErrorReason_INVALID_CREDENTIALS:
-					checked++
-				case identityv1.ErrorReason_RATE_LIMITED:
-					if status.Code(err) != codes.ResourceExhausted {
-						t.Errorf("RATE_LIMITED with code %v", status.Code(err))
-					}
-				default:
-					t.Errorf("a guess answered %v (%v)", reason, err)
+		const guesses = 40
+		checked := 0
+		for _, err := range loginAtOnce(t, s, guesses, name, "wrong-"+pw) {
+			switch reason := authn.Reason(err); reason {
+			case identityv1.ErrorReason_INVALID_CREDENTIALS:
+				checked++
+			case identityv1.ErrorReason_RATE_LIMITED:
+				if status.Code(err) != codes.ResourceExhausted {
+					t.Errorf("RATE_LIMITED with code %v", status.Code(err))
 				}
+			default:
+				t.Errorf("a guess answered %v (%v)", reason, err)
 			}
-			if checked > burst {
-				t.Errorf("%d of %d concurrent guesses had their password checked, limit's burst %d", checked, guesses, burst)
-			}
-			if checked == 0 {
-				t.Error("no guess was checked at all")
-			}
-		})
-	}
+		}
+		if checked > burst {
+			t.Errorf("%d of %d concurrent guesses had their password checked, limit's burst %d", checked, guesses, burst)
+		}
+		if checked == 0 {
+			t.Error("no guess was checked at all")
+		}
+	})
 }
 
 // TestBurstOfRightPasswordsIsServed: 32 logins of one username with its
@@ -90,54 +67,44 @@ func TestConcurrentGuessesCheckAtMostTheBurst(t *testing.T) {
 // fast or loaded the machine is; with the embedded limiter and with Redis.
 func TestBurstOfRightPasswordsIsServed(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		opts func(*testing.T) []testidentityd.InProcessOption
-	}{
-		{"memory", func(*testing.T) []testidentityd.InProcessOption { return nil }},
-		{"redis", func(t *testing.T) []testidentityd.InProcessOption {
-			return []testidentityd.InProcessOption{testidentityd.InProcessRedisURL(testredis.URL(t))}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := testidentityd.StartInProcess(t, append(tc.opts(t),
-				testidentityd.InProcessHasher(password.WithWorkers(1), password.WithWaitBudget(time.Minute)))...)
-			if s.Config.LoginFailuresPerUserAddress != 10 {
-				t.Fatalf("default failures per username and address %d, the test is written for 10", s.Config.LoginFailuresPerUserAddress)
+	onBothStores(t, func(t *testing.T, _ string, s *testidentityd.InProcess) {
+		if s.Config.LoginFailuresPerUserAddress != 10 {
+			t.Fatalf("default failures per username and address %d, the test is written for 10", s.Config.LoginFailuresPerUserAddress)
+		}
+		name := "burst-" + rand.Text()[:8]
+		pw := addSlowUser(t, s, name)
+		for _, err := range loginAtOnce(t, s, 32, name, pw) {
+			if err != nil {
+				t.Errorf("a login with the right password: %v (%v)", authn.Reason(err), err)
 			}
-			name := "burst-" + rand.Text()[:8]
-			pw := addSlowUser(t, s, name)
-			const logins = 32
-			errs := make(chan error, logins)
-			var wg sync.WaitGroup
-			for range logins {
-				wg.Go(func() {
-					_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: pw})
-					errs <- err
-				})
+		}
+		// Every charge came back: the limit is whole again, so as many
+		// wrong passwords as its burst are still checked.
+		for i := range s.Config.LoginFailuresPerUserAddress {
+			_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: "wrong-" + pw})
+			if r := authn.Reason(err); r != identityv1.ErrorReason_INVALID_CREDENTIALS {
+				t.Fatalf("wrong password %d after the burst: %v (%v), want INVALID_CREDENTIALS", i+1, r, err)
 			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Errorf("a login with the right password: %v (%v)", authn.Reason(err), err)
-				}
-			}
-			// Every charge came back: the limit is whole again, so as many
-			// wrong passwords as its burst are still checked.
-			for i := range s.Config.LoginFailuresPerUserAddress {
-				_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: "wrong-" + pw})
-				if r := authn.Reason(err); r != identityv1.ErrorReason_INVALID_CREDENTIALS {
-					t.Fatalf("wrong password %d after the burst: %v (%v), want INVALID_CREDENTIALS", i+1, r, err)
-				}
-			}
-			_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: pw})
-			if r := authn.Reason(err); r != identityv1.ErrorReason_RATE_LIMITED {
-				t.Fatalf("right password once the failures are used up: %v (%v), want RATE_LIMITED", r, err)
-			}
+		}
+		_, err := s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: pw})
+		if r := authn.Reason(err); r != identityv1.ErrorReason_RATE_LIMITED {
+			t.Fatalf("right password once the failures are used up: %v (%v), want RATE_LIMITED", r, err)
+		}
+	}, testidentityd.InProcessHasher(password.WithWorkers(1), password.WithWaitBudget(time.Minute)))
+}
+
+// loginAtOnce sends n logins of name with pw at once and returns their
+// errors.
+func loginAtOnce(t *testing.T, s *testidentityd.InProcess, n int, name, pw string) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = s.API.Login(t.Context(), &identityv1.LoginRequest{Username: name, Password: pw})
 		})
 	}
+	wg.Wait()
+	return errs
 }
 
 // addSlowUser creates a user whose stored hash has the default argon2id

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -318,13 +319,13 @@ func TestWatchRevocationsIsForServicesOnly(t *testing.T) {
 }
 
 // onBothStores runs test in parallel on an in-process server with the
-// embedded store and with a Redis one.
-func onBothStores(t *testing.T, test func(t *testing.T, store string, p *testidentityd.InProcess)) {
+// embedded store and with a Redis one, each started with options.
+func onBothStores(t *testing.T, test func(t *testing.T, store string, p *testidentityd.InProcess), options ...testidentityd.InProcessOption) {
 	t.Helper()
 	for _, store := range []string{"memory", "redis"} {
 		t.Run(store, func(t *testing.T) {
 			t.Parallel()
-			var opts []testidentityd.InProcessOption
+			opts := slices.Clone(options)
 			if store == "redis" {
 				opts = append(opts, testidentityd.InProcessRedisURL(testredis.URL(t)))
 			}
