@@ -32,57 +32,21 @@ type Cluster struct {
 	nodes []*node
 }
 
-var sharedCluster struct {
-	mu    sync.Mutex
-	users int
-	c     *Cluster
-	dir   string
-}
-
 // NewCluster starts a private cluster for t and kills it when t ends.
 // Without redis-server or redis-cli on PATH, t skips (fails under CI=true).
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
-	dir := t.TempDir()
-	c, err := startCluster(dir)
-	if err != nil {
-		topologyFailed(t, err)
-	}
-	t.Cleanup(c.close)
-	return c
+	return private(t, startCluster)
 }
+
+var sharedCluster sharedTopology[*Cluster]
 
 // SharedCluster returns the cluster shared by the tests of this test
 // binary, starting it on first use; the last test using it stops it.
 // Tests must not kill its nodes: take a NewCluster for that.
 func SharedCluster(t testing.TB) *Cluster {
 	t.Helper()
-	sharedCluster.mu.Lock()
-	defer sharedCluster.mu.Unlock()
-	if sharedCluster.c == nil {
-		dir, err := os.MkdirTemp("", "testredis-cluster-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := startCluster(dir)
-		if err != nil {
-			os.RemoveAll(dir)
-			topologyFailed(t, err)
-		}
-		sharedCluster.c, sharedCluster.dir = c, dir
-	}
-	sharedCluster.users++
-	t.Cleanup(func() {
-		sharedCluster.mu.Lock()
-		defer sharedCluster.mu.Unlock()
-		sharedCluster.users--
-		if sharedCluster.users == 0 {
-			sharedCluster.c.close()
-			os.RemoveAll(sharedCluster.dir)
-			sharedCluster.c = nil
-		}
-	})
-	return sharedCluster.c
+	return sharedCluster.use(t, "testredis-cluster-", startCluster)
 }
 
 func startCluster(dir string) (_ *Cluster, err error) {

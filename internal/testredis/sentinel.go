@@ -31,56 +31,21 @@ type Sentinel struct {
 	sentinels []*node
 }
 
-var sharedSentinel struct {
-	mu    sync.Mutex
-	users int
-	s     *Sentinel
-	dir   string
-}
-
 // NewSentinel starts a private Sentinel setup for t and kills it when t
 // ends. Without redis-server on PATH, t skips (fails under CI=true).
 func NewSentinel(t testing.TB) *Sentinel {
 	t.Helper()
-	s, err := startSentinel(t.TempDir())
-	if err != nil {
-		topologyFailed(t, err)
-	}
-	t.Cleanup(s.close)
-	return s
+	return private(t, startSentinel)
 }
+
+var sharedSentinel sharedTopology[*Sentinel]
 
 // SharedSentinel returns the Sentinel setup shared by the tests of this
 // test binary, starting it on first use; the last test using it stops it.
 // Tests must not kill its nodes: take a NewSentinel for that.
 func SharedSentinel(t testing.TB) *Sentinel {
 	t.Helper()
-	sharedSentinel.mu.Lock()
-	defer sharedSentinel.mu.Unlock()
-	if sharedSentinel.s == nil {
-		dir, err := os.MkdirTemp("", "testredis-sentinel-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := startSentinel(dir)
-		if err != nil {
-			os.RemoveAll(dir)
-			topologyFailed(t, err)
-		}
-		sharedSentinel.s, sharedSentinel.dir = s, dir
-	}
-	sharedSentinel.users++
-	t.Cleanup(func() {
-		sharedSentinel.mu.Lock()
-		defer sharedSentinel.mu.Unlock()
-		sharedSentinel.users--
-		if sharedSentinel.users == 0 {
-			sharedSentinel.s.close()
-			os.RemoveAll(sharedSentinel.dir)
-			sharedSentinel.s = nil
-		}
-	})
-	return sharedSentinel.s
+	return sharedSentinel.use(t, "testredis-sentinel-", startSentinel)
 }
 
 func startSentinel(dir string) (_ *Sentinel, err error) {
