@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"golang.org/x/time/rate"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -302,33 +304,70 @@ func errorInfo(st *status.Status) *errdetails.ErrorInfo {
 // errorUnaryInterceptor maps every handler error through toStatus and logs
 // the ones that are the server's fault (never with secrets: errors carry
 // none by construction).
-func errorUnaryInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+func errorUnaryInterceptor(log *failureLog) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		if err != nil {
 			mapped := toStatus(err)
-			logInternal(ctx, log, info.FullMethod, err, mapped)
+			log.failed(ctx, info.FullMethod, err, mapped)
 			return nil, mapped
 		}
 		return resp, nil
 	}
 }
 
-func errorStreamInterceptor(log *slog.Logger) grpc.StreamServerInterceptor {
+func errorStreamInterceptor(log *failureLog) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(srv, ss)
 		if err != nil {
 			mapped := toStatus(err)
-			logInternal(ss.Context(), log, info.FullMethod, err, mapped)
+			log.failed(ss.Context(), info.FullMethod, err, mapped)
 			return mapped
 		}
 		return nil
 	}
 }
 
-func logInternal(ctx context.Context, log *slog.Logger, method string, err, mapped error) {
+// Failure lines a second, and at once, before failureLog leaves lines out.
+const (
+	failureLogRate  = 10
+	failureLogBurst = 20
+)
+
+// failureLog writes the "request failed" line of each call that failed by
+// the server's fault (INTERNAL, UNAVAILABLE): every one while they are few,
+// at most failureLogRate a second (bursts of failureLogBurst) when they are
+// many. In a store outage every call fails alike, tens of thousands a
+// second: a line each would write megabytes a second and spend on logging
+// the CPU the calls still being served need. The next line written counts
+// the lines left out (suppressed); identity_store_errors_total and
+// the gRPC metrics count every call.
+type failureLog struct {
+	log        *slog.Logger
+	lines      *rate.Limiter
+	suppressed atomic.Int64
+}
+
+func newFailureLog(log *slog.Logger) *failureLog {
+	return &failureLog{log: log, lines: rate.NewLimiter(failureLogRate, failureLogBurst)}
+}
+
+func (l *failureLog) failed(ctx context.Context, method string, err, mapped error) {
 	switch status.Code(mapped) {
 	case codes.Internal, codes.Unavailable:
-		log.LogAttrs(ctx, slog.LevelWarn, "request failed", slog.String("method", method), slog.String("error", err.Error()))
+	default:
+		return
 	}
+	if !l.log.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
+	if !l.lines.Allow() {
+		l.suppressed.Add(1)
+		return
+	}
+	attrs := []slog.Attr{slog.String("method", method), slog.String("error", err.Error())}
+	if n := l.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, slog.Int64("suppressed", n))
+	}
+	l.log.LogAttrs(ctx, slog.LevelWarn, "request failed", attrs...)
 }

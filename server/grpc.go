@@ -111,12 +111,13 @@ func (s *Server) buildGRPC() error {
 		}),
 	}
 
+	failures := newFailureLog(s.log)
 	unary := []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(panics),
 		metrics.UnaryServerInterceptor(),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), whileDebug),
 		s.metrics.unaryInterceptor(),
-		errorUnaryInterceptor(s.log),
+		errorUnaryInterceptor(failures),
 		unreadableUnaryInterceptor,
 		authn.UnaryServerInterceptor(verifier, access...),
 		browserUnaryInterceptor,
@@ -125,7 +126,7 @@ func (s *Server) buildGRPC() error {
 		recovery.StreamServerInterceptor(panics),
 		metrics.StreamServerInterceptor(),
 		logging.StreamServerInterceptor(logger, logOpts...),
-		errorStreamInterceptor(s.log),
+		errorStreamInterceptor(failures),
 		unreadableStreamInterceptor,
 		authn.StreamServerInterceptor(verifier, access...),
 	}
