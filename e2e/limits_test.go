@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,6 +76,38 @@ func TestLoginLimitsThrottleWithoutLockout(t *testing.T) {
 
 	// Other usernames have budgets of their own.
 	requireError(t, fresh.loginREST(t, "someone-"+randomHex(4), wrong), http.StatusUnauthorized, "INVALID_CREDENTIALS")
+}
+
+// TestBurstOfRightPasswords: 32 REST logins of one user with the right
+// password, at once from one address, against identityd's default failure
+// limit of 10 per username and address, all succeed: each attempt is
+// charged before its password is checked and given its charge back when
+// the password proves right, and those that find the limit used up by
+// attempts in flight wait for them to settle. The wait budget is a minute,
+// so a slow or loaded machine hashes the burst in time.
+func TestBurstOfRightPasswords(t *testing.T) {
+	t.Parallel()
+	d := startIdentityd(t, opts{flags: map[string]string{"login-wait-budget": "1m"}})
+	const logins = 32
+	results := make([]response, logins)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() { results[i] = d.loginREST(t, d.Username, d.Password) })
+	}
+	wg.Wait()
+	refused := 0
+	for _, r := range results {
+		if r.status != http.StatusOK {
+			refused++
+			t.Logf("refused: %v", r)
+		}
+	}
+	if refused > 0 {
+		t.Fatalf("%d of %d logins with the right password refused", refused, logins)
+	}
+	for _, r := range results {
+		d.requireTokenPair(t, r)
+	}
 }
 
 // client is a REST and gRPC client of d whose connections come from one

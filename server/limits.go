@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/identityd/identity/ratelimit"
@@ -121,15 +120,18 @@ func (s *Server) limitLogin(ctx context.Context, username string) (*loginCharge,
 // up; it refuses with msg when l stays used up.
 func (s *Server) chargeLogin(ctx context.Context, key string, l ratelimit.Limit, deadline time.Time, msg string) error {
 	for {
+		// Counted in flight before it asks: an attempt refused meanwhile
+		// waits for this one to settle rather than find nothing to wait for.
+		m := s.charged.begin(key)
 		r, err := s.limiter.Allow(ctx, key, l)
+		if err == nil && r.Allowed {
+			return nil
+		}
+		s.charged.abandon(key)
 		if err != nil {
 			return err
 		}
-		if r.Allowed {
-			s.charged.add(key)
-			return nil
-		}
-		if !s.charged.awaitSettled(ctx, key, deadline) {
+		if !s.charged.awaitSettled(ctx, key, m, deadline) {
 			s.metrics.refused(limitLoginUser)
 			return &rateLimitedError{msg: msg, retryAfter: r.RetryAfter}
 		}
@@ -158,91 +160,6 @@ func (s *Server) settleLogin(ctx context.Context, c *loginCharge, cause error) {
 		}
 		// After the refund: a waiter woken now finds the charge back.
 		s.charged.settled(key)
-	}
-}
-
-// maxSettleWaiters bounds the attempts that wait on one key at once; more
-// are refused at once, so a flood of guesses holds no more than this many
-// calls (each for the wait budget at most).
-const maxSettleWaiters = 64
-
-// inFlight counts, per failure-limit key, the attempts this instance charged
-// and has not settled, and wakes the attempts waiting for one to settle.
-// Attempts in flight on another instance are not seen: an attempt refused
-// there is refused at once. The zero value is ready to use.
-type inFlight struct {
-	mu   sync.Mutex
-	keys map[string]*flight
-}
-
-type flight struct {
-	charged, waiting int
-	settle           chan struct{} // closed (and replaced) when one settles
-}
-
-func (f *inFlight) add(key string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.keys == nil {
-		f.keys = make(map[string]*flight)
-	}
-	fl := f.keys[key]
-	if fl == nil {
-		fl = &flight{settle: make(chan struct{})}
-		f.keys[key] = fl
-	}
-	fl.charged++
-}
-
-func (f *inFlight) settled(key string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fl := f.keys[key]
-	if fl == nil {
-		return
-	}
-	fl.charged--
-	close(fl.settle)
-	fl.settle = make(chan struct{})
-	f.forget(key, fl)
-}
-
-// forget drops key's entry, fl, once nothing is charged or waits on it.
-func (f *inFlight) forget(key string, fl *flight) {
-	if fl.charged == 0 && fl.waiting == 0 && f.keys[key] == fl {
-		delete(f.keys, key)
-	}
-}
-
-// awaitSettled waits until an attempt in flight on key settles and reports
-// true, or reports false at once when none is in flight (or too many wait
-// already), and when ctx ends or deadline passes first.
-func (f *inFlight) awaitSettled(ctx context.Context, key string, deadline time.Time) bool {
-	wait := time.Until(deadline)
-	f.mu.Lock()
-	fl := f.keys[key]
-	if fl == nil || fl.charged == 0 || fl.waiting >= maxSettleWaiters || wait <= 0 {
-		f.mu.Unlock()
-		return false
-	}
-	fl.waiting++
-	settle := fl.settle
-	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		fl.waiting--
-		f.forget(key, fl)
-		f.mu.Unlock()
-	}()
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-settle:
-		return true
-	case <-timer.C:
-		return false
-	case <-ctx.Done():
-		return false
 	}
 }
 
