@@ -189,8 +189,8 @@ type Server struct {
 	hasher   *password.Hasher
 	admin    *admin.Local
 	limiter  ratelimit.Limiter
-	// charged: the login attempts this instance charged to a failure
-	// limit and has not settled yet (limits.go).
+	// charged: the login attempts of this instance being charged to a
+	// failure limit, or charged and not settled yet (inflight.go).
 	charged inFlight
 	log     *slog.Logger
 	audit   audit.Sink // audit.go
