@@ -30,7 +30,7 @@ type inFlight struct {
 type flight struct {
 	inFlight, waiting int
 	settles           int           // attempts of this flight settled so far
-	wake              chan struct{} // closed (and replaced) when one settles
+	wake              chan struct{} // closed (and replaced) when one settles, or the last is abandoned
 }
 
 // flightMark is what had settled on a key when an attempt asked to be
