@@ -146,19 +146,20 @@ func (s *Server) settleLogin(ctx context.Context, c *loginCharge, cause error) {
 	if c == nil {
 		return
 	}
-	refund := !errors.Is(cause, users.ErrBadCredentials)
-	// A caller that hung up after its password was checked still gets its
-	// attempt back; the refund keeps a deadline of its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	for i, key := range c.keys {
-		if refund {
+	if !errors.Is(cause, users.ErrBadCredentials) {
+		// A caller that hung up after its password was checked still gets
+		// its attempt back; the refund keeps a deadline of its own.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		for i, key := range c.keys {
 			if err := s.limiter.Refund(ctx, key, c.limits[i]); err != nil {
 				// The attempt stays counted: that fails closed.
 				s.log.WarnContext(ctx, "login limiter unavailable", slog.String("error", err.Error()))
 			}
 		}
-		// After the refund: a waiter woken now finds the charge back.
+	}
+	// After the refunds: a waiter woken now finds the charges back.
+	for _, key := range c.keys {
 		s.charged.settled(key)
 	}
 }

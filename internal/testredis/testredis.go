@@ -40,14 +40,9 @@ import (
 const EnvURL = "REDIS_URL"
 
 // shared is the private server handed out by Start while REDIS_URL is unset.
-// It lives while at least one test uses it: the last test to finish stops
-// it, so no redis-server outlives the test binary (and on Linux the child
-// also dies with its parent, see procAttr).
-var shared struct {
-	mu    sync.Mutex
-	users int
-	srv   *Server
-}
+// It lives while at least one test uses it (on Linux the child also dies
+// with its parent, see procAttr).
+var shared refCounted[*Server]
 
 // Start returns a client of the test Redis, closed when t ends. Keys the
 // test writes stay unless it uses KeyPrefix; the Redis is never flushed.
@@ -63,27 +58,13 @@ func URL(t testing.TB) string {
 	if u := os.Getenv(EnvURL); u != "" {
 		return u
 	}
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.srv == nil {
+	return shared.use(t, func() (*Server, func(), error) {
 		srv, err := startServer()
 		if err != nil {
-			unavailable(t, err)
+			return nil, nil, err
 		}
-		shared.srv = srv
-	}
-	shared.users++
-	t.Cleanup(func() {
-		shared.mu.Lock()
-		defer shared.mu.Unlock()
-		shared.users--
-		if shared.users == 0 {
-			shared.srv.kill(syscall.SIGTERM)
-			os.RemoveAll(shared.srv.dir)
-			shared.srv = nil
-		}
-	})
-	return shared.srv.URL()
+		return srv, func() { srv.kill(syscall.SIGTERM); os.RemoveAll(srv.dir) }, nil
+	}, unavailable).URL()
 }
 
 // KeyPrefix returns a random key prefix ("test:<hex>:") and, when t ends,

@@ -22,31 +22,49 @@ func private[T topology](t testing.TB, start func(dir string) (T, error)) T {
 	return top
 }
 
-// sharedTopology is a topology the tests of one test binary share: started
-// on first use, in a directory of its own, and stopped (its directory
-// removed) when the last test using it ends.
-type sharedTopology[T topology] struct {
-	mu    sync.Mutex
-	users int
-	top   T
-	dir   string // "" while nothing runs
-}
+// sharedTopology is a topology the tests of one test binary share, in a
+// directory of its own that goes with it.
+type sharedTopology[T topology] struct{ refCounted[T] }
 
 func (s *sharedTopology[T]) use(t testing.TB, dirPattern string, start func(dir string) (T, error)) T {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dir == "" {
+	return s.refCounted.use(t, func() (T, func(), error) {
+		var none T
 		dir, err := os.MkdirTemp("", dirPattern)
 		if err != nil {
-			t.Fatal(err)
+			return none, nil, err
 		}
 		top, err := start(dir)
 		if err != nil {
 			os.RemoveAll(dir)
-			topologyFailed(t, err)
+			return none, nil, err
 		}
-		s.top, s.dir = top, dir
+		return top, func() { top.close(); os.RemoveAll(dir) }, nil
+	}, topologyFailed)
+}
+
+// refCounted is a value the tests of one test binary share: started on
+// first use and stopped when the last test using it ends, so no
+// redis-server outlives the test binary.
+type refCounted[T any] struct {
+	mu    sync.Mutex
+	users int
+	v     T
+	stop  func() // nil while nothing runs
+}
+
+// use returns the value, starting it first if none runs; a start that
+// fails is reported to failed (which ends t).
+func (s *refCounted[T]) use(t testing.TB, start func() (T, func(), error), failed func(testing.TB, error)) T {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop == nil {
+		v, stop, err := start()
+		if err != nil {
+			failed(t, err)
+		}
+		s.v, s.stop = v, stop
 	}
 	s.users++
 	t.Cleanup(func() {
@@ -54,11 +72,10 @@ func (s *sharedTopology[T]) use(t testing.TB, dirPattern string, start func(dir 
 		defer s.mu.Unlock()
 		s.users--
 		if s.users == 0 {
-			s.top.close()
-			os.RemoveAll(s.dir)
+			s.stop()
 			var none T
-			s.top, s.dir = none, ""
+			s.v, s.stop = none, nil
 		}
 	})
-	return s.top
+	return s.v
 }
