@@ -515,12 +515,19 @@ export class IdentityClient extends EventTarget {
       }
       body.refresh_token = this.#refreshToken;
     }
+    const sentWith = this.#access;
     const res = await this.#post('/v1/refresh', body);
     if (res.ok) {
       this.#accept(/** @type {TokenPair} */ (await res.json()), true);
       return /** @type {Access} */ (this.#access).token;
     }
     const err = await IdentityError.from(res);
+    if (this.#state === 'signedin' && this.#access && this.#access !== sentWith) {
+      // A session begun while this refresh was on the wire (a login during
+      // restore's probe, which went without a cookie), or a token another
+      // tab sent: the refusal was of what came before, not of it.
+      return this.#access.token;
+    }
     if (res.status === 401 && REFRESH_DEAD.has(err.reason)) {
       // A tab that held a session tells the others it is gone (they share
       // its cookie); a tab that was only probing for one (restore) does not.

@@ -351,6 +351,30 @@ describe('tabs', () => {
   });
 });
 
+describe('a login during restore', () => {
+  test("restore's probe, refused after a login made while it was on the wire, does not sign the new session out", async () => {
+    const server = new FakeIdentity();
+    const c = clock();
+    let answer = () => {};
+    const held = new Promise((resolve) => { answer = resolve; });
+    // The probe went before the login set the cookie: refused, but late.
+    server.refreshAnswer = async () => { await held; return errorResponse(401, 'REFRESH_TOKEN_INVALID'); };
+    const client = newClient(server, c);
+    const seen = events(client);
+    const restoring = client.restore();
+    await tick(20);
+    assert.equal(server.count('/v1/refresh'), 1, 'the probe is on the wire');
+    server.refreshAnswer = null;
+    await client.login('alice', 'pw');
+    answer();
+    assert.equal(await restoring, true);
+    assert.equal(client.signedIn, true);
+    assert.deepEqual(seen.filter((e) => e.type === 'signedout'), []);
+    await client.fetch('https://api.example/api');
+    assert.equal(server.count('/v1/refresh'), 1, 'the session goes on with its own token');
+  });
+});
+
 describe('for adapters: accessToken, retryToken, IdentityError.fromBody', () => {
   test('accessToken: the current token without a request, one refresh for many near expiry', async () => {
     const server = new FakeIdentity();
