@@ -512,9 +512,21 @@ func (p *Process) Stop() {
 	select {
 	case <-exited:
 	case <-time.After(p.stopTimeout):
-		cmd.Process.Kill()
-		<-exited
-		p.t.Errorf("testidentityd: identityd did not exit within %v of SIGTERM; killed", p.stopTimeout)
+		// SIGQUIT first: Go's runtime writes every goroutine's stack to
+		// the log, which the failure then shows: where it hung.
+		before := len(p.Log.String())
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(2 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		dump := p.Log.String()[before:]
+		if len(dump) > 64<<10 {
+			dump = dump[:64<<10] + "\n…"
+		}
+		p.t.Errorf("testidentityd: identityd did not exit within %v of SIGTERM; its goroutines at SIGQUIT:\n%s", p.stopTimeout, dump)
 	}
 }
 
